@@ -1,0 +1,39 @@
+# `make suggest VIDEO=...` and `make test` work on a fresh machine: they
+# bootstrap .venv with everything phd needs (ffmpeg comes inside a wheel).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH ?= torch==2.13.0
+
+.PHONY: install suggest test test-heavy lint bench-quick completions clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel first: an unpinned torch would pull GBs of CUDA.
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+suggest: $(STAMP)
+	@test -n "$(VIDEO)" || (echo "usage: make suggest VIDEO=path-or-URL [ARGS='-k 5 --out gifs']" >&2; exit 2)
+	$(BIN)/phd suggest "$(VIDEO)" $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/ruff check phdcli tests bench scripts
+	$(BIN)/pytest -q
+
+test-heavy: $(STAMP)
+	$(BIN)/pytest -q -m heavy
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench --quick
+
+completions: $(STAMP)
+	$(BIN)/python scripts/gen_completions.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+from phdcli.cli import main
+
+main()

@@ -1,0 +1,47 @@
+"""Exceptions that the CLI maps to exit codes.
+
+Library code raises these with a message that is already one readable line;
+the CLI prints ``phd: error: <message>`` and exits with ``exit_code``.
+"""
+
+from __future__ import annotations
+
+
+class PhdError(Exception):
+    """Base class: a failure the user can understand and act on."""
+
+    exit_code = 1
+
+
+class UsageError(PhdError):
+    """Bad flags or arguments (exit code 2, like click's usage errors)."""
+
+    exit_code = 2
+
+
+class InputError(PhdError):
+    """A video, GIF or annotation file that cannot be used."""
+
+
+class FfmpegError(PhdError):
+    """ffmpeg failed; ``stderr`` holds its own words."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+
+class WeightsError(PhdError):
+    """Missing, corrupt or mismatched model weights."""
+
+
+class DownloadError(PhdError):
+    """A download (weights or video) failed or did not verify."""
+
+
+class DeviceError(PhdError):
+    """The requested compute device is not available."""
+
+
+class HistoryError(PhdError):
+    """The user's history cannot be read or changed as asked."""

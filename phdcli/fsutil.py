@@ -1,0 +1,51 @@
+"""Atomic writes: nothing half-written is ever left under a final name."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temp path beside ``final``; rename it over ``final`` on success.
+
+    The temp file keeps ``final``'s suffix (ffmpeg picks the muxer from it) and
+    is removed if the body raises.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # ".NAME.XXXX.part.gif": hidden, recognisably ours, and ending in the
+    # real suffix so that ffmpeg still picks the right muxer.
+    tmp_suffix = suffix if suffix is not None else ".part" + final.suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=tmp_suffix, dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(final: Path, data: bytes) -> None:
+    with atomic_path(final, suffix=".tmp") as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(final: Path, text: str) -> None:
+    atomic_write_bytes(final, text.encode("utf-8"))
+
+
+def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
+    """Streamed sha256 of a file's content (hex)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,68 @@
+"""Where phd keeps things: the one place that knows the directory layout.
+
+``PHD_HOME`` moves everything (data, cache, config) under one folder, which is
+what tests and portable installs want; otherwise platformdirs decides.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+APP_NAME = "phd"
+
+
+def _home() -> Path | None:
+    home = os.environ.get("PHD_HOME")
+    return Path(home).expanduser() if home else None
+
+
+def data_dir() -> Path:
+    """User data: histories (one folder per profile)."""
+    home = _home()
+    if home is not None:
+        return home / "data"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def cache_dir() -> Path:
+    """Re-creatable files: weights, converted weights, features, downloads."""
+    home = _home()
+    if home is not None:
+        return home / "cache"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+def config_dir() -> Path:
+    home = _home()
+    if home is not None:
+        return home / "config"
+    import platformdirs
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False))
+
+
+def weights_cache_dir() -> Path:
+    return cache_dir() / "weights"
+
+
+def features_cache_dir() -> Path:
+    return cache_dir() / "features"
+
+
+def downloads_cache_dir() -> Path:
+    return cache_dir() / "downloads"
+
+
+def profile_dir(user: str = "default") -> Path:
+    """The history folder of one profile (``--user NAME``)."""
+    return data_dir() / "profiles" / user / "history"
+
+
+def bundled_weights_dir() -> Path:
+    """The repository's ``weights/`` folder (our small trained model files)."""
+    return Path(__file__).resolve().parent.parent / "weights"
