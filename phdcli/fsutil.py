@@ -49,3 +49,26 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
         while chunk := fh.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cached_sha256(path: Path, index_dir: Path) -> str:
+    """sha256 of ``path``, remembered by (path, size, mtime) in ``index_dir``.
+
+    Hashing a long video or a 300 MB weights file costs seconds; a warm run
+    should not pay it again. The memo is keyed by the resolved path, size and
+    mtime_ns, so an edited or replaced file is hashed anew.
+    """
+    import json
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
+    memo = index_dir / f"{key[:32]}.json"
+    try:
+        return str(json.loads(memo.read_text())["sha256"])
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = sha256_file(path)
+    with contextlib.suppress(OSError):  # a read-only cache only costs speed
+        atomic_write_text(memo, json.dumps({"path": str(path), "sha256": digest}))
+    return digest

@@ -89,3 +89,19 @@ def gif_from(video: Path, out: Path, start_s: float, duration_s: float, fps: int
     run_ffmpeg("-ss", str(start_s), "-t", str(duration_s), "-i", str(video),
                "-filter_complex", graph, "-loop", "0", str(out))
     return out
+
+
+def frame_index_video(out: Path, duration_s: float = 4.0, fps: int = 30, size: str = "64x48",
+                      gop: int | None = None, step: int = 3) -> Path:
+    """Flat gray frames whose level encodes their own index: frame n has luma 16 + (n*step) % 216.
+
+    Frames are flat, so H.264 keeps each level almost exactly; a test can tell
+    which source frame a decoder returned from its mean brightness.
+    """
+    args = ["-f", "lavfi", "-i", f"color=c=black:size={size}:rate={fps}:duration={duration_s}",
+            "-vf", f"geq=lum='16+mod(N*{step},216)':cb=128:cr=128",
+            "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p"]
+    if gop:
+        args += ["-g", str(gop), "-keyint_min", str(gop)]
+    run_ffmpeg(*args, str(out))
+    return out

@@ -1,0 +1,309 @@
+"""The ``phd`` command line: flags -> validated config -> one library call.
+
+Nothing heavy is imported at module level (``phd --help`` must not import
+torch, PyAV, OpenCV or yt-dlp). Our exceptions map to exit codes in
+``main``: 1 for a failed input or run, 2 for usage errors; ``PHD_DEBUG=1``
+re-raises with the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from phdcli import __version__, defaults
+from phdcli.errors import PhdError
+
+app = typer.Typer(
+    name="phd",
+    help="Personalized highlight detection: the GIFs this user would make from a video.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+history_app = typer.Typer(help="Manage the GIFs a profile made before.", no_args_is_help=True)
+model_app = typer.Typer(help="C3D weights and ranking models.", no_args_is_help=True)
+train_app = typer.Typer(help="Train model parts.", no_args_is_help=True)
+app.add_typer(history_app, name="history")
+app.add_typer(model_app, name="model")
+app.add_typer(train_app, name="train")
+
+log = logging.getLogger("phd")
+
+
+class _State:
+    quiet = False
+
+
+def _setup_output(quiet: bool) -> None:
+    _State.quiet = quiet
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("phd: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _show_progress() -> bool:
+    return not _State.quiet and sys.stderr.isatty()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"phd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    _setup_output(quiet)
+
+
+# -- suggest -----------------------------------------------------------------
+UserOpt = Annotated[str, typer.Option("--user", "-u", help="History profile.")]
+HistoryDirOpt = Annotated[
+    Path | None, typer.Option("--history", help="Use this folder of GIFs as the history.")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--c3d-weights", help="C3D weights file (also PHD_C3D_WEIGHTS).", dir_okay=False),
+]
+
+
+@app.command()
+def suggest(
+    inputs: Annotated[list[str], typer.Argument(help="Videos or folders.", metavar="VIDEO...")],
+    k: Annotated[int, typer.Option("-k", help="How many GIFs per video.")] = defaults.K,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the GIFs.")] = Path("."),
+    segments: Annotated[str, typer.Option(help="fixed or shots.")] = "fixed",
+    length: Annotated[float, typer.Option(help="Segment seconds.")] = defaults.SEGMENT_LENGTH_S,
+    fps: Annotated[float, typer.Option(help="GIF frame rate.")] = defaults.GIF_FPS,
+    width: Annotated[int, typer.Option(help="GIF width in pixels.")] = defaults.GIF_WIDTH,
+    name: Annotated[str, typer.Option(help="GIF name template.")] = defaults.NAME_TEMPLATE,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite existing GIFs.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Rank only; write no GIFs.")] = False,
+    user: UserOpt = "default",
+    history: HistoryDirOpt = None,
+    device: DeviceOpt = "auto",
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    c3d_weights: WeightsOpt = None,
+    model: Annotated[Path | None, typer.Option(help="Ranking model file.")] = None,
+) -> None:
+    """Rank a video's segments for this user and write the top k as GIFs."""
+    from phdcli.gifs import GifOptions
+    from phdcli.suggest import SuggestConfig, suggest_batch
+
+    if fps <= 0 or width < 16:
+        raise click.UsageError("--fps must be positive and --width at least 16")
+    config = SuggestConfig(
+        k=k, out_dir=out, segments=segments, length_s=length, gif=GifOptions(fps, width),
+        name_template=name, device=device, precision=precision, c3d_weights=c3d_weights,
+        model_path=model, user=user, history_dir=history, force=force, dry_run=dry_run,
+    )
+    with _Progress() as progress:
+        batch = suggest_batch(inputs, config, progress=progress.update)
+    if as_json:
+        typer.echo(json.dumps(batch.to_dict(), indent=1))
+    else:
+        _print_suggestions(batch)
+    for failure in batch.failures:
+        log.error("error: %s: %s", failure.input, failure.message)
+    if batch.failures:
+        raise typer.Exit(1)
+
+
+def _print_suggestions(batch: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for _source, result in batch.results:
+        table = Table(title=f"{result.video.name} ({result.duration_s:.0f} s)")
+        table.add_column("rank", justify="right")
+        table.add_column("start-end")
+        table.add_column("score", justify="right")
+        table.add_column("gif")
+        for s in result.suggestions:
+            span = f"{_clock(s.start_s)}-{_clock(s.end_s)}"
+            table.add_row(str(s.rank), span, f"{s.score:.3f}", str(s.path or "-"))
+        console.print(table)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}:{secs:04.1f}"
+
+
+class _Progress:
+    """A rich bar on stderr when it is a terminal; nothing otherwise."""
+
+    def __enter__(self) -> _Progress:
+        self._bar: Any = None
+        self._tasks: dict[str, Any] = {}
+        if _show_progress():
+            from rich.progress import Progress
+
+            self._bar = Progress(console=_stderr_console(), transient=True)
+            self._bar.start()
+        return self
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if self._bar is None:
+            return
+        if stage not in self._tasks or done == 0:
+            self._tasks[stage] = self._bar.add_task(stage, total=total)
+        self._bar.update(self._tasks[stage], completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# -- history -----------------------------------------------------------------
+def _history(user: str, folder: Path | None) -> Any:
+    from phdcli.history import History
+
+    return History.from_folder(folder) if folder is not None else History.for_user(user)
+
+
+@history_app.command("add")
+def history_add(
+    files: Annotated[list[Path], typer.Argument(help="GIFs or short clips.")],
+    user: UserOpt = "default",
+    device: DeviceOpt = "auto",
+    c3d_weights: WeightsOpt = None,
+    model: Annotated[Path | None, typer.Option(help="Ranking model (sets the features).")] = None,
+) -> None:
+    """Copy GIFs into the history and compute their features once."""
+    from phdcli.history import add_to_history
+
+    added = add_to_history(files, user=user, device=device, c3d_weights=c3d_weights, model=model)
+    for item in added:
+        log.info("added %s (%d frames, %.1f s)", item.name, item.frames, item.duration_s)
+    if not added:
+        log.info("nothing new: every file is already in the history")
+
+
+@history_app.command("list")
+def history_list(
+    user: UserOpt = "default",
+    history: HistoryDirOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """List the GIFs in the history."""
+    items = _history(user, history).items()
+    if as_json:
+        from dataclasses import asdict
+
+        typer.echo(json.dumps([asdict(it) for it in items], indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for column in ("name", "frames", "duration", "added"):
+        table.add_column(column)
+    for it in items:
+        table.add_row(it.name, str(it.frames), f"{it.duration_s:.1f} s", it.added)
+    Console().print(table)
+
+
+@history_app.command("remove")
+def history_remove(name: str, user: UserOpt = "default") -> None:
+    """Remove one GIF from the history."""
+    removed = _history(user, None).remove(name)
+    log.info("removed %s", removed.name)
+
+
+@history_app.command("path")
+def history_path(user: UserOpt = "default") -> None:
+    """Print the history folder of the profile."""
+    typer.echo(str(_history(user, None).folder))
+
+
+# -- model -------------------------------------------------------------------
+@model_app.command("fetch")
+def model_fetch(
+    name: Annotated[str | None, typer.Argument(help="Registry name (default: mmaction2).")] = None,
+    url: Annotated[str | None, typer.Option(help="Download from this URL instead.")] = None,
+    sha256: Annotated[str | None, typer.Option(help="Expected sha256 of --url.")] = None,
+    force: Annotated[bool, typer.Option(help="Download again even if cached.")] = False,
+) -> None:
+    """Download the published C3D Sports-1M weights into the cache."""
+    from phdcli.weights import fetch_weights
+
+    with _Progress() as progress:
+        path = fetch_weights(name, url=url, sha256=sha256, force=force,
+                             progress=lambda done, total: progress.update("download", done,
+                                                                          total or 0))
+    typer.echo(str(path))
+
+
+@model_app.command("info")
+def model_info(
+    file: Annotated[Path | None, typer.Argument(help="Model file (default: bundled).")] = None,
+) -> None:
+    """Print a ranking model file's metadata as JSON."""
+    from phdcli.model import default_model_path, load_model
+
+    typer.echo(json.dumps(load_model(file or default_model_path()).metadata(), indent=1))
+
+
+# -- main --------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app and map failures to one line and an exit code."""
+    debug = os.environ.get("PHD_DEBUG", "") not in ("", "0")
+    if not log.handlers:
+        _setup_output(quiet=False)
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        exc.show()
+        code = 2
+    except click.exceptions.Abort:
+        print("phd: aborted", file=sys.stderr)
+        code = 130
+    except PhdError as exc:
+        if debug:
+            raise
+        print(f"phd: error: {_one_line(exc)}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("phd: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as exc:  # the last net: one line, never a traceback
+        if debug:
+            raise
+        print(
+            f"phd: internal error: {type(exc).__name__}: {_one_line(exc)} "
+            "(PHD_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

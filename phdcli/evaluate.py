@@ -1,0 +1,236 @@
+"""The paper's test protocol on PHD^2 annotations, and the temporal prior's training.
+
+Protocol (paper section 5, docs/method.md): each user's last video is cut
+into fixed 5 s segments, every segment gets one score, and mAP, nMSD and
+Recall@5 (phdcli.metrics) are computed on a 10 Hz grid against the union of
+the user's GIFs on that video, then averaged over videos. Videos of unknown
+duration (-1) are skipped and counted.
+
+No video files are read here, so only content-free scorers can run: random
+scores (the paper's Random row) or the temporal prior (phdcli.prior).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phdcli import metrics
+from phdcli.errors import InputError, UsageError, WeightsError
+from phdcli.fsutil import atomic_write_text
+from phdcli.phd2 import User, UserVideo, load_annotations
+from phdcli.prior import TemporalPrior, fit_listwise
+
+SEGMENT_S = 5.0
+CONTENT_FREE_NOTE = (
+    "only content-free scorers run here (no video files are read): "
+    "these numbers say nothing about the content model"
+)
+
+
+def fixed_segment_bounds(duration_s: float, length_s: float = SEGMENT_S) -> np.ndarray:
+    """Fixed segments ``[start_s, end_s)`` covering ``[0, duration_s)``; (n, 2).
+
+    Convention: full ``length_s`` segments from 0; the final remainder is its
+    own segment, except a remainder shorter than 1 s, which is merged into
+    the previous segment (a sliver that short cannot hold a GIF worth
+    ranking). A video shorter than ``length_s`` is a single segment.
+    """
+    if not duration_s > 0:
+        raise ValueError(f"duration must be positive, got {duration_s}")
+    n_full = math.floor(duration_s / length_s + 1e-9)
+    ends = [length_s * (i + 1) for i in range(n_full)]
+    remainder = duration_s - length_s * n_full
+    if remainder > 1e-9:
+        if remainder < 1.0 and ends:
+            ends[-1] = duration_s
+        else:
+            ends.append(duration_s)
+    ends_arr = np.asarray(ends, dtype=float)
+    return np.stack([np.r_[0.0, ends_arr[:-1]], ends_arr], axis=1)
+
+
+@dataclass
+class VideoCase:
+    """One video ready to score: segments and per-segment grid counts."""
+
+    user_id: str
+    duration_s: float
+    bounds_s: np.ndarray  # (n, 2) segment [start, end) in seconds
+    n_points: np.ndarray  # (n,) grid points per segment
+    n_pos: np.ndarray  # (n,) grid points inside the union of the GIFs
+    gif_counts: np.ndarray  # (m, n) each GIF's grid points per segment
+
+
+def video_case(user_id: str, video: UserVideo) -> VideoCase | None:
+    """Segments and counts of a video; None if its duration is unknown or no GIF lies in it."""
+    if not video.known_duration:
+        return None
+    n_grid = metrics.grid_size(video.duration_s)
+    bounds = fixed_segment_bounds(video.duration_s)
+    seg_ranges = metrics.segment_point_ranges(bounds, n_grid)
+    gifs = np.array([(g.start_s, g.end_s) for g in video.gifs], dtype=float)
+    ranges = metrics.gif_point_ranges(gifs, n_grid)
+    ranges = ranges[ranges[:, 1] > ranges[:, 0]]
+    if len(ranges) == 0:
+        return None
+    return VideoCase(
+        user_id=user_id,
+        duration_s=video.duration_s,
+        bounds_s=bounds,
+        n_points=seg_ranges[:, 1] - seg_ranges[:, 0],
+        n_pos=metrics.union_counts(ranges, seg_ranges, n_grid),
+        gif_counts=metrics.overlap_counts(ranges, seg_ranges),
+    )
+
+
+def random_scores(case: VideoCase, seed: int) -> np.ndarray:
+    """Uniform scores, seeded per (seed, user): a user's draw never depends on who else is scored."""
+    rng = np.random.default_rng([seed, zlib.crc32(case.user_id.encode("utf-8"))])
+    return rng.random(len(case.bounds_s))
+
+
+def score_case(case: VideoCase, scorer: str | TemporalPrior, seed: int) -> np.ndarray:
+    if isinstance(scorer, TemporalPrior):
+        return scorer.score(case.bounds_s[:, 0], case.bounds_s[:, 1], case.duration_s)
+    return random_scores(case, seed)
+
+
+def case_metrics(case: VideoCase, scores: np.ndarray) -> tuple[float, float, float]:
+    """(AP, nMSD, R@5) of one video as fractions."""
+    return (
+        metrics.average_precision(scores, case.n_pos, case.n_points),
+        metrics.normalized_msd(scores, case.n_points, case.gif_counts),
+        metrics.recall_at_k(scores, case.n_pos, k=5),
+    )
+
+
+@dataclass
+class EvalResult:
+    """Mean metrics in percent (nMSD: lower is better) over the evaluated videos."""
+
+    map: float
+    nmsd: float
+    recall5: float
+    n_videos: int
+    n_skipped: int
+    model: str
+    notes: list[str] = field(default_factory=list)
+    per_seed: list[dict[str, float]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _resolve_scorer(scorer: str | Path | TemporalPrior) -> tuple[str | TemporalPrior, str]:
+    if isinstance(scorer, TemporalPrior):
+        return scorer, "prior"
+    if str(scorer) == "random":
+        return "random", "random"
+    path = Path(scorer)
+    if not path.is_file():
+        raise UsageError(f"unknown scorer {str(scorer)!r}: use 'random' or a temporal prior file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"cannot read temporal prior {path}: {exc}") from None
+    return TemporalPrior.from_dict(data), f"prior:{path.name}"
+
+
+def _cases(
+    users: list[User], only: set[str] | None
+) -> tuple[list[VideoCase], list[str], list[str]]:
+    cases, unknown, empty = [], [], []
+    for user in users:
+        if only is not None and user.user_id not in only:
+            continue
+        case = video_case(user.user_id, user.last)
+        if case is not None:
+            cases.append(case)
+        elif not user.last.known_duration:
+            unknown.append(user.user_id)
+        else:
+            empty.append(user.user_id)
+    return cases, unknown, empty
+
+
+def evaluate(
+    annotations: Path | list[User],
+    scorer: str | Path | TemporalPrior,
+    seed: int = 0,
+    n_seeds: int = 1,
+    scores_out: Path | None = None,
+    users: set[str] | None = None,
+) -> EvalResult:
+    """Score every user's last video and average the metrics (percent).
+
+    ``scorer``: "random", a TemporalPrior, or a path to a prior JSON file.
+    Random scores are drawn for seeds ``seed .. seed + n_seeds - 1`` and the
+    result is the mean over seeds (``per_seed`` holds each); a prior is
+    deterministic and runs once. ``users`` restricts to those user ids.
+    ``scores_out`` gets ``user_id,segment_index,start,end,score`` for every
+    scored segment (the first seed's scores for random).
+    """
+    if n_seeds < 1:
+        raise UsageError(f"n_seeds must be at least 1, got {n_seeds}")
+    model, name = _resolve_scorer(scorer)
+    all_users = (
+        load_annotations(Path(annotations)) if isinstance(annotations, str | Path) else annotations
+    )
+    cases, unknown, empty = _cases(all_users, users)
+    if not cases:
+        raise InputError("no evaluable video: every selected user's last video was skipped")
+    seeds = [seed + i for i in range(n_seeds)] if model == "random" else [seed]
+    per_seed, first_scores = [], []
+    for s in seeds:
+        rows = []
+        for case in cases:
+            scores = score_case(case, model, s)
+            if s == seeds[0]:
+                first_scores.append(scores)
+            rows.append(case_metrics(case, scores))
+        ap, nmsd, r5 = (100.0 * float(v) for v in np.mean(rows, axis=0))
+        per_seed.append({"seed": s, "map": ap, "nmsd": nmsd, "recall5": r5})
+
+    notes = [CONTENT_FREE_NOTE]
+    if unknown:
+        notes.append(f"{len(unknown)} video(s) skipped: unknown duration (users {', '.join(unknown)})")
+    if empty:
+        notes.append(f"{len(empty)} video(s) skipped: no GIF inside the video ({', '.join(empty)})")
+    if len(seeds) > 1:
+        stds = {k: float(np.std([p[k] for p in per_seed])) for k in ("map", "nmsd", "recall5")}
+        notes.append(
+            f"mean over {len(seeds)} seeds ({seeds[0]}..{seeds[-1]}); std mAP {stds['map']:.2f}, "
+            f"nMSD {stds['nmsd']:.2f}, R@5 {stds['recall5']:.2f}"
+        )
+    elif model != "random" and n_seeds > 1:
+        notes.append("the prior is deterministic: n_seeds ignored")
+    if scores_out is not None:
+        _write_scores(Path(scores_out), cases, first_scores)
+        if len(seeds) > 1:
+            notes.append(f"scores written for seed {seeds[0]} only")
+    mean = {k: float(np.mean([p[k] for p in per_seed])) for k in ("map", "nmsd", "recall5")}
+    return EvalResult(
+        map=mean["map"],
+        nmsd=mean["nmsd"],
+        recall5=mean["recall5"],
+        n_videos=len(cases),
+        n_skipped=len(unknown) + len(empty),
+        model=name,
+        notes=notes,
+        per_seed=per_seed if len(seeds) > 1 else None,
+    )
+
+
+def _write_scores(path: Path, cases: list[VideoCase], scores: list[np.ndarray]) -> None:
+    lines = ["user_id,segment_index,start,end,score"]
+    for case, s in zip(cases, scores, strict=True):
+        for i, ((a, b), v) in enumerate(zip(case.bounds_s, s, strict=True)):
+            lines.append(f"{case.user_id},{i},{a:.3f},{b:.3f},{v:.6g}")
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,299 @@
+"""C3D features of segments and history GIFs, with a content-keyed cache.
+
+Every segment (and every history GIF, taken as one segment spanning the whole
+file) becomes the mean of the C3D features of a few 16-frame clips sampled
+inside it, L2-normalised (method.md, "Representation"). Clips are sampled at a
+fixed rate (``FeatureSpec.clip_fps``) whatever the source's rate, so a GIF cut
+from a video at 10 fps and its source segment at 30 fps give nearly the same
+feature.
+
+The cache is keyed by the file's content hash, the exact backbone weights, the
+layer, the sampling and the segment bounds: a second ``phd suggest`` on the
+same video loads features from disk and never loads C3D at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from phdcli import paths
+from phdcli.errors import PhdError, WeightsError
+from phdcli.fsutil import atomic_path, cached_sha256
+from phdcli.segments import Segment, clip_starts
+
+if TYPE_CHECKING:
+    from phdcli.device import Runtime
+    from phdcli.video import VideoInfo
+    from phdcli.weights import LoadedC3D
+
+log = logging.getLogger("phd")
+
+# progress(done, total) for clips; the CLI turns it into a bar.
+ClipProgress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a feature vector is: written into model files and cache keys."""
+
+    family: str = "c3d-sports1m"
+    layer: str = "fc6"
+    clip_fps: float = 25.0
+    clips_per_segment: int = 2
+    clip_frames: int = 16
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> FeatureSpec:
+        return cls(
+            family=str(data["family"]),
+            layer=str(data["layer"]),
+            clip_fps=float(data["clip_fps"]),  # type: ignore[arg-type]
+            clips_per_segment=int(data["clips_per_segment"]),  # type: ignore[call-overload]
+            clip_frames=int(data.get("clip_frames", 16)),  # type: ignore[call-overload]
+        )
+
+
+@dataclass
+class ExtractorStats:
+    """Counters for tests and benchmarks (what ran, not how long it took)."""
+
+    c3d_loads: int = 0
+    clips_forwarded: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+
+
+class FeatureExtractor:
+    """Turns files into feature vectors; loads C3D only when the cache misses.
+
+    One extractor serves a whole batch of videos (and their history), so the
+    network is loaded at most once per process.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        spec: FeatureSpec = FeatureSpec(),
+        c3d_weights: Path | None = None,
+        batch_clips: int = 8,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.batch_clips = batch_clips
+        self.cache_dir = cache_dir or paths.features_cache_dir()
+        self.stats = ExtractorStats()
+        self._weights_path = c3d_weights
+        self._backbone_id: str | None = None
+        self._c3d: LoadedC3D | None = None
+
+    # -- identity ---------------------------------------------------------
+    @property
+    def backbone_id(self) -> str:
+        """``family@sha256-prefix`` of the weights, without loading them."""
+        if self._backbone_id is None:
+            from phdcli.weights import resolve_weights_path
+
+            path = resolve_weights_path(self._weights_path)
+            self._weights_path = path
+            digest = cached_sha256(path, paths.cache_dir() / "hash-index")
+            self._backbone_id = f"{self.spec.family}@{digest[:12]}"
+        return self._backbone_id
+
+    def _network(self) -> LoadedC3D:
+        if self._c3d is None:
+            from phdcli.weights import load_c3d
+
+            self.backbone_id  # noqa: B018 - resolves the weights path, or raises
+            assert self._weights_path is not None
+            self._c3d = load_c3d(self._weights_path, self.runtime)
+            if self._c3d.family != self.spec.family:
+                raise WeightsError(
+                    f"the C3D weights are a {self._c3d.family} model, but the ranking model "
+                    f"expects {self.spec.family} features"
+                )
+            self.stats.c3d_loads += 1
+            log.info("C3D on %s", self.runtime.describe())
+        return self._c3d
+
+    # -- public API -------------------------------------------------------
+    def segment_features(
+        self,
+        video: VideoInfo,
+        segments: Sequence[Segment],
+        progress: ClipProgress | None = None,
+    ) -> np.ndarray:
+        """(n_segments, D) float32, L2-normalised rows, cached by content."""
+        bounds = np.array([[s.start_s, s.end_s] for s in segments], dtype=np.float64)
+        key = self._cache_key(video.path, bounds)
+        cached = self._cache_load(key)
+        if cached is not None:
+            return cached
+        feats = self._extract(video, segments, progress)
+        self._cache_store(key, feats)
+        return feats
+
+    def file_feature(self, video: VideoInfo, progress: ClipProgress | None = None) -> np.ndarray:
+        """(D,) feature of a whole file (a history GIF or a short clip)."""
+        whole = Segment(0.0, video.duration_s)
+        return self.segment_features(video, [whole], progress)[0]
+
+    # -- extraction -------------------------------------------------------
+    def _extract(
+        self, video: VideoInfo, segments: Sequence[Segment], progress: ClipProgress | None
+    ) -> np.ndarray:
+        from phdcli.video import decode_clips
+
+        spec = self.spec
+        owners: list[int] = []
+        starts: list[float] = []
+        for index, segment in enumerate(segments):
+            for start in clip_starts(
+                segment, video.duration_s, spec.clip_fps, spec.clips_per_segment, spec.clip_frames
+            ):
+                owners.append(index)
+                starts.append(start)
+        order = np.argsort(np.asarray(starts), kind="stable")
+        sorted_starts = [starts[i] for i in order]
+        sorted_owners = [owners[i] for i in order]
+
+        net = self._network()
+        sums: np.ndarray | None = None
+        counts = np.zeros(len(segments), dtype=np.int64)
+        done = 0
+        clips = decode_clips(video.path, sorted_starts, spec.clip_fps, spec.clip_frames)
+        for batch in _batched(_prefetch(clips, depth=2 * self.batch_clips), self.batch_clips):
+            feats = self._forward(net, np.stack(batch))
+            if sums is None:
+                sums = np.zeros((len(segments), feats.shape[1]), dtype=np.float64)
+            for row, owner in zip(feats, sorted_owners[done : done + len(batch)], strict=True):
+                sums[owner] += row
+                counts[owner] += 1
+            done += len(batch)
+            if progress is not None:
+                progress(done, len(sorted_starts))
+        if sums is None or done != len(sorted_starts):
+            raise PhdError(f"{video.path.name}: decoded {done} of {len(sorted_starts)} clips")
+        means = sums / np.maximum(counts, 1)[:, None]
+        return l2_normalise(means).astype(np.float32)
+
+    def _forward(self, net: LoadedC3D, clips: np.ndarray) -> np.ndarray:
+        """clips: uint8 (B, 16, 128, 171, 3) -> float32 (B, D)."""
+        import torch
+
+        from phdcli.c3d import preprocess
+
+        with torch.inference_mode(), self.runtime.autocast():
+            x = torch.from_numpy(clips).to(self.runtime.device, non_blocking=True)
+            out = net.model(preprocess(x, net.input_spec), layer=self.spec.layer)
+        self.stats.clips_forwarded += len(clips)
+        return out.float().cpu().numpy()
+
+    # -- cache ------------------------------------------------------------
+    def _cache_key(self, path: Path, bounds: np.ndarray) -> str:
+        content = cached_sha256(path, paths.cache_dir() / "hash-index")
+        ident = json.dumps(
+            {
+                "content": content,
+                "backbone": self.backbone_id,
+                "spec": self.spec.to_dict(),
+                "bounds": hashlib.sha256(np.round(bounds, 4).tobytes()).hexdigest(),
+            },
+            sort_keys=True,
+        )
+        return f"{content[:16]}-{hashlib.sha256(ident.encode()).hexdigest()[:24]}"
+
+    def _cache_file(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.npy"
+
+    def _cache_load(self, key: str) -> np.ndarray | None:
+        file = self._cache_file(key)
+        try:
+            feats = np.load(file, allow_pickle=False)
+        except (OSError, ValueError):
+            self.stats.cache_misses += 1
+            return None
+        self.stats.cache_hits += 1
+        return feats
+
+    def _cache_store(self, key: str, feats: np.ndarray) -> None:
+        file = self._cache_file(key)
+        try:
+            with atomic_path(file, suffix=".part.npy") as tmp:
+                np.save(tmp, feats, allow_pickle=False)
+        except OSError as exc:  # a full or read-only cache costs speed, not results
+            log.warning("could not cache features (%s)", exc)
+
+
+def l2_normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def _batched(items: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+    batch: list[np.ndarray] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+_DONE = object()
+
+
+def _prefetch(items: Iterator[np.ndarray], depth: int) -> Iterator[np.ndarray]:
+    """Run ``items`` in a thread, ``depth`` ahead: decoding overlaps the network.
+
+    The bounded queue keeps memory flat whatever the video's length; an
+    exception in the decoder is re-raised here, in the consumer.
+    """
+    buffer: queue.Queue[object] = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # forwarded to the consumer, not lost
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="phd-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        worker.join(timeout=5)

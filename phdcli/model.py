@@ -1,0 +1,248 @@
+"""The fused ranking model (method.md, Eq. 2-4, plus the temporal prior).
+
+    h(s, G) = h_FNN([s; mean(G)]) + omega * h_SVM(d(s, G)) + omega_t * h_time(s)
+
+Pure numpy at inference: scoring needs no torch, so a warm ``phd suggest``
+(features cached) never imports it. A model file is safetensors (the
+tensors) with one JSON document in its metadata under ``"phd"`` (the feature
+spec, k, fusion weights, the prior and where it all came from).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phdcli.errors import WeightsError
+from phdcli.features import FeatureSpec, l2_normalise
+from phdcli.fsutil import atomic_path
+from phdcli.prior import TemporalPrior
+
+MODEL_FORMAT = "phd-fused/1"
+CENTRE_MODES = ("none", "video_mean")
+
+
+@dataclass
+class Fnn:
+    """PHD-CA's scorer: Linear-act-Linear-act-Linear on [s; mean history].
+
+    ``weights[i]`` is (out, in) like ``torch.nn.Linear`` so trained torch
+    modules save without transposes.
+    """
+
+    weights: list[np.ndarray]
+    biases: list[np.ndarray]
+    activation: str = "selu"
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """x: (n, 2D) -> (n,)"""
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = x @ w.T + b
+            if i < len(self.weights) - 1:
+                x = _selu(x) if self.activation == "selu" else np.maximum(x, 0.0)
+        return x[:, 0]
+
+
+def _selu(x: np.ndarray) -> np.ndarray:
+    alpha, scale = 1.6732632423543772, 1.0507009873554805
+    return scale * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+
+
+@dataclass
+class ScoreTerms:
+    """Each term of the fused score, per segment (for ranking and --explain)."""
+
+    fnn: np.ndarray
+    svm: np.ndarray
+    time: np.ndarray
+    total: np.ndarray
+    nearest_index: np.ndarray  # index into the history, -1 when it is empty
+    nearest_similarity: np.ndarray  # cosine similarity used by SVM-D (nan when empty)
+
+
+@dataclass
+class FusedModel:
+    spec: FeatureSpec
+    k: int
+    svm_w: np.ndarray  # (k,) weights on the sorted cosine distances
+    svm_b: float
+    omega: float
+    omega_t: float
+    fnn: Fnn | None = None
+    prior: TemporalPrior | None = None
+    centre: str = "video_mean"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def score(
+        self,
+        segment_feats: np.ndarray,
+        history_feats: np.ndarray,
+        start_s: np.ndarray,
+        end_s: np.ndarray,
+        duration_s: float,
+    ) -> ScoreTerms:
+        """segment_feats (n, D), history_feats (m, D) with m >= 0 -> ScoreTerms.
+
+        An empty history is the cold start: p = 0 and d = 0, so the content
+        terms are constant and the prior alone orders the segments.
+        """
+        n = len(segment_feats)
+        fnn = np.zeros(n)
+        if self.fnn is not None:
+            mean_hist = (
+                history_feats.mean(axis=0)
+                if len(history_feats)
+                else np.zeros(segment_feats.shape[1], dtype=segment_feats.dtype)
+            )
+            x = np.concatenate([segment_feats, np.broadcast_to(mean_hist, segment_feats.shape)], 1)
+            fnn = self.fnn(x.astype(np.float64))
+
+        dists, nearest, similarity = self.history_distances(segment_feats, history_feats)
+        svm = dists @ self.svm_w + self.svm_b
+        time = (
+            self.prior.score(np.asarray(start_s), np.asarray(end_s), duration_s)
+            if self.prior is not None
+            else np.zeros(n)
+        )
+        total = fnn + self.omega * svm + self.omega_t * time
+        return ScoreTerms(fnn, self.omega * svm, self.omega_t * time, total, nearest, similarity)
+
+    def history_distances(
+        self, segment_feats: np.ndarray, history_feats: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """SVM-D's input: (n, k) cosine distances to the k nearest history items.
+
+        Sorted ascending; zero-filled when the history has fewer than k items.
+        With ``centre="video_mean"`` both sides are centred on the video's
+        mean segment feature first: post-ReLU C3D features share a large
+        common component that otherwise squeezes all cosines towards 1
+        (stack.md, "Near-copy retrieval").
+        """
+        n = len(segment_feats)
+        dists = np.zeros((n, self.k))
+        nearest = np.full(n, -1, dtype=np.int64)
+        similarity = np.full(n, np.nan)
+        if len(history_feats) == 0 or n == 0:
+            return dists, nearest, similarity
+        seg = segment_feats.astype(np.float64)
+        hist = history_feats.astype(np.float64)
+        if self.centre == "video_mean":
+            centre = seg.mean(axis=0)
+            seg, hist = seg - centre, hist - centre
+        sims = l2_normalise(seg) @ l2_normalise(hist).T  # (n, m)
+        take = min(self.k, sims.shape[1])
+        # argpartition keeps this linear in the history's size (R7).
+        top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        order = np.argsort(-top_sims, axis=1)
+        top_sims = np.take_along_axis(top_sims, order, axis=1)
+        dists[:, :take] = 1.0 - top_sims
+        nearest = np.take_along_axis(top, order[:, :1], axis=1)[:, 0]
+        similarity = top_sims[:, 0]
+        return dists, nearest, similarity
+
+    # -- files ------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": MODEL_FORMAT,
+            "features": self.spec.to_dict(),
+            "k": self.k,
+            "omega": self.omega,
+            "omega_t": self.omega_t,
+            "centre": self.centre,
+            "fnn": None
+            if self.fnn is None
+            else {"layers": len(self.fnn.weights), "activation": self.fnn.activation},
+            "prior": None if self.prior is None else self.prior.to_dict(),
+            "provenance": self.provenance,
+        }
+
+
+def save_model(model: FusedModel, path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    tensors = {
+        "svm.w": np.asarray(model.svm_w, dtype=np.float32),
+        "svm.b": np.asarray([model.svm_b], dtype=np.float32),
+    }
+    if model.fnn is not None:
+        for i, (w, b) in enumerate(zip(model.fnn.weights, model.fnn.biases, strict=True)):
+            tensors[f"fnn.{i}.weight"] = np.ascontiguousarray(w, dtype=np.float32)
+            tensors[f"fnn.{i}.bias"] = np.ascontiguousarray(b, dtype=np.float32)
+    meta = json.dumps(model.metadata(), indent=1, sort_keys=True)
+    with atomic_path(Path(path), suffix=".part.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"phd": meta})
+
+
+def load_model(path: Path) -> FusedModel:
+    """Load a model file; any problem is one WeightsError line."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            raw = (fh.metadata() or {}).get("phd")
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path.name} is not a phd model file ({exc})") from None
+    if raw is None:
+        raise WeightsError(f"{path.name} has no phd metadata: not a phd model file")
+    try:
+        meta = json.loads(raw)
+        if meta.get("format") != MODEL_FORMAT:
+            raise WeightsError(f"{path.name}: unsupported model format {meta.get('format')!r}")
+        k = int(meta["k"])
+        svm_w = tensors["svm.w"].astype(np.float64)
+        if svm_w.shape != (k,):
+            raise WeightsError(f"{path.name}: svm.w has shape {svm_w.shape}, expected ({k},)")
+        fnn = None
+        if meta.get("fnn"):
+            n_layers = int(meta["fnn"]["layers"])
+            fnn = Fnn(
+                [tensors[f"fnn.{i}.weight"].astype(np.float64) for i in range(n_layers)],
+                [tensors[f"fnn.{i}.bias"].astype(np.float64) for i in range(n_layers)],
+                str(meta["fnn"].get("activation", "selu")),
+            )
+        centre = str(meta.get("centre", "none"))
+        if centre not in CENTRE_MODES:
+            raise WeightsError(f"{path.name}: unknown centring {centre!r}")
+        return FusedModel(
+            spec=FeatureSpec.from_dict(meta["features"]),
+            k=k,
+            svm_w=svm_w,
+            svm_b=float(tensors["svm.b"][0]),
+            omega=float(meta["omega"]),
+            omega_t=float(meta["omega_t"]),
+            fnn=fnn,
+            prior=TemporalPrior.from_dict(meta["prior"]) if meta.get("prior") else None,
+            centre=centre,
+            provenance=dict(meta.get("provenance", {})),
+        )
+    except WeightsError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{path.name}: malformed model file ({exc!r})") from None
+
+
+DEFAULT_MODEL_NAME = "phd-fused-v0.safetensors"
+
+
+def default_model_path() -> Path:
+    from phdcli.paths import bundled_weights_dir
+
+    return bundled_weights_dir() / DEFAULT_MODEL_NAME
+
+
+def check_compatible(model: FusedModel, backbone_family: str, layer: str) -> None:
+    """Refuse features from another backbone or layer than the model's."""
+    if (backbone_family, layer) != (model.spec.family, model.spec.layer):
+        raise WeightsError(
+            f"the model expects {model.spec.family}/{model.spec.layer} features, "
+            f"got {backbone_family}/{layer}"
+        )

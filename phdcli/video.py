@@ -1,0 +1,330 @@
+"""Probe videos and decode the 16-frame clips that C3D eats, with PyAV.
+
+PyAV is imported inside the functions: `phd --help` must not load FFmpeg's
+libraries. Times are seconds from the video stream's first timestamp, which
+is also what ffmpeg's input ``-ss`` counts from, so a clip decoded here and a
+GIF cut by :mod:`phdcli.gifs` at the same start show the same frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from phdcli.errors import InputError
+
+if TYPE_CHECKING:
+    import av.container
+    import av.video.frame
+    import av.video.stream
+
+CLIP_FRAMES = 16
+FRAME_HEIGHT = 128
+FRAME_WIDTH = 171
+
+# Seek instead of decoding forward when the next needed time is more than
+# this far ahead of the decoder. A seek lands on the keyframe before the
+# target and decodes from there, so it only pays once the gap is longer than
+# the keyframe interval; _ClipDecoder raises the threshold to the interval it
+# actually observes (x264's default is 250 frames, 10 s at 25 fps).
+SEEK_AHEAD_S = 2.0
+
+# Frames that stop this much earlier than the stream's stated duration mean a
+# truncated file (a cut-off download); with frame threads FFmpeg reports that
+# as a plain end of stream, so it is checked here.
+TRUNCATION_SLACK_S = 1.0
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    n_frames: int | None
+    codec: str
+
+
+def _describe_av_error(exc: Exception) -> str:
+    """An av error as a short phrase, without the file name PyAV appends."""
+    strerror = getattr(exc, "strerror", None)
+    text = strerror if isinstance(strerror, str) and strerror else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def open_video(path: Path) -> av.container.InputContainer:
+    """Open ``path`` for reading or raise a one-line InputError."""
+    import av
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    try:
+        return av.open(str(path), mode="r")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"{path}: not a readable video file ({_describe_av_error(exc)})"
+        ) from exc
+
+
+def video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+    if not container.streams.video:
+        raise InputError(f"{path}: has no video stream")
+    return container.streams.video[0]
+
+
+def _stream_origin_s(stream: av.video.stream.VideoStream) -> float:
+    """Seconds of the stream's first timestamp (time 0 for everything we report)."""
+    if stream.start_time is not None and stream.time_base is not None:
+        return float(stream.start_time * stream.time_base)
+    return 0.0
+
+
+def probe(path: Path) -> VideoInfo:
+    """Read a video's (or GIF's) duration, rate, size and codec.
+
+    Raises InputError with one line for missing, empty, unreadable and
+    audio-only files and for videos without a single decodable frame.
+    """
+    import av
+
+    path = Path(path)
+    container = open_video(path)
+    try:
+        stream = video_stream(container, path)
+        tb = stream.time_base
+        origin_s = _stream_origin_s(stream)
+        # One decoded frame proves the stream is more than a header.
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{path}: cannot decode video ({_describe_av_error(exc)})") from exc
+        if first is None:
+            raise InputError(f"{path}: no decodable video frame")
+
+        duration_s = 0.0
+        if stream.duration and tb is not None:
+            duration_s = float(stream.duration * tb)  # GIFs: sum of frame delays
+        elif container.duration:
+            duration_s = container.duration / av.time_base
+        if duration_s <= 0:
+            duration_s = _duration_from_packets(container, stream, origin_s)
+        if duration_s <= 0:
+            raise InputError(f"{path}: video has zero duration")
+
+        n_frames = stream.frames or None
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        if rate:
+            fps = float(rate)
+        elif n_frames:
+            fps = n_frames / duration_s
+        else:
+            fps = 0.0
+        return VideoInfo(
+            path=path,
+            duration_s=duration_s,
+            fps=fps,
+            width=int(stream.codec_context.width),
+            height=int(stream.codec_context.height),
+            n_frames=n_frames,
+            codec=str(stream.codec_context.name),
+        )
+    finally:
+        container.close()
+
+
+def _duration_from_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, origin_s: float
+) -> float:
+    """Duration from packet timestamps, for containers that do not state one.
+
+    Demuxing without decoding is cheap; only reached for raw or broken
+    streams.
+    """
+    import av
+
+    tb = stream.time_base
+    if tb is None:
+        return 0.0
+    end_s = 0.0
+    try:
+        container.seek(0, stream=stream)
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            end_s = max(end_s, float((packet.pts + (packet.duration or 0)) * tb))
+    except av.error.FFmpegError:
+        pass  # keep what was read so far
+    return max(0.0, end_s - origin_s)
+
+
+class _ClipDecoder:
+    """Forward-only 'frame on screen at time t' over one video stream.
+
+    Holds at most two decoded frames (the one on screen and the next one) and
+    the last converted array, whatever the video's length.
+    """
+
+    def __init__(self, container: av.container.InputContainer, path: Path) -> None:
+        self.container = container
+        self.path = path
+        self.stream = video_stream(container, path)
+        self.stream.thread_type = "AUTO"  # frame + slice threads; big win for H.264
+        tb = self.stream.time_base
+        self.time_base: Fraction = tb if tb is not None else Fraction(1, 90000)
+        self.origin_s = _stream_origin_s(self.stream)
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.frame_step_s = 1.0 / float(rate) if rate else 1.0 / 25.0
+        # GIF demuxers cannot seek reliably, and GIFs are short anyway.
+        self.can_seek = self.stream.codec_context.name != "gif"
+        duration = self.stream.duration
+        self.stated_end_s = float(duration * self.time_base) if duration else None
+        self.seek_ahead_s = SEEK_AHEAD_S
+        self._last_key_s: float | None = None
+        self._restart()
+
+    def _restart(self) -> None:
+        self.frames = self.container.decode(self.stream)
+        self.current: tuple[float, Any] | None = None  # last frame with time <= target
+        self.pending: tuple[float, Any] | None = None  # first frame with time > target
+        self.exhausted = False
+        self._converted: tuple[Any, np.ndarray] | None = None
+
+    def _next(self) -> tuple[float, Any] | None:
+        import av
+
+        try:
+            frame = next(self.frames, None)
+        except av.error.FFmpegError as exc:
+            raise InputError(
+                f"{self.path}: corrupt video data ({_describe_av_error(exc)})"
+            ) from exc
+        if frame is None:
+            self.exhausted = True
+            return None
+        if frame.pts is not None:
+            t = float(frame.pts * self.time_base) - self.origin_s
+        else:  # no timestamp (raw streams): one frame after the previous one
+            prev = self.current or self.pending
+            t = prev[0] + self.frame_step_s if prev else 0.0
+        if frame.key_frame:
+            # The keyframe interval tells when a seek beats decoding forward.
+            if self._last_key_s is not None and t > self._last_key_s:
+                self.seek_ahead_s = max(self.seek_ahead_s, t - self._last_key_s)
+            self._last_key_s = t
+        return t, frame
+
+    def _position_s(self) -> float:
+        held = self.pending or self.current
+        return held[0] if held else 0.0
+
+    def _seek(self, t: float) -> None:
+        import av
+
+        target = int((t + self.origin_s) / self.time_base)
+        try:
+            self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
+        except av.error.FFmpegError:
+            # Not seekable after all: rewind by reopening, then decode forward.
+            self.container.close()
+            self.container = open_video(self.path)
+            self.stream = video_stream(self.container, self.path)
+            self.stream.thread_type = "AUTO"
+            self.can_seek = False
+        self._last_key_s = None
+        self._restart()
+        first = self._next()
+        if first is not None and first[0] > t + 1e-6 and self.can_seek:
+            # Landed after the target (imprecise demuxer): start over from 0.
+            self.container.seek(0, stream=self.stream, backward=True, any_frame=False)
+            self._restart()
+            first = self._next()
+        if first is not None and first[0] <= t:
+            # Everything between the landing keyframe and t gets decoded anyway:
+            # a gap shorter than that is cheaper to decode straight through.
+            self.seek_ahead_s = max(self.seek_ahead_s, t - first[0])
+        self.pending = first
+
+    def prepare(self, t: float) -> None:
+        """Position the decoder before decoding a clip that starts at ``t``."""
+        behind = self.current is not None and t < self.current[0]
+        ahead = t - self._position_s() > self.seek_ahead_s
+        if self.can_seek and (behind or ahead):
+            self._seek(t)
+        elif behind:  # cannot seek: reopen and decode from the start
+            self.container.close()
+            self.container = open_video(self.path)
+            self.stream = video_stream(self.container, self.path)
+            self.stream.thread_type = "AUTO"
+            self._restart()
+
+    def frame_at(self, t: float) -> np.ndarray:
+        """RGB (128, 171, 3) of the frame on screen at ``t`` (clamped to the video)."""
+        while not self.exhausted:
+            if self.pending is None:
+                self.pending = self._next()
+                if self.pending is None:
+                    break
+            if self.pending[0] <= t + 1e-6:
+                self.current, self.pending = self.pending, None
+            else:
+                break
+        held = self.current or self.pending  # before the first frame: the first frame
+        if held is None:
+            raise InputError(f"{self.path}: no decodable video frame")
+        if (
+            self.exhausted
+            and self.stated_end_s is not None
+            and t - held[0] > TRUNCATION_SLACK_S
+            and t < self.stated_end_s - TRUNCATION_SLACK_S
+        ):
+            raise InputError(
+                f"{self.path}: video data ends at {held[0]:.1f} s but the file says "
+                f"{self.stated_end_s:.1f} s (truncated or corrupt file)"
+            )
+        frame = held[1]
+        # Convert each frame once, and only frames a clip uses.
+        if self._converted is None or self._converted[0] is not frame:
+            rgb = frame.to_ndarray(format="rgb24", width=FRAME_WIDTH, height=FRAME_HEIGHT)
+            self._converted = (frame, rgb)
+        return self._converted[1]
+
+
+def decode_clips(
+    path: Path,
+    clip_starts_s: Sequence[float],
+    clip_fps: float,
+    n_frames: int = CLIP_FRAMES,
+) -> Iterator[np.ndarray]:
+    """Yield one uint8 array (n_frames, 128, 171, 3) RGB per clip start.
+
+    Frame i of a clip is the frame on screen at ``start + i / clip_fps``, so
+    any source rate (a GIF's variable delays included) is resampled to
+    ``clip_fps``; before the first frame it is the first frame, past the end
+    the last one repeats. Starts should ascend: a start far ahead triggers a
+    seek, an earlier one a rewind. Raises InputError for unreadable data.
+    """
+    if clip_fps <= 0:
+        raise ValueError(f"clip_fps must be positive, got {clip_fps}")
+    path = Path(path)
+    container = open_video(path)
+    decoder = _ClipDecoder(container, path)
+    try:
+        for start in clip_starts_s:
+            decoder.prepare(float(start))
+            clip = np.empty((n_frames, FRAME_HEIGHT, FRAME_WIDTH, 3), dtype=np.uint8)
+            for i in range(n_frames):
+                clip[i] = decoder.frame_at(float(start) + i / clip_fps)
+            yield clip
+    finally:
+        decoder.container.close()

@@ -1,0 +1,119 @@
+"""End to end: real footage, a history GIF cut from it, random C3D weights.
+
+The right answer is known by construction: the segment the history GIF was
+cut from must rank first. The C3D weights are random (the test says so);
+near-copy retrieval still works because the model centres features on the
+video's mean before the cosine (stack.md, "Near-copy retrieval").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from phdcli.cli import main
+from phdcli.suggest import SuggestConfig, Suggester
+from phdcli.video import probe
+from tests import media
+from tests.c3d_files import write_mmaction2_pth
+
+# bikes (0-5.28 s), bigbuckbunny (5.28-15.28 s), carphone (15.28-19.28 s)
+FOOTAGE = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"]
+GIF_FROM_S, GIF_LEN_S = 10.5, 3.0  # inside the fixed segment 10-15 s
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("footage")
+    video = media.concat_real_footage(root / "concat.mp4", FOOTAGE)
+    history = root / "history"
+    history.mkdir()
+    media.gif_from(video, history / "liked.gif", GIF_FROM_S, GIF_LEN_S)
+    weights = write_mmaction2_pth(root / "c3d_random_mmaction2.pth", seed=0)
+    return {"video": video, "history": history, "weights": weights}
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_near_copy_of_history_gif_ranks_first_and_gifs_are_valid(
+    footage: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "gifs"
+    code, out, err = run_cli(
+        ["suggest", str(footage["video"]), "-k", "3", "--out", str(out_dir), "--json",
+         "--history", str(footage["history"]), "--c3d-weights", str(footage["weights"]),
+         "--device", "cpu"],
+        capsys,
+    )
+    assert code == 0, err
+    doc = json.loads(out)
+    suggestions = doc["results"][0]["suggestions"]
+    assert [s["rank"] for s in suggestions] == [1, 2, 3]
+    assert suggestions[0]["start"] == pytest.approx(10.0)
+    assert suggestions[0]["score"] > suggestions[1]["score"]
+    assert "device cpu" in err  # the device and precision are said on stderr
+    for s in suggestions:
+        gif = Path(s["path"])
+        assert gif.parent == out_dir and gif.suffix == ".gif"
+        info = probe(gif)  # re-decoded by FFmpeg's own libraries
+        assert info.duration_s == pytest.approx(s["end"] - s["start"], abs=0.5)
+        assert b"NETSCAPE2.0" in gif.read_bytes()  # loops
+    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_second_run_reads_features_from_cache(
+    footage: dict[str, Path], phd_home: Path, tmp_path: Path
+) -> None:
+    config = SuggestConfig(
+        k=2, out_dir=tmp_path, history_dir=footage["history"], c3d_weights=footage["weights"],
+        device="cpu", dry_run=True,
+    )
+    first = Suggester(config)
+    ranked_first = first.run(footage["video"])
+    assert first.extractor.stats.c3d_loads == 1
+    assert first.extractor.stats.clips_forwarded > 0
+
+    second = Suggester(config)
+    ranked_second = second.run(footage["video"])
+    assert second.extractor.stats.c3d_loads == 0  # C3D never loaded
+    assert second.extractor.stats.clips_forwarded == 0
+    assert second.extractor.stats.cache_hits == 2  # the history GIF and the video
+    assert [s.start_s for s in ranked_second.suggestions] == [
+        s.start_s for s in ranked_first.suggestions
+    ]
+
+
+def test_existing_gifs_are_not_overwritten_without_force(
+    footage: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "gifs"
+    args = ["suggest", str(footage["video"]), "-k", "1", "--out", str(out_dir),
+            "--history", str(footage["history"]), "--c3d-weights", str(footage["weights"]),
+            "--name", "best"]
+    assert run_cli(args, capsys)[0] == 0
+    gif = out_dir / "best.gif"
+    gif.write_bytes(b"the user's own edit")
+    code, _, err = run_cli(args, capsys)
+    assert code == 1 and "--force" in err
+    assert gif.read_bytes() == b"the user's own edit"
+    assert run_cli([*args, "--force"], capsys)[0] == 0
+    assert gif.read_bytes().startswith(b"GIF8")
+
+
+def test_cold_start_ranks_with_an_empty_history(
+    footage: dict[str, Path], phd_home: Path, tmp_path: Path
+) -> None:
+    config = SuggestConfig(k=4, out_dir=tmp_path, c3d_weights=footage["weights"],
+                           device="cpu", dry_run=True)
+    result = Suggester(config).run(footage["video"])
+    assert len(result.suggestions) == 4
+    assert all(s.terms["nearest"] == -1 for s in result.suggestions)
+    scores = [s.score for s in result.suggestions]
+    assert scores == sorted(scores, reverse=True)
