@@ -228,6 +228,15 @@ class _ClipDecoder:
         held = self.pending or self.current
         return held[0] if held else 0.0
 
+    def _rewind(self) -> None:
+        """Back to the first frame by reopening the file: works for any input."""
+        self.container.close()
+        self.container = open_video(self.path)
+        self.stream = video_stream(self.container, self.path)
+        self.stream.thread_type = "AUTO"
+        self._last_key_s = None
+        self._restart()
+
     def _seek(self, t: float) -> None:
         import av
 
@@ -235,24 +244,20 @@ class _ClipDecoder:
         try:
             self.container.seek(target, stream=self.stream, backward=True, any_frame=False)
         except av.error.FFmpegError:
-            # Not seekable after all: rewind by reopening, then decode forward.
-            self.container.close()
-            self.container = open_video(self.path)
-            self.stream = video_stream(self.container, self.path)
-            self.stream.thread_type = "AUTO"
-            self.can_seek = False
+            self.can_seek = False  # not seekable after all: decode forward from now on
+            self._rewind()
+            return
         self._last_key_s = None
         self._restart()
         first = self._next()
-        if first is not None and first[0] > t + 1e-6 and self.can_seek:
-            # Landed after the target (imprecise demuxer): start over from 0.
-            self.container.seek(0, stream=self.stream, backward=True, any_frame=False)
-            self._restart()
-            first = self._next()
-        if first is not None and first[0] <= t:
-            # Everything between the landing keyframe and t gets decoded anyway:
-            # a gap shorter than that is cheaper to decode straight through.
-            self.seek_ahead_s = max(self.seek_ahead_s, t - first[0])
+        if first is None or first[0] > t + 1e-6:
+            # Landed past the target or at the end (an imprecise demuxer, or t
+            # before the first frame): start over, always correct.
+            self._rewind()
+            return
+        # Everything between the landing keyframe and t gets decoded anyway:
+        # a gap shorter than that is cheaper to decode straight through.
+        self.seek_ahead_s = max(self.seek_ahead_s, t - first[0])
         self.pending = first
 
     def prepare(self, t: float) -> None:
@@ -261,12 +266,8 @@ class _ClipDecoder:
         ahead = t - self._position_s() > self.seek_ahead_s
         if self.can_seek and (behind or ahead):
             self._seek(t)
-        elif behind:  # cannot seek: reopen and decode from the start
-            self.container.close()
-            self.container = open_video(self.path)
-            self.stream = video_stream(self.container, self.path)
-            self.stream.thread_type = "AUTO"
-            self._restart()
+        elif behind:
+            self._rewind()
 
     def frame_at(self, t: float) -> np.ndarray:
         """RGB (128, 171, 3) of the frame on screen at ``t`` (clamped to the video)."""
