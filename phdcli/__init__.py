@@ -6,3 +6,7 @@ heavy is imported here so that ``phd --help`` stays fast.
 """
 
 __version__ = "0.1.0"
+
+# Log level of the lines that stay on stderr when it is not a terminal (the
+# device and precision in use); plain INFO lines show only on a terminal.
+NOTICE = 25

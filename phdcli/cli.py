@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import click
 import typer
 
-from phdcli import __version__, defaults
+from phdcli import NOTICE, __version__, config, defaults
 from phdcli.errors import PhdError
 
 app = typer.Typer(
@@ -48,7 +48,11 @@ def _setup_output(quiet: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("phd: %(message)s"))
     log.handlers[:] = [handler]
-    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    # Progress and chatter only on a terminal; --quiet leaves errors alone.
+    if quiet:
+        log.setLevel(logging.ERROR)
+    else:
+        log.setLevel(logging.INFO if sys.stderr.isatty() else NOTICE)
     log.propagate = False
 
 
@@ -70,12 +74,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
     _setup_output(quiet)
+    # The config file's [suggest] table: below flags and PHD_* variables.
+    ctx.default_map = {**config.default_map(), **(ctx.default_map or {})}
 
 
 # -- suggest -----------------------------------------------------------------
@@ -90,63 +97,118 @@ WeightsOpt = Annotated[
 ]
 
 
+def _env(name: str) -> str:
+    return config.env_var(name)
+
+
 @app.command()
 def suggest(
-    inputs: Annotated[list[str], typer.Argument(help="Videos or folders.", metavar="VIDEO...")],
-    k: Annotated[int, typer.Option("-k", help="How many GIFs per video.")] = defaults.K,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the GIFs.")] = Path("."),
-    segments: Annotated[str, typer.Option(help="fixed or shots.")] = "fixed",
-    length: Annotated[float, typer.Option(help="Segment seconds.")] = defaults.SEGMENT_LENGTH_S,
-    fps: Annotated[float, typer.Option(help="GIF frame rate.")] = defaults.GIF_FPS,
-    width: Annotated[int, typer.Option(help="GIF width in pixels.")] = defaults.GIF_WIDTH,
-    name: Annotated[str, typer.Option(help="GIF name template.")] = defaults.NAME_TEMPLATE,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
-    force: Annotated[bool, typer.Option(help="Overwrite existing GIFs.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Rank only; write no GIFs.")] = False,
-    user: UserOpt = "default",
+    inputs: Annotated[
+        list[str], typer.Argument(help="Videos, folders, URLs; - reads them from stdin.",
+                                  metavar="VIDEO...")
+    ],
+    k: Annotated[int, typer.Option("-k", envvar=_env("k"), help="GIFs per video.")] = defaults.K,
+    out: Annotated[Path, typer.Option("--out", "-o", envvar=_env("out"),
+                                      help="Output folder.")] = Path("."),
+    segments: Annotated[str, typer.Option(envvar=_env("segments"),
+                                          help="fixed or shots.")] = "fixed",
+    length: Annotated[float, typer.Option(envvar=_env("length"),
+                                          help="Segment length, s.")] = defaults.SEGMENT_LENGTH_S,
+    gif_length: Annotated[float | None, typer.Option(
+        envvar=_env("gif_length"), help="GIF length around the best clip, s.")] = None,
+    fps: Annotated[float, typer.Option(envvar=_env("fps"), help="GIF frame rate.")] = (
+        defaults.GIF_FPS),
+    width: Annotated[int, typer.Option(envvar=_env("width"), help="GIF width, px.")] = (
+        defaults.GIF_WIDTH),
+    fmt: Annotated[str, typer.Option("--format", envvar=_env("format"),
+                                     help="gif, mp4 or webp.")] = "gif",
+    max_size: Annotated[float | None, typer.Option(
+        envvar=_env("max_size"), help="Largest output file, MB.")] = None,
+    name: Annotated[str, typer.Option(envvar=_env("name"), help="Output name template.")] = (
+        defaults.NAME_TEMPLATE),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON line per GIF.")] = False,
+    explain: Annotated[bool, typer.Option(help="Show each model term and the nearest GIF.")] = (
+        False),
+    force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Rank only; write nothing.")] = False,
+    user: Annotated[str, typer.Option("--user", "-u", envvar=_env("user"),
+                                      help="History profile.")] = "default",
     history: HistoryDirOpt = None,
-    device: DeviceOpt = "auto",
-    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
-    c3d_weights: WeightsOpt = None,
-    model: Annotated[Path | None, typer.Option(help="Ranking model file.")] = None,
+    device: Annotated[str, typer.Option(envvar=_env("device"),
+                                        help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(envvar=_env("precision"),
+                                           help="auto, bf16 or fp32.")] = "auto",
+    max_height: Annotated[int, typer.Option(envvar=_env("max_height"),
+                                            help="Largest video height to download.")] = 720,
+    max_filesize: Annotated[float | None, typer.Option(
+        envvar=_env("max_filesize"), help="Largest video download, MB.")] = None,
+    c3d_weights: Annotated[Path | None, typer.Option(
+        envvar=_env("c3d_weights"), dir_okay=False, help="C3D weights file.")] = None,
+    model: Annotated[Path | None, typer.Option(envvar=_env("model"),
+                                               help="Ranking model file.")] = None,
 ) -> None:
-    """Rank a video's segments for this user and write the top k as GIFs."""
+    """Rank each video's segments for this user and write the top k as GIFs."""
     from phdcli.gifs import GifOptions
+    from phdcli.source import DownloadOptions
     from phdcli.suggest import SuggestConfig, suggest_batch
 
-    if fps <= 0 or width < 16:
-        raise click.UsageError("--fps must be positive and --width at least 16")
-    config = SuggestConfig(
-        k=k, out_dir=out, segments=segments, length_s=length, gif=GifOptions(fps, width),
-        name_template=name, device=device, precision=precision, c3d_weights=c3d_weights,
-        model_path=model, user=user, history_dir=history, force=force, dry_run=dry_run,
+    if as_json and as_jsonl:
+        raise click.UsageError("--json and --jsonl exclude each other")
+    if "-" in inputs:
+        if sys.stdin.isatty():
+            raise click.UsageError("- reads inputs from stdin, but stdin is a terminal")
+        piped = [line.strip() for line in sys.stdin if line.strip()]
+        inputs = [x for item in inputs for x in (piped if item == "-" else [item])]
+    mb = 1_000_000
+    cfg = SuggestConfig(
+        k=k, out_dir=out.expanduser(), segments=segments, length_s=length,
+        gif=GifOptions(fps=fps, width=width, format=fmt,
+                       max_size_bytes=None if max_size is None else int(max_size * mb)),
+        gif_length_s=gif_length, name_template=name,
+        download=DownloadOptions(max_height=max_height, max_filesize_bytes=(
+            None if max_filesize is None else int(max_filesize * mb))),
+        device=device, precision=precision, c3d_weights=c3d_weights, model_path=model,
+        user=user, history_dir=history, force=force, dry_run=dry_run,
     )
+
+    def print_line(source: str, suggestion: Any) -> None:
+        doc = {"input": source, **suggestion.to_dict(explain)}
+        typer.echo(json.dumps(doc))
+        sys.stdout.flush()
+
     with _Progress() as progress:
-        batch = suggest_batch(inputs, config, progress=progress.update)
+        batch = suggest_batch(inputs, cfg, progress=progress.update,
+                              on_suggestion=print_line if as_jsonl else None)
     if as_json:
-        typer.echo(json.dumps(batch.to_dict(), indent=1))
-    else:
-        _print_suggestions(batch)
-    for failure in batch.failures:
-        log.error("error: %s: %s", failure.input, failure.message)
+        typer.echo(json.dumps(batch.to_dict(explain), indent=1))
+    elif not as_jsonl:
+        _print_suggestions(batch, explain)
     if batch.failures:
         raise typer.Exit(1)
 
 
-def _print_suggestions(batch: Any) -> None:
+def _print_suggestions(batch: Any, explain: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    for _source, result in batch.results:
-        table = Table(title=f"{result.video.name} ({result.duration_s:.0f} s)")
-        table.add_column("rank", justify="right")
-        table.add_column("start-end")
-        table.add_column("score", justify="right")
-        table.add_column("gif")
+    for result in batch.results:
+        table = Table(title=f"{result.input} ({result.duration_s:.0f} s)")
+        for column in ("rank", "start-end", "score"):
+            table.add_column(column, justify="right")
+        if explain:
+            for column in ("fnn", "svm-d", "prior", "nearest GIF (sim.)"):
+                table.add_column(column, justify="right")
+        table.add_column("file")
         for s in result.suggestions:
-            span = f"{_clock(s.start_s)}-{_clock(s.end_s)}"
-            table.add_row(str(s.rank), span, f"{s.score:.3f}", str(s.path or "-"))
+            row = [str(s.rank), f"{_clock(s.start_s)}-{_clock(s.end_s)}", f"{s.score:.3f}"]
+            if explain:
+                e = s.explanation
+                near = "-" if e.nearest_gif is None else f"{e.nearest_gif} ({e.similarity:.2f})"
+                row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}", near]
+            row.append(str(s.path or "-"))
+            table.add_row(*row)
         console.print(table)
 
 
@@ -171,13 +233,27 @@ class _Progress:
     def update(self, stage: str, done: int, total: int) -> None:
         if self._bar is None:
             return
-        if stage not in self._tasks or done == 0:
-            self._tasks[stage] = self._bar.add_task(stage, total=total)
-        self._bar.update(self._tasks[stage], completed=done, total=total)
+        if stage not in self._tasks:
+            self._tasks[stage] = self._bar.add_task(stage, total=total or None)
+        self._bar.update(self._tasks[stage], completed=done, total=total or None)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+@app.command("config")
+def show_config() -> None:
+    """Show the defaults `phd suggest` uses and where each comes from."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"config file: {config.config_path()}")
+    for column in ("setting", "value", "from", "env var"):
+        table.add_column(column)
+    for row in config.effective_settings():
+        table.add_row(row.name, repr(row.value), row.origin, config.env_var(row.name))
+    Console().print(table)
 
 
 # -- history -----------------------------------------------------------------
@@ -268,6 +344,30 @@ def model_info(
     from phdcli.model import default_model_path, load_model
 
     typer.echo(json.dumps(load_model(file or default_model_path()).metadata(), indent=1))
+
+
+@app.command()
+def doctor(
+    user: UserOpt = "default",
+    device: DeviceOpt = "auto",
+    c3d_weights: WeightsOpt = None,
+    model: Annotated[Path | None, typer.Option(help="Ranking model file.")] = None,
+) -> None:
+    """Check ffmpeg, packages, device, C3D weights, the model and the history."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from phdcli.doctor import run_checks
+
+    checks = run_checks(user=user, device=device, weights=c3d_weights, model=model)
+    table = Table()
+    for column in ("check", "", "detail", "fix"):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(c.name, "ok" if c.ok else "MISSING", c.detail, c.fix)
+    Console().print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
 
 
 # -- main --------------------------------------------------------------------

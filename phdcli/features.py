@@ -67,6 +67,21 @@ class FeatureSpec:
 
 
 @dataclass
+class SegmentFeatures:
+    """Features of a video's segments and of the clips they were averaged from.
+
+    segments: (n, D) float32, L2-normalised rows; clips: (c, D) float32,
+    L2-normalised; clip_starts_s: (c,); clip_owner: (c,) segment index.
+    The clip rows let ``phd suggest`` centre a GIF on a segment's best clip.
+    """
+
+    segments: np.ndarray
+    clips: np.ndarray
+    clip_starts_s: np.ndarray
+    clip_owner: np.ndarray
+
+
+@dataclass
 class ExtractorStats:
     """Counters for tests and benchmarks (what ran, not how long it took)."""
 
@@ -135,8 +150,8 @@ class FeatureExtractor:
         video: VideoInfo,
         segments: Sequence[Segment],
         progress: ClipProgress | None = None,
-    ) -> np.ndarray:
-        """(n_segments, D) float32, L2-normalised rows, cached by content."""
+    ) -> SegmentFeatures:
+        """Features of ``segments`` of ``video``, from the cache when it has them."""
         bounds = np.array([[s.start_s, s.end_s] for s in segments], dtype=np.float64)
         key = self._cache_key(video.path, bounds)
         cached = self._cache_load(key)
@@ -149,12 +164,12 @@ class FeatureExtractor:
     def file_feature(self, video: VideoInfo, progress: ClipProgress | None = None) -> np.ndarray:
         """(D,) feature of a whole file (a history GIF or a short clip)."""
         whole = Segment(0.0, video.duration_s)
-        return self.segment_features(video, [whole], progress)[0]
+        return self.segment_features(video, [whole], progress).segments[0]
 
     # -- extraction -------------------------------------------------------
     def _extract(
         self, video: VideoInfo, segments: Sequence[Segment], progress: ClipProgress | None
-    ) -> np.ndarray:
+    ) -> SegmentFeatures:
         from phdcli.video import decode_clips
 
         spec = self.spec
@@ -171,24 +186,28 @@ class FeatureExtractor:
         sorted_owners = [owners[i] for i in order]
 
         net = self._network()
-        sums: np.ndarray | None = None
-        counts = np.zeros(len(segments), dtype=np.int64)
-        done = 0
+        rows: list[np.ndarray] = []
         clips = decode_clips(video.path, sorted_starts, spec.clip_fps, spec.clip_frames)
         for batch in _batched(_prefetch(clips, depth=2 * self.batch_clips), self.batch_clips):
-            feats = self._forward(net, np.stack(batch))
-            if sums is None:
-                sums = np.zeros((len(segments), feats.shape[1]), dtype=np.float64)
-            for row, owner in zip(feats, sorted_owners[done : done + len(batch)], strict=True):
-                sums[owner] += row
-                counts[owner] += 1
-            done += len(batch)
+            rows.append(self._forward(net, np.stack(batch)))
             if progress is not None:
-                progress(done, len(sorted_starts))
-        if sums is None or done != len(sorted_starts):
-            raise PhdError(f"{video.path.name}: decoded {done} of {len(sorted_starts)} clips")
+                progress(sum(len(r) for r in rows), len(sorted_starts))
+        clip_feats = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+        if len(clip_feats) != len(sorted_starts):
+            raise PhdError(
+                f"{video.path.name}: decoded {len(clip_feats)} of {len(sorted_starts)} clips"
+            )
+        owner = np.asarray(sorted_owners, dtype=np.int64)
+        sums = np.zeros((len(segments), clip_feats.shape[1]), dtype=np.float64)
+        np.add.at(sums, owner, clip_feats)
+        counts = np.bincount(owner, minlength=len(segments))
         means = sums / np.maximum(counts, 1)[:, None]
-        return l2_normalise(means).astype(np.float32)
+        return SegmentFeatures(
+            segments=l2_normalise(means).astype(np.float32),
+            clips=l2_normalise(clip_feats).astype(np.float32),
+            clip_starts_s=np.asarray(sorted_starts, dtype=np.float64),
+            clip_owner=owner,
+        )
 
     def _forward(self, net: LoadedC3D, clips: np.ndarray) -> np.ndarray:
         """clips: uint8 (B, 16, 128, 171, 3) -> float32 (B, D)."""
@@ -217,25 +236,29 @@ class FeatureExtractor:
         return f"{content[:16]}-{hashlib.sha256(ident.encode()).hexdigest()[:24]}"
 
     def _cache_file(self, key: str) -> Path:
-        return self.cache_dir / key[:2] / f"{key}.npy"
+        return self.cache_dir / key[:2] / f"{key}.npz"
 
-    def _cache_load(self, key: str) -> np.ndarray | None:
+    def _cache_load(self, key: str) -> SegmentFeatures | None:
         file = self._cache_file(key)
         try:
-            feats = np.load(file, allow_pickle=False)
-        except (OSError, ValueError):
+            with np.load(file, allow_pickle=False) as data:
+                feats = SegmentFeatures(**{name: data[name] for name in _CACHED_ARRAYS})
+        except (OSError, ValueError, KeyError):
             self.stats.cache_misses += 1
             return None
         self.stats.cache_hits += 1
         return feats
 
-    def _cache_store(self, key: str, feats: np.ndarray) -> None:
+    def _cache_store(self, key: str, feats: SegmentFeatures) -> None:
         file = self._cache_file(key)
         try:
-            with atomic_path(file, suffix=".part.npy") as tmp:
-                np.save(tmp, feats, allow_pickle=False)
+            with atomic_path(file, suffix=".part.npz") as tmp:
+                np.savez(tmp, **{name: getattr(feats, name) for name in _CACHED_ARRAYS})
         except OSError as exc:  # a full or read-only cache costs speed, not results
             log.warning("could not cache features (%s)", exc)
+
+
+_CACHED_ARRAYS = ("segments", "clips", "clip_starts_s", "clip_owner")
 
 
 def l2_normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -1,9 +1,10 @@
-"""``phd suggest``: from a video to the k GIFs this user would most likely make.
+"""``phd suggest``: from videos (files, folders, URLs) to the GIFs this user would make.
 
 source -> video (probe) -> segments -> features (C3D, cached) -> model (score)
 -> gifs (write). ``Suggester`` holds what is loaded once for a whole batch
-(runtime, ranking model, feature extractor, history features); ``suggest`` is
-the one-video convenience over it.
+(runtime, ranking model, feature extractor, history features);
+``suggest_batch`` runs it over many inputs, and one failing input stops
+nothing.
 """
 
 from __future__ import annotations
@@ -12,19 +13,25 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from phdcli import defaults
-from phdcli.errors import PhdError, UsageError
+from phdcli import NOTICE, defaults
+from phdcli.errors import InputError, PhdError, UsageError
 from phdcli.gifs import GifOptions
+from phdcli.source import DownloadOptions
+
+if TYPE_CHECKING:
+    from phdcli.features import SegmentFeatures
 
 log = logging.getLogger("phd")
 
-# progress(stage, done, total): stages "clips", "history", "gifs".
+# progress(stage, done, total): stages "download", "clips", "gifs".
 Progress = Callable[[str, int, int], None]
 
 SEGMENT_MODES = ("fixed", "shots")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".gif", ".flv", ".ts", ".mpg")
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,9 @@ class SuggestConfig:
     segments: str = "fixed"
     length_s: float = defaults.SEGMENT_LENGTH_S
     gif: GifOptions = GifOptions()
+    gif_length_s: float | None = None  # None: the GIF is the whole segment
     name_template: str = defaults.NAME_TEMPLATE
+    download: DownloadOptions = DownloadOptions()
     device: str = "auto"
     precision: str = "auto"
     c3d_weights: Path | None = None
@@ -51,33 +60,104 @@ class SuggestConfig:
             raise UsageError(f"--segments must be one of {', '.join(SEGMENT_MODES)}")
         if not self.length_s > 0:
             raise UsageError(f"--length must be positive, got {self.length_s}")
+        if self.gif_length_s is not None and not self.gif_length_s > 0:
+            raise UsageError(f"--gif-length must be positive, got {self.gif_length_s}")
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a segment ranks where it does: each term of the fused score."""
+
+    fnn: float
+    svm: float
+    time: float
+    nearest_gif: str | None
+    similarity: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "content_fnn": round(self.fnn, 6),
+            "svm_d": round(self.svm, 6),
+            "temporal_prior": round(self.time, 6),
+            "nearest_history_gif": self.nearest_gif,
+            "similarity": None if self.similarity is None else round(self.similarity, 6),
+        }
 
 
 @dataclass(frozen=True)
 class Suggestion:
     rank: int
-    start_s: float
+    start_s: float  # the GIF's span (the segment, or --gif-length around its best clip)
     end_s: float
+    segment_start_s: float
+    segment_end_s: float
     score: float
-    path: Path | None
-    terms: dict[str, float] = field(default_factory=dict)
+    explanation: Explanation
+    path: Path | None = None
+    size_bytes: int | None = None
 
-    def to_dict(self) -> dict[str, object]:
-        return {
+    def to_dict(self, explain: bool = False) -> dict[str, object]:
+        doc: dict[str, object] = {
             "rank": self.rank,
             "start": round(self.start_s, 3),
             "end": round(self.end_s, 3),
             "score": round(self.score, 6),
             "path": None if self.path is None else str(self.path),
+            "size_bytes": self.size_bytes,
         }
+        if explain:
+            doc["explain"] = self.explanation.to_dict()
+        return doc
 
 
 @dataclass
 class VideoSuggestions:
+    input: str
     video: Path
     duration_s: float
     n_segments: int
     suggestions: list[Suggestion]
+
+
+@dataclass
+class BatchStats:
+    model_loads: int = 0
+    c3d_loads: int = 0
+    clips_forwarded: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    input: str
+    message: str
+
+
+@dataclass
+class BatchResult:
+    results: list[VideoSuggestions] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    stats: BatchStats = field(default_factory=BatchStats)
+
+    def to_dict(self, explain: bool = False) -> dict[str, object]:
+        """The ``--json`` document (schema in the README)."""
+        return {
+            "version": 1,
+            "results": [
+                {
+                    "input": r.input,
+                    "video": str(r.video),
+                    "duration": round(r.duration_s, 3),
+                    "segments": r.n_segments,
+                    "suggestions": [s.to_dict(explain) for s in r.suggestions],
+                }
+                for r in self.results
+            ],
+            "errors": [{"input": f.input, "error": f.message} for f in self.failures],
+        }
+
+
+# on_suggestion(input, suggestion): called as each GIF is written (--jsonl).
+OnSuggestion = Callable[[str, Suggestion], None]
 
 
 class Suggester:
@@ -93,144 +173,159 @@ class Suggester:
         self.progress = progress
         self.model = load_model(config.model_path or default_model_path())
         self.runtime = resolve_runtime(config.device, config.precision)
-        log.info("device %s", self.runtime.describe())
+        log.log(NOTICE, "%s", self.runtime.describe())
         self.extractor = FeatureExtractor(self.runtime, self.model.spec, config.c3d_weights)
         self.history = (
             History.from_folder(config.history_dir)
             if config.history_dir is not None
             else History.for_user(config.user)
         )
-        self._history_feats: np.ndarray | None = None
+        self._history: tuple[list[str], np.ndarray] | None = None
 
-    def history_features(self) -> np.ndarray:
-        if self._history_feats is None:
-            self._history_feats = self.history.features(self.extractor)
-            log.info("history: %d GIFs from %s", len(self._history_feats), self.history.folder)
-        return self._history_feats
+    def history_features(self) -> tuple[list[str], np.ndarray]:
+        """(names, (m, D) features) of the history, computed once per batch."""
+        if self._history is None:
+            names = [item.name for item in self.history.items()]
+            feats = self.history.features(self.extractor)
+            log.info("history: %d GIFs in %s", len(names), self.history.folder)
+            self._history = (names, feats)
+        return self._history
 
-    def run(self, video_path: Path) -> VideoSuggestions:
+    def run(self, item: str, on_suggestion: OnSuggestion | None = None) -> VideoSuggestions:
         from phdcli.segments import fixed_segments, shot_segments
+        from phdcli.source import resolve_input
         from phdcli.video import probe
 
         cfg = self.config
-        info = probe(Path(video_path))
+        source = resolve_input(item, cfg.download, self._stage_progress("download"))
+        info = probe(source.path)
+        spec = self.model.spec
+        clip_s = spec.clip_frames / spec.clip_fps
+        if info.duration_s < clip_s:
+            raise InputError(
+                f"{source.stem}: {info.duration_s:.2f} s is shorter than one "
+                f"{spec.clip_frames}-frame clip ({clip_s:.2f} s)"
+            )
         if cfg.segments == "shots":
             segments = shot_segments(info.path, info.duration_s, chunk_s=cfg.length_s)
         else:
             segments = fixed_segments(info.duration_s, cfg.length_s)
-        log.info("%s: %.1f s, %d segments", info.path.name, info.duration_s, len(segments))
+        log.info("%s: %.1f s, %d segments", source.stem, info.duration_s, len(segments))
 
-        history = self.history_features()
-        feats = self.extractor.segment_features(info, segments, self._clip_progress)
+        names, history = self.history_features()
+        feats = self.extractor.segment_features(info, segments, self._stage_progress("clips"))
         starts = np.array([s.start_s for s in segments])
         ends = np.array([s.end_s for s in segments])
-        terms = self.model.score(feats, history, starts, ends, info.duration_s)
+        terms = self.model.score(feats.segments, history, starts, ends, info.duration_s)
         # Ties go to the earlier segment: stable and predictable for scripts.
         order = np.argsort(-terms.total, kind="stable")[: cfg.k]
 
         picks = []
         for rank, idx in enumerate(order, start=1):
             near = int(terms.nearest_index[idx])
-            picks.append(
-                Suggestion(
-                    rank=rank,
-                    start_s=float(starts[idx]),
-                    end_s=float(ends[idx]),
-                    score=float(terms.total[idx]),
-                    path=None,
-                    terms={
-                        "fnn": float(terms.fnn[idx]),
-                        "svm": float(terms.svm[idx]),
-                        "time": float(terms.time[idx]),
-                        "nearest": near,
-                        "similarity": float(terms.nearest_similarity[idx]),
-                    },
+            start_s, end_s = float(starts[idx]), float(ends[idx])
+            if cfg.gif_length_s is not None:
+                start_s, end_s = self._gif_window(
+                    feats, history, int(idx), near, (start_s, end_s), info.duration_s
                 )
+            explanation = Explanation(
+                fnn=float(terms.fnn[idx]),
+                svm=float(terms.svm[idx]),
+                time=float(terms.time[idx]),
+                nearest_gif=names[near] if near >= 0 else None,
+                similarity=float(terms.nearest_similarity[idx]) if near >= 0 else None,
             )
-        if not cfg.dry_run:
-            picks = self._write_gifs(info.path, picks)
-        return VideoSuggestions(info.path, info.duration_s, len(segments), picks)
+            picks.append(Suggestion(rank, start_s, end_s, float(starts[idx]), float(ends[idx]),
+                                    float(terms.total[idx]), explanation))
+        if cfg.dry_run:
+            if on_suggestion is not None:
+                for pick in picks:
+                    on_suggestion(item, pick)
+        else:
+            picks = self._write_gifs(info.path, source.stem, picks, item, on_suggestion)
+        return VideoSuggestions(item, info.path, info.duration_s, len(segments), picks)
 
-    def _clip_progress(self, done: int, total: int) -> None:
-        if self.progress is not None:
-            self.progress("clips", done, total)
+    def _gif_window(
+        self, feats: SegmentFeatures, history: np.ndarray, segment: int, nearest: int,
+        segment_bounds_s: tuple[float, float], duration_s: float,
+    ) -> tuple[float, float]:
+        """--gif-length seconds centred on the segment's best clip.
 
-    def _write_gifs(self, video: Path, picks: list[Suggestion]) -> list[Suggestion]:
-        from phdcli.gifs import write_gif
+        The best clip is the one closest to the history GIF that made the
+        segment rank (the middle clip when the history is empty).
+        """
+        from phdcli.gifs import centred_window
+
+        assert self.config.gif_length_s is not None
+        spec = self.model.spec
+        mine = np.flatnonzero(feats.clip_owner == segment)
+        best = mine[len(mine) // 2]
+        if nearest >= 0 and len(mine) > 1:
+            best = mine[int(np.argmax(feats.clips[mine] @ history[nearest]))]
+        centre_s = float(feats.clip_starts_s[best]) + spec.clip_frames / spec.clip_fps / 2
+        return centred_window(*segment_bounds_s, centre_s, self.config.gif_length_s, duration_s)
+
+    def _stage_progress(self, stage: str) -> Callable[[int, int], None] | None:
+        if self.progress is None:
+            return None
+        report = self.progress
+        return lambda done, total: report(stage, done, total or 0)
+
+    def _write_gifs(
+        self, video: Path, stem: str, picks: list[Suggestion], item: str,
+        on_suggestion: OnSuggestion | None,
+    ) -> list[Suggestion]:
+        from phdcli.gifs import write_clip
 
         cfg = self.config
-        targets = [output_path(cfg.out_dir, cfg.name_template, video, p) for p in picks]
+        targets = [output_path(cfg.out_dir, cfg.name_template, stem, p, cfg.gif.format)
+                   for p in picks]
         clash = [t for t in targets if t.exists()]
         if clash and not cfg.force:
             raise PhdError(f"{clash[0]} already exists (use --force to overwrite)")
         written = []
         for done, (pick, target) in enumerate(zip(picks, targets, strict=True), start=1):
-            write_gif(video, pick.start_s, pick.end_s, target, cfg.gif)
-            written.append(
-                Suggestion(pick.rank, pick.start_s, pick.end_s, pick.score, target, pick.terms)
+            clip = write_clip(video, pick.start_s, pick.end_s, target, cfg.gif)
+            if cfg.gif.max_size_bytes is not None:
+                log.info("%s: %.2f MB (fps %g, width %d)", target.name,
+                         clip.size_bytes / 1e6, clip.fps, clip.width)
+            done_pick = Suggestion(
+                pick.rank, pick.start_s, pick.end_s, pick.segment_start_s, pick.segment_end_s,
+                pick.score, pick.explanation, target, clip.size_bytes,
             )
+            written.append(done_pick)
+            if on_suggestion is not None:
+                on_suggestion(item, done_pick)
             if self.progress is not None:
                 self.progress("gifs", done, len(picks))
         return written
 
 
-def suggest(
-    video: Path, config: SuggestConfig, progress: Progress | None = None
-) -> VideoSuggestions:
-    """Rank one video's segments for the configured user and write the top k."""
-    return Suggester(config, progress).run(video)
+def output_path(out_dir: Path, template: str, stem: str, pick: Suggestion, fmt: str) -> Path:
+    """Render the output file's name; nothing in it may leave ``out_dir``."""
+    from phdcli.gifs import FORMAT_SUFFIX
 
-
-def output_path(out_dir: Path, template: str, video: Path, pick: Suggestion) -> Path:
-    """Render the GIF's file name; nothing in it may leave ``out_dir``."""
-    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in video.stem).strip("._")
     try:
         name = template.format(
-            stem=stem or "video", rank=pick.rank, start=pick.start_s, end=pick.end_s,
-            score=pick.score,
+            stem=stem, rank=pick.rank, start=pick.start_s, end=pick.end_s, score=pick.score,
         )
-    except (KeyError, IndexError, ValueError) as exc:
-        raise UsageError(f"bad --name template {template!r} ({exc})") from None
-    if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise UsageError(f"bad --name template {template!r} ({exc!r})") from None
+    if not name or any(c in name for c in "/\\\0") or name.startswith(".") or name == "..":
         raise UsageError(f"--name template {template!r} gives {name!r}, which would leave --out")
-    return Path(out_dir) / f"{name}.gif"
+    return Path(out_dir) / f"{name}{FORMAT_SUFFIX[fmt]}"
 
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".gif", ".flv", ".ts", ".mpg")
+def check_name_template(template: str) -> None:
+    """Refuse a bad template before any work is done (a usage error)."""
+    probe_pick = Suggestion(1, 0.0, 5.0, 0.0, 5.0, 0.0, Explanation(0, 0, 0, None, None))
+    output_path(Path("."), template, "video", probe_pick, "gif")
 
 
-@dataclass(frozen=True)
-class Failure:
-    input: str
-    message: str
-
-
-@dataclass
-class BatchResult:
-    results: list[tuple[str, VideoSuggestions]] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, object]:
-        """The ``--json`` document (schema in the README)."""
-        return {
-            "version": 1,
-            "results": [
-                {
-                    "input": source,
-                    "video": str(r.video),
-                    "duration": round(r.duration_s, 3),
-                    "segments": r.n_segments,
-                    "suggestions": [s.to_dict() for s in r.suggestions],
-                }
-                for source, r in self.results
-            ],
-            "errors": [{"input": f.input, "error": f.message} for f in self.failures],
-        }
-
-
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Folders become the videos in them (sorted); everything else stays."""
+def expand_inputs(inputs: list[str]) -> tuple[list[str], list[Failure]]:
+    """Folders become the videos in them (sorted); an empty folder is a failure."""
     expanded: list[str] = []
+    failures: list[Failure] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
@@ -239,31 +334,44 @@ def expand_inputs(inputs: list[str]) -> list[str]:
                 if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith(".")
             )
             if not found:
-                log.warning("%s: no videos in this folder", item)
+                failures.append(Failure(item, f"{item}: no videos in this folder"))
             expanded.extend(found)
         else:
             expanded.append(item)
-    return expanded
+    return expanded, failures
 
 
 def suggest_batch(
-    inputs: list[str], config: SuggestConfig, progress: Progress | None = None
+    inputs: list[str],
+    config: SuggestConfig,
+    progress: Progress | None = None,
+    on_suggestion: OnSuggestion | None = None,
 ) -> BatchResult:
     """Suggest GIFs for many inputs; models load once, one failure stops nothing.
 
     A problem with the shared parts (model file, weights, device, history)
     raises at once; a problem with one input is recorded and the batch goes on.
     """
+    check_name_template(config.name_template)
+    items, failures = expand_inputs(inputs)
     suggester = Suggester(config, progress)
     suggester.extractor.backbone_id  # noqa: B018 - missing weights fail once, up front
-    batch = BatchResult()
-    for item in expand_inputs(inputs):
+    batch = BatchResult(failures=failures)
+    batch.stats.model_loads = 1
+    for item in items:
         try:
-            result = suggester.run(Path(item))
+            batch.results.append(suggester.run(item, on_suggestion))
+        except UsageError:
+            raise
         except PhdError as exc:
-            if isinstance(exc, UsageError):
-                raise
-            batch.failures.append(Failure(item, " ".join(str(exc).split())))
-            continue
-        batch.results.append((item, result))
+            message = " ".join(str(exc).split())
+            log.error("error: %s", message if item in message else f"{item}: {message}")
+            batch.failures.append(Failure(item, message))
+    batch.stats.c3d_loads = suggester.extractor.stats.c3d_loads
+    batch.stats.clips_forwarded = suggester.extractor.stats.clips_forwarded
     return batch
+
+
+def suggest(video: str | Path, config: SuggestConfig) -> VideoSuggestions:
+    """Rank one video's segments for the configured user and write the top k."""
+    return Suggester(config).run(str(video))

@@ -19,7 +19,7 @@ from phdcli.video import probe
 from tests import media
 from tests.c3d_files import write_mmaction2_pth
 
-# bikes (0-5.28 s), bigbuckbunny (5.28-15.28 s), carphone (15.28-19.28 s)
+# bikes (0-10 s), bigbuckbunny (10-15.28 s), carphone (15.28-19.28 s)
 FOOTAGE = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"]
 GIF_FROM_S, GIF_LEN_S = 10.5, 3.0  # inside the fixed segment 10-15 s
 

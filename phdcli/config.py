@@ -1,0 +1,116 @@
+"""User defaults for ``phd suggest``: flag > environment (PHD_*) > config file > built-in.
+
+The config file is TOML in the platformdirs config folder (``PHD_HOME/config``
+when PHD_HOME is set), e.g.::
+
+    [suggest]
+    k = 3
+    out = "~/gifs"
+    device = "cuda"
+
+Click does the layering: each option names its environment variable, and
+the file's table becomes the command's ``default_map``. ``phd config`` shows
+the value in force for each setting and where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from phdcli import defaults, paths
+from phdcli.errors import UsageError
+
+CONFIG_NAME = "config.toml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the option's parameter name in `phd suggest`
+    default: Any
+    help: str
+
+    @property
+    def env(self) -> str:
+        return f"PHD_{self.name.upper()}"
+
+
+# The settings a user may default; one line each, the single source for the
+# CLI's envvar names, the config file's keys and `phd config`.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("k", defaults.K, "GIFs per video"),
+    Setting("out", ".", "output folder"),
+    Setting("segments", "fixed", "fixed or shots"),
+    Setting("length", defaults.SEGMENT_LENGTH_S, "segment length, seconds"),
+    Setting("gif_length", None, "GIF length around the best clip, seconds"),
+    Setting("fps", defaults.GIF_FPS, "GIF frame rate"),
+    Setting("width", defaults.GIF_WIDTH, "GIF width, pixels"),
+    Setting("format", "gif", "gif, mp4 or webp"),
+    Setting("max_size", None, "largest output file, MB"),
+    Setting("name", defaults.NAME_TEMPLATE, "output name template"),
+    Setting("user", "default", "history profile"),
+    Setting("device", "auto", "auto, cpu, cuda or cuda:N"),
+    Setting("precision", "auto", "auto, bf16 or fp32"),
+    Setting("max_height", 720, "largest video height to download"),
+    Setting("max_filesize", None, "largest video download, MB"),
+    Setting("c3d_weights", None, "C3D weights file"),
+    Setting("model", None, "ranking model file"),
+)
+SETTING_NAMES = {s.name for s in SETTINGS}
+
+
+def env_var(name: str) -> str:
+    """The environment variable of a setting (KeyError for an unknown name)."""
+    return next(s.env for s in SETTINGS if s.name == name)
+
+
+def config_path() -> Path:
+    return paths.config_dir() / CONFIG_NAME
+
+
+def load_file(path: Path | None = None) -> dict[str, Any]:
+    """The ``[suggest]`` table of the config file ({} when there is none)."""
+    path = path or config_path()
+    if not path.is_file():
+        return {}
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"config file {path}: {exc}") from None
+    table = doc.get("suggest", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"config file {path}: [suggest] must be a table")
+    unknown = sorted(set(table) - SETTING_NAMES)
+    if unknown:
+        raise UsageError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    return dict(table)
+
+
+def default_map() -> dict[str, Any]:
+    """Click's default_map for the app: the file's values for `phd suggest`."""
+    values = load_file()
+    return {"suggest": values} if values else {}
+
+
+@dataclass(frozen=True)
+class Effective:
+    name: str
+    value: Any
+    origin: str  # "env PHD_K", "file", "default"
+
+
+def effective_settings() -> list[Effective]:
+    """What `phd suggest` would use with no flags given, and why."""
+    file_values = load_file()
+    rows = []
+    for s in SETTINGS:
+        if s.env in os.environ:
+            rows.append(Effective(s.name, os.environ[s.env], f"env {s.env}"))
+        elif s.name in file_values:
+            rows.append(Effective(s.name, file_values[s.name], f"file {config_path()}"))
+        else:
+            rows.append(Effective(s.name, s.default, "default"))
+    return rows

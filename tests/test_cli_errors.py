@@ -1,0 +1,132 @@
+"""Bad input: one line on stderr, a non-zero exit, no traceback, nothing lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import media
+from tests.c3d_files import write_mmaction2_pth
+
+
+def phd(*args: str, env_home: Path, weights: Path | None = None) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(env_home)}
+    if weights is not None:
+        env["PHD_C3D_WEIGHTS"] = str(weights)
+    return subprocess.run(
+        [sys.executable, "-m", "phdcli", *args], capture_output=True, text=True, env=env,
+        timeout=300,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert result.stdout == ""
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    good = media.lavfi_video(root / "good.mp4", duration_s=3.0, size="160x120")
+    corrupt = root / "corrupt.mp4"
+    corrupt.write_bytes(good.read_bytes()[:1500])
+    empty = root / "empty.mp4"
+    empty.write_bytes(b"")
+    text = root / "notes.mp4"
+    text.write_text("this is not a video\n")
+    return {
+        "missing": root / "nope.mp4",
+        "corrupt": corrupt,
+        "zero-length": empty,
+        "text": text,
+        "audio-only": media.audio_only(root / "tone.m4a"),
+        "too-short": media.lavfi_video(root / "blink.mp4", duration_s=0.3, size="160x120"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["missing", "corrupt", "zero-length", "text", "audio-only", "too-short"]
+)
+def test_bad_video_is_one_line_and_exit_1(
+    case: str, bad_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    weights = write_mmaction2_pth(tmp_path / "w.pth")
+    result = phd("suggest", str(bad_inputs[case]), "--out", str(tmp_path / "o"),
+                 "--device", "cpu", env_home=tmp_path / "home", weights=weights)
+    line = assert_one_line_error(result)
+    assert bad_inputs[case].name in line
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_missing_weights_name_the_fetch_command(bad_inputs: dict[str, Path], tmp_path: Path):
+    video = media.lavfi_video(tmp_path / "v.mp4", duration_s=2.0, size="160x120")
+    result = phd("suggest", str(video), "--device", "cpu", env_home=tmp_path / "home")
+    assert "phd model fetch" in assert_one_line_error(result)
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    result = phd("suggest", "x.mp4", "-k", "0", env_home=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    result = phd("suggest", "--no-such-flag", env_home=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_explicit_cuda_without_a_gpu_is_an_error(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    video = media.lavfi_video(tmp_path / "v.mp4", duration_s=2.0, size="160x120")
+    weights = write_mmaction2_pth(tmp_path / "w.pth")
+    result = phd("suggest", str(video), "--device", "cuda", env_home=tmp_path / "h",
+                 weights=weights)
+    assert "cuda" in assert_one_line_error(result).lower()
+
+
+def test_failed_history_add_leaves_history_byte_identical(
+    bad_inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    weights = write_mmaction2_pth(tmp_path / "w.pth")
+    video = media.lavfi_video(tmp_path / "v.mp4", duration_s=4.0, size="160x120")
+    first = media.gif_from(video, tmp_path / "first.gif", 0.5, 1.5, width=120)
+    second = media.gif_from(video, tmp_path / "second.gif", 2.0, 1.5, width=120)
+    ok = phd("history", "add", str(first), "--device", "cpu", env_home=home, weights=weights)
+    assert ok.returncode == 0, ok.stderr
+    folder = Path(phd("history", "path", env_home=home).stdout.strip())
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+                if p.is_file()}
+
+    before = snapshot()
+    assert "first.gif" in before
+    for case in ("corrupt", "zero-length", "audio-only", "missing"):
+        # a good file next to a bad one: all or nothing
+        result = phd("history", "add", str(second), str(bad_inputs[case]), "--device", "cpu",
+                     env_home=home, weights=weights)
+        assert_one_line_error(result)
+        assert snapshot() == before
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "from phdcli.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = {'torch', 'av', 'cv2', 'yt_dlp', 'scenedetect', 'numpy', 'safetensors'}\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,82 @@
+"""History profiles: add (once), list, remove, path; random C3D weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from phdcli.cli import main
+from tests import media
+from tests.c3d_files import write_davidea_pickle
+
+
+@pytest.fixture
+def gifs(tmp_path: Path) -> dict[str, Path]:
+    video = media.lavfi_video(tmp_path / "src.mp4", duration_s=4.0, size="160x120")
+    return {
+        "a": media.gif_from(video, tmp_path / "first one.gif", 0.2, 1.2, width=120),
+        "b": media.gif_from(video, tmp_path / "second.gif", 2.0, 1.5, width=120),
+    }
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_add_list_remove_and_no_duplicates(
+    gifs: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The DavideA format works as a drop-in for the mmaction2 one.
+    monkeypatch.setenv("PHD_C3D_WEIGHTS", str(write_davidea_pickle(tmp_path / "c3d.pickle")))
+    code, _, err = run(["history", "add", str(gifs["a"]), str(gifs["b"]), "--device", "cpu"],
+                       capsys)
+    assert code == 0, err
+    code, out, _ = run(["history", "list", "--json"], capsys)
+    items = json.loads(out)
+    assert [it["name"] for it in items] == ["first_one.gif", "second.gif"]
+    assert all(it["frames"] > 5 and it["duration_s"] > 1.0 for it in items)
+
+    # Same content again (even under another name): nothing added.
+    again = tmp_path / "copy.gif"
+    again.write_bytes(gifs["a"].read_bytes())
+    assert run(["history", "add", str(again), "--device", "cpu"], capsys)[0] == 0
+    code, out, _ = run(["history", "list", "--json"], capsys)
+    assert len(json.loads(out)) == 2
+
+    code, out, _ = run(["history", "path"], capsys)
+    folder = Path(out.strip())
+    assert folder.is_relative_to(phd_home)
+    assert (folder / "second.gif").read_bytes() == gifs["b"].read_bytes()
+
+    assert run(["history", "remove", "second.gif"], capsys)[0] == 0
+    assert not (folder / "second.gif").exists()
+    code, _, err = run(["history", "remove", "second.gif"], capsys)
+    assert code == 1 and "second.gif" in err
+
+    code, out, _ = run(["history", "list"], capsys)  # the rich table
+    assert "first_one.gif" in out and "second.gif" not in out
+
+
+def test_profiles_are_separate(
+    gifs: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PHD_C3D_WEIGHTS", str(write_davidea_pickle(tmp_path / "c3d.pickle")))
+    assert run(["history", "add", str(gifs["a"]), "--user", "ana", "--device", "cpu"],
+               capsys)[0] == 0
+    assert json.loads(run(["history", "list", "--json", "--user", "ana"], capsys)[1])
+    assert json.loads(run(["history", "list", "--json"], capsys)[1]) == []
+
+
+def test_history_folder_option_reads_any_folder(
+    gifs: dict[str, Path], tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["history", "list", "--json", "--history", str(tmp_path)], capsys)
+    assert code == 0
+    assert sorted(it["name"] for it in json.loads(out)) == ["first one.gif", "second.gif"]
