@@ -26,7 +26,7 @@ app = typer.Typer(
     help="Personalized highlight detection: the GIFs this user would make from a video.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode=None,
 )
 history_app = typer.Typer(help="Manage the GIFs a profile made before.", no_args_is_help=True)
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
     if not log.handlers:
         _setup_output(quiet=False)
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, prog_name="phd", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         exc.show()
         code = 2
