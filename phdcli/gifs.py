@@ -1,64 +1,264 @@
-"""Write a looping GIF of one stretch of a video, and read a GIF's length back."""
+"""Write a looping GIF, mp4 or animated WebP of one stretch of a video; read a GIF's length."""
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from phdcli.errors import FfmpegError, InputError, UsageError
+from phdcli.errors import FfmpegError, InputError, PhdError, UsageError
 from phdcli.ffmpeg import run_ffmpeg
 from phdcli.fsutil import atomic_path
+
+log = logging.getLogger("phd")
+
+
+# Output suffix per format; the caller names ``out`` with it (ffmpeg picks the
+# muxer from the temp file's suffix, which atomic_path copies from ``out``).
+FORMAT_SUFFIX = {"gif": ".gif", "mp4": ".mp4", "webp": ".webp"}
+
+# --- the --max-size search ------------------------------------------------
+# Every attempt is a full re-encode (~0.5 s for 4 s at 320 px, seconds for a
+# long or wide clip), so the search predicts instead of stepping blindly: it
+# fits size ~ quality_factor * fps**a * width**b (exponents measured on
+# testsrc2 and real footage, rounded towards the smaller exponent so that a
+# prediction errs on the small side) to the last attempt's size and jumps to
+# the least-degraded settings predicted to fit, in the order the issue asks:
+# quality knob (palette colours for GIF, crf / quality for mp4 / webp), then
+# fps, then width. Typical cases need 2-3 attempts; MAX_ATTEMPTS bounds the rest.
+MAX_ATTEMPTS = 10
+FIT_MARGIN = 0.92  # aim a little under the limit: the model is approximate
+MIN_STEP = 0.85  # a continuous knob that moves at all moves by at least this
+FPS_FLOOR = 5.0
+WIDTH_FLOOR = 120
+GIF_COLOR_LADDER = (256, 128, 64, 32)
+MP4_CRF_LADDER = (23, 28, 33)  # measured: each +6 crf ~0.6x the size
+WEBP_QUALITY_LADDER = (75, 50, 30)  # libwebp gains only ~30 % over this range
+_EXPONENTS = {"gif": (0.9, 1.6), "webp": (0.95, 1.0), "mp4": (0.3, 1.2)}  # (fps, width)
+_KNOB_NAME = {"gif": "colours", "mp4": "crf", "webp": "quality"}
 
 
 @dataclass(frozen=True)
 class GifOptions:
     fps: float = 10.0
     width: int = 480  # the height follows the aspect ratio, rounded to even
+    format: str = "gif"  # "gif" | "mp4" | "webp"
+    max_size_bytes: int | None = None  # None: write once at these settings
+    colors: int = 256  # GIF palette size; mp4 and webp ignore it
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMAT_SUFFIX:
+            raise UsageError(f"clip format must be one of gif, mp4, webp, got {self.format!r}")
+        if self.fps <= 0 or self.width <= 0:
+            raise UsageError(f"GIF fps and width must be positive, got {self.fps:g}, {self.width}")
+        if not 2 <= self.colors <= 256:
+            raise UsageError(f"GIF colours must be between 2 and 256, got {self.colors}")
+        if self.max_size_bytes is not None and self.max_size_bytes <= 0:
+            raise UsageError(f"maximum clip size must be positive, got {self.max_size_bytes} bytes")
 
 
-def _filter_graph(options: GifOptions) -> str:
-    # Palette made from this very stretch in the same run (one decode):
-    # stats_mode=diff favours moving parts, bayer dithering with
-    # diff_mode=rectangle only redraws what changed, so GIFs stay small.
-    return (
-        f"fps={options.fps:g},scale={options.width}:-2:flags=lanczos,split[a][b];"
-        "[a]palettegen=stats_mode=diff[p];"
-        "[b][p]paletteuse=dither=bayer:bayer_scale=5:diff_mode=rectangle"
-    )
+@dataclass(frozen=True)
+class WrittenClip:
+    path: Path
+    size_bytes: int
+    fps: float
+    width: int
+    colors: int | None  # GIF palette size; None for mp4 / webp
+    fits: bool  # under options.max_size_bytes (always True without a limit)
+    quality: int | None = None  # mp4 crf or webp quality; None for GIF
+
+
+@dataclass(frozen=True)
+class _Settings:
+    fps: float
+    width: int
+    level: int  # index into the format's quality ladder
+
+
+def _ladder(options: GifOptions) -> tuple[int, ...]:
+    if options.format == "gif":
+        return (options.colors, *(c for c in GIF_COLOR_LADDER if c < options.colors))
+    return MP4_CRF_LADDER if options.format == "mp4" else WEBP_QUALITY_LADDER
+
+
+def _quality_factor(fmt: str, knob: int) -> float:
+    """Relative size at one rung of the quality ladder (measured, see above)."""
+    if fmt == "gif":
+        return (math.log2(knob) / 8) ** 1.4  # 64 colours ~0.67x, 32 ~0.52x of 256
+    if fmt == "mp4":
+        return 2.0 ** (-(knob - MP4_CRF_LADDER[0]) / 9)
+    return (knob / WEBP_QUALITY_LADDER[0]) ** 0.4
+
+
+def _even(width: int) -> int:
+    return max(2, width - width % 2)  # yuv420p H.264 needs even dimensions
+
+
+def _next_settings(
+    options: GifOptions, cur: _Settings, size_bytes: int, limit_bytes: int
+) -> _Settings | None:
+    """Least-degraded settings predicted to fit, or None when all knobs are at their floors."""
+    fmt, ladder = options.format, _ladder(options)
+    a, b = _EXPONENTS[fmt]
+    need = FIT_MARGIN * limit_bytes / size_bytes  # < 1: the size must shrink by this factor
+    level = cur.level
+    here = _quality_factor(fmt, ladder[level])
+    while need < 1 and level + 1 < len(ladder):
+        level += 1
+        step = _quality_factor(fmt, ladder[level]) / here
+        if step <= need:
+            need = 1.0
+            break
+        if level + 1 == len(ladder):
+            need /= step
+    fps, width = cur.fps, cur.width
+    fps_floor = min(FPS_FLOOR, options.fps)
+    if need < 1 and fps > fps_floor:
+        fps = max(fps_floor, round(fps * min(MIN_STEP, need ** (1 / a)), 1))
+        need /= (fps / cur.fps) ** a
+    width_floor = min(WIDTH_FLOOR, options.width)
+    if need < 1 and width > width_floor:
+        width = max(width_floor, int(width * min(MIN_STEP, need ** (1 / b))))
+        if fmt == "mp4":
+            width = _even(width)
+    new = _Settings(fps=fps, width=width, level=level)
+    return None if new == cur else new
+
+
+def _encode_args(options: GifOptions, s: _Settings) -> list[str]:
+    """ffmpeg output arguments (filter graph and codec) for one attempt."""
+    scale = f"fps={s.fps:g},scale={s.width}:-2:flags=lanczos"
+    knob = _ladder(options)[s.level]
+    if options.format == "gif":
+        # Palette made from this very stretch in the same run (one decode):
+        # stats_mode=diff favours moving parts, bayer dithering with
+        # diff_mode=rectangle only redraws what changed, so GIFs stay small.
+        graph = (
+            f"{scale},split[a][b];[a]palettegen=max_colors={knob}:stats_mode=diff[p];"
+            "[b][p]paletteuse=dither=bayer:bayer_scale=5:diff_mode=rectangle"
+        )
+        return ["-filter_complex", graph, "-loop", "0"]
+    if options.format == "mp4":
+        # faststart moves the index to the front so browsers play while loading.
+        return ["-vf", scale, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(knob),
+                "-movflags", "+faststart"]  # fmt: skip
+    # libwebp_anim (not libwebp) diffs frames against each other: smaller files.
+    return ["-vf", scale, "-c:v", "libwebp_anim", "-quality", str(knob), "-loop", "0"]
+
+
+def _mb(size_bytes: float) -> str:
+    return f"{size_bytes / 1e6:.3g}"  # MB as in --max-size: 10**6 bytes
+
+
+def write_clip(
+    video: Path, start_s: float, end_s: float, out: Path, options: GifOptions
+) -> WrittenClip:
+    """Cut [start_s, end_s] of ``video`` into a looping clip at ``out``.
+
+    ``options.format`` picks GIF (two-pass palette), mp4 (H.264, no audio) or
+    animated WebP; ``out`` should carry the matching FORMAT_SUFFIX. With
+    ``options.max_size_bytes`` the clip is re-encoded with fewer colours (or a
+    higher crf / lower quality), then a lower fps, then a smaller width until it
+    fits, and a PhdError is raised if even the smallest try does not.
+
+    Every attempt overwrites one temp file beside ``out`` that is renamed only
+    when it is final, so any failure leaves ``out`` as it was (absent or the old
+    file) and no temp file behind. ffmpeg failures raise FfmpegError.
+    """
+    video, out = Path(video), Path(out)
+    if start_s < 0 or end_s <= start_s:
+        raise UsageError(f"GIF span must have 0 <= start < end, got {start_s:g}..{end_s:g} s")
+    limit = options.max_size_bytes
+    settings = _Settings(fps=options.fps, width=options.width, level=0)
+    if options.format == "mp4":
+        settings = _Settings(fps=options.fps, width=_even(options.width), level=0)
+    smallest_bytes, smallest = 0, settings
+    size = 0
+    with atomic_path(out) as tmp:
+        for _ in range(MAX_ATTEMPTS):
+            size = _encode(video, start_s, end_s, tmp, options, settings)
+            if smallest_bytes == 0 or size < smallest_bytes:
+                smallest_bytes, smallest = size, settings
+            if limit is None or size <= limit:
+                break
+            nxt = _next_settings(options, settings, size, limit)
+            if nxt is None:
+                break
+            log.debug(
+                "%s: %d bytes > %d, retrying with fps %g, width %d, %s %d", out.name, size,
+                limit, nxt.fps, nxt.width, _KNOB_NAME[options.format], _ladder(options)[nxt.level],
+            )  # fmt: skip
+            settings = nxt
+        if limit is not None and size > limit:
+            raise PhdError(
+                f"cannot fit {out.name} under {_mb(limit)} MB (smallest try: "
+                f"{_mb(smallest_bytes)} MB at fps {smallest.fps:g}, width {smallest.width})"
+            )
+    knob = _ladder(options)[settings.level]
+    is_gif = options.format == "gif"
+    return WrittenClip(
+        path=out, size_bytes=size, fps=settings.fps, width=settings.width,
+        colors=knob if is_gif else None, fits=True, quality=None if is_gif else knob,
+    )  # fmt: skip
+
+
+def _encode(
+    video: Path, start_s: float, end_s: float, tmp: Path, options: GifOptions, s: _Settings
+) -> int:
+    """One ffmpeg run into ``tmp``; returns the size written."""
+    args = [
+        "-ss", f"{start_s:.3f}",  # fast input seek
+        "-t", f"{end_s - start_s:.3f}",
+        "-i", str(video),
+        *_encode_args(options, s),
+        "-an",
+        str(tmp),
+    ]  # fmt: skip
+    try:
+        run_ffmpeg(args)
+    except FfmpegError as exc:
+        raise _explain(exc, video, start_s) from exc
+    size = tmp.stat().st_size
+    if size == 0:
+        # ffmpeg can succeed while encoding nothing (e.g. start past the end).
+        raise _explain(FfmpegError(f"ffmpeg wrote no frames for {tmp.name}"), video, start_s)
+    return size
 
 
 def write_gif(
     video: Path, start_s: float, end_s: float, out: Path, options: GifOptions = GifOptions()
 ) -> Path:
-    """Cut [start_s, end_s] of ``video`` into a looping GIF at ``out``; return ``out``.
+    """:func:`write_clip`, returning only the path (kept for older callers)."""
+    return write_clip(video, start_s, end_s, out, options).path
 
-    One ffmpeg run: fast input seek (``-ss`` before ``-i``), the two-pass
-    palette in one filter graph, ``-loop 0``. The GIF is written beside
-    ``out`` under a temp name and renamed only when complete, so a failure
-    leaves ``out`` as it was (absent or the old file) and raises FfmpegError.
+
+def centred_window(
+    segment_start_s: float,
+    segment_end_s: float,
+    centre_s: float,
+    length_s: float,
+    video_duration_s: float,
+) -> tuple[float, float]:
+    """A ``length_s`` window centred on ``centre_s``, kept inside [0, video_duration_s].
+
+    ``centre_s`` (e.g. the middle of the segment's best clip) is first clamped
+    into the segment, so a window never drifts away from the segment it stands
+    for. Near either end of the video the window slides inwards and keeps its
+    length; a video shorter than ``length_s`` gives the whole video.
     """
-    video, out = Path(video), Path(out)
-    if start_s < 0 or end_s <= start_s:
-        raise UsageError(f"GIF span must have 0 <= start < end, got {start_s:g}..{end_s:g} s")
-    if options.fps <= 0 or options.width <= 0:
-        raise UsageError(f"GIF fps and width must be positive, got {options}")
-    with atomic_path(out) as tmp:
-        args = [
-            "-ss", f"{start_s:.3f}",
-            "-t", f"{end_s - start_s:.3f}",
-            "-i", str(video),
-            "-filter_complex", _filter_graph(options),
-            "-an", "-loop", "0",
-            str(tmp),
-        ]  # fmt: skip
-        try:
-            run_ffmpeg(args)
-        except FfmpegError as exc:
-            raise _explain(exc, video, start_s) from exc
-        if tmp.stat().st_size == 0:
-            # ffmpeg can succeed while encoding nothing (e.g. start past the end).
-            raise _explain(FfmpegError(f"ffmpeg wrote no frames for {out.name}"), video, start_s)
-    return out
+    if length_s <= 0:
+        raise UsageError(f"GIF length must be positive, got {length_s:g} s")
+    if segment_end_s <= segment_start_s or video_duration_s <= 0:
+        raise UsageError(
+            f"empty segment or video: {segment_start_s:g}..{segment_end_s:g} s "
+            f"of {video_duration_s:g} s"
+        )
+    if length_s >= video_duration_s:
+        return 0.0, video_duration_s
+    centre = min(max(centre_s, segment_start_s), segment_end_s)
+    start = min(max(centre - length_s / 2, 0.0), video_duration_s - length_s)
+    return start, start + length_s
 
 
 def _explain(exc: FfmpegError, video: Path, start_s: float) -> FfmpegError:
