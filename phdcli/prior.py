@@ -7,7 +7,8 @@ position only:
   video duration), degree ``rel_degree``: a smooth curve over the video;
 - the same bases times ``z``, the standardised log duration, so the curve
   may bend differently for short and long videos;
-- ``log1p(start_s)`` and ``log1p(seconds left after the segment)``: the
+- piecewise-linear "hat" bases over ``log1p(start_s)`` and over
+  ``log1p(seconds left after the segment)``, knots at ``abs_knots_s``: the
   absolute "how far from the start / end" effects a relative axis blurs;
 - ``log(segment length / 5 s)``: a shorter final segment holds fewer frames.
 
@@ -40,6 +41,12 @@ def bernstein(x: np.ndarray, degree: int) -> np.ndarray:
     return binom * x**k * (1.0 - x) ** (degree - k)
 
 
+def hats(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Piecewise-linear interpolation bases at ``knots`` (constant beyond the ends); (len(x), k)."""
+    eye = np.eye(len(knots))
+    return np.stack([np.interp(x, knots, eye[j]) for j in range(len(knots))], axis=1)
+
+
 @dataclass
 class TemporalPrior:
     """Linear scorer over smooth position features; see the module docstring.
@@ -49,13 +56,17 @@ class TemporalPrior:
     """
 
     coef: np.ndarray
-    rel_degree: int = 5
+    rel_degree: int = 3
     logdur_center: float = math.log(180.0)
     logdur_scale: float = 1.0
+    abs_knots_s: tuple[float, ...] = (0.0, 30.0, 900.0)
     fit_info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.coef = np.asarray(self.coef, dtype=float).reshape(-1)
+        self.abs_knots_s = tuple(float(k) for k in self.abs_knots_s)
+        if len(self.abs_knots_s) < 2 or any(np.diff(self.abs_knots_s) <= 0):
+            raise WeightsError("temporal prior knots must be at least two increasing values")
         if self.coef.shape != (self.n_features,):
             raise WeightsError(
                 f"temporal prior has {self.coef.size} coefficients, expected {self.n_features}"
@@ -63,11 +74,18 @@ class TemporalPrior:
 
     @property
     def n_features(self) -> int:
-        return 2 * (self.rel_degree + 1) + 3
+        return 2 * (self.rel_degree + 1) + 2 * len(self.abs_knots_s) + 1
 
     def feature_names(self) -> list[str]:
         rel = [f"bern{self.rel_degree}_{k}(rel)" for k in range(self.rel_degree + 1)]
-        return [*rel, *(f"{n}*logdur" for n in rel), "log1p_start", "log1p_to_end", "log_len"]
+        knots = [f"{k:g}s" for k in self.abs_knots_s]
+        return [
+            *rel,
+            *(f"{n}*logdur" for n in rel),
+            *(f"hat_start@{k}" for k in knots),
+            *(f"hat_to_end@{k}" for k in knots),
+            "log_len",
+        ]
 
     def features(self, start_s: np.ndarray, end_s: np.ndarray, duration_s: float) -> np.ndarray:
         """Feature matrix (n, n_features) of segments ``[start_s, end_s)``."""
@@ -76,15 +94,11 @@ class TemporalPrior:
         duration_s = float(max(duration_s, end_s.max(initial=0.0), 1e-3))
         rel = bernstein(0.5 * (start_s + end_s) / duration_s, self.rel_degree)
         z = (math.log(duration_s) - self.logdur_center) / self.logdur_scale
-        absolute = np.stack(
-            [
-                np.log1p(np.maximum(start_s, 0.0)),
-                np.log1p(np.maximum(duration_s - end_s, 0.0)),
-                np.log(np.maximum(end_s - start_s, 0.1) / _LENGTH_S),
-            ],
-            axis=1,
-        )
-        return np.concatenate([rel, rel * z, absolute], axis=1)
+        knots = np.log1p(np.asarray(self.abs_knots_s))
+        from_start = hats(np.log1p(np.maximum(start_s, 0.0)), knots)
+        to_end = hats(np.log1p(np.maximum(duration_s - end_s, 0.0)), knots)
+        log_len = np.log(np.maximum(end_s - start_s, 0.1) / _LENGTH_S)[:, None]
+        return np.concatenate([rel, rel * z, from_start, to_end, log_len], axis=1)
 
     def score(self, start_s: np.ndarray, end_s: np.ndarray, duration_s: float) -> np.ndarray:
         """Score per segment (n,); higher = more likely part of a GIF."""
@@ -98,6 +112,7 @@ class TemporalPrior:
                 "rel_degree": self.rel_degree,
                 "logdur_center": self.logdur_center,
                 "logdur_scale": self.logdur_scale,
+                "abs_knots_s": list(self.abs_knots_s),
                 "features": self.feature_names(),
             },
             "coef": [float(c) for c in self.coef],
@@ -121,6 +136,7 @@ class TemporalPrior:
                 rel_degree=int(basis["rel_degree"]),
                 logdur_center=float(basis["logdur_center"]),
                 logdur_scale=float(basis["logdur_scale"]),
+                abs_knots_s=tuple(float(k) for k in basis["abs_knots_s"]),
                 fit_info=dict(d.get("fit") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
