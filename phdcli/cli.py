@@ -370,6 +370,49 @@ def doctor(
         raise typer.Exit(1)
 
 
+# -- evaluation and training ------------------------------------------------
+@app.command("eval")
+def eval_command(
+    annotations: Annotated[Path, typer.Argument(help="PHD^2-format annotations CSV.")],
+    model: Annotated[str, typer.Option(
+        help="random, prior (the bundled model's), a model file or a prior JSON.")] = "random",
+    seed: Annotated[int, typer.Option(help="First random seed.")] = 0,
+    n_seeds: Annotated[int, typer.Option(help="Seeds to average (random only).")] = 10,
+    scores_out: Annotated[Path | None, typer.Option(help="Write every segment's score.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
+    """Evaluate on PHD^2 annotations: mAP, nMSD, Recall@5 (the paper's protocol)."""
+    from phdcli.evaluate import evaluate
+
+    seeds = n_seeds if model == "random" else 1
+    result = evaluate(annotations, model, seed=seed, n_seeds=seeds, scores_out=scores_out)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=1))
+        return
+    typer.echo(f"model {result.model}: mAP {result.map:.2f}  nMSD {result.nmsd:.2f}  "
+               f"R@5 {result.recall5:.2f}  ({result.n_videos} videos, "
+               f"{result.n_skipped} skipped)")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
+
+
+@train_app.command("prior")
+def train_prior_command(
+    annotations: Annotated[Path, typer.Argument(help="PHD^2-format annotations CSV.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Prior JSON to write.")],
+    validate: Annotated[bool, typer.Option(
+        help="Also report 5-fold cross-validated metrics against random.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
+) -> None:
+    """Fit the temporal prior (where in a video people make GIFs)."""
+    from phdcli.evaluate import train_prior, validate_prior
+
+    train_prior(annotations, out, seed=seed)
+    log.log(NOTICE, "wrote %s", out)
+    if validate:
+        typer.echo(json.dumps(validate_prior(annotations, seed=seed, n_folds=5), indent=1))
+
+
 # -- main --------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and map failures to one line and an exit code."""

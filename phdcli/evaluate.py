@@ -133,9 +133,20 @@ def _resolve_scorer(scorer: str | Path | TemporalPrior) -> tuple[str | TemporalP
         return scorer, "prior"
     if str(scorer) == "random":
         return "random", "random"
+    if str(scorer) == "prior" or str(scorer).endswith(".safetensors"):
+        # A ranking model file: only its content-free term can score here.
+        from phdcli.model import default_model_path, load_model
+
+        path = default_model_path() if str(scorer) == "prior" else Path(scorer)
+        prior = load_model(path).prior
+        if prior is None:
+            raise WeightsError(f"{path.name} has no temporal prior to evaluate without videos")
+        return prior, f"prior:{path.name}"
     path = Path(scorer)
     if not path.is_file():
-        raise UsageError(f"unknown scorer {str(scorer)!r}: use 'random' or a temporal prior file")
+        raise UsageError(
+            f"unknown --model {str(scorer)!r}: use random, prior, a model file or a prior JSON"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

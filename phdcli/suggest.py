@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from phdcli.source import DownloadOptions
 
 if TYPE_CHECKING:
     from phdcli.features import SegmentFeatures
+    from phdcli.video import VideoInfo
 
 log = logging.getLogger("phd")
 
@@ -242,7 +243,7 @@ class Suggester:
                 for pick in picks:
                     on_suggestion(item, pick)
         else:
-            picks = self._write_gifs(info.path, source.stem, picks, item, on_suggestion)
+            picks = self._write_gifs(info, source.stem, picks, item, on_suggestion)
         return VideoSuggestions(item, info.path, info.duration_s, len(segments), picks)
 
     def _gif_window(
@@ -272,12 +273,14 @@ class Suggester:
         return lambda done, total: report(stage, done, total or 0)
 
     def _write_gifs(
-        self, video: Path, stem: str, picks: list[Suggestion], item: str,
+        self, video: VideoInfo, stem: str, picks: list[Suggestion], item: str,
         on_suggestion: OnSuggestion | None,
     ) -> list[Suggestion]:
         from phdcli.gifs import write_clip
 
         cfg = self.config
+        # Never upscale: a wider GIF than its source is only bigger and slower.
+        options = replace(cfg.gif, width=min(cfg.gif.width, video.width))
         targets = [output_path(cfg.out_dir, cfg.name_template, stem, p, cfg.gif.format)
                    for p in picks]
         clash = [t for t in targets if t.exists()]
@@ -285,7 +288,7 @@ class Suggester:
             raise PhdError(f"{clash[0]} already exists (use --force to overwrite)")
         written = []
         for done, (pick, target) in enumerate(zip(picks, targets, strict=True), start=1):
-            clip = write_clip(video, pick.start_s, pick.end_s, target, cfg.gif)
+            clip = write_clip(video.path, pick.start_s, pick.end_s, target, options)
             if cfg.gif.max_size_bytes is not None:
                 log.info("%s: %.2f MB (fps %g, width %d)", target.name,
                          clip.size_bytes / 1e6, clip.fps, clip.width)
