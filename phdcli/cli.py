@@ -15,11 +15,15 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
+try:  # typer >= 0.26 vendors its own click
+    from typer._click.exceptions import UsageError as _ClickUsageError
+except ImportError:  # pragma: no cover - older typer on real click
+    from click.exceptions import UsageError as _ClickUsageError
+
 from phdcli import NOTICE, __version__, config, defaults
-from phdcli.errors import PhdError
+from phdcli.errors import PhdError, UsageError
 
 app = typer.Typer(
     name="phd",
@@ -43,9 +47,21 @@ class _State:
     quiet = False
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (tests swap it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def _setup_output(quiet: bool) -> None:
     _State.quiet = quiet
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("phd: %(message)s"))
     log.handlers[:] = [handler]
     # Progress and chatter only on a terminal; --quiet leaves errors alone.
@@ -105,7 +121,7 @@ def _env(name: str) -> str:
 def suggest(
     inputs: Annotated[
         list[str], typer.Argument(help="Videos, folders, URLs; - reads them from stdin.",
-                                  metavar="VIDEO...")
+                                  metavar="VIDEO")
     ],
     k: Annotated[int, typer.Option("-k", envvar=_env("k"), help="GIFs per video.")] = defaults.K,
     out: Annotated[Path, typer.Option("--out", "-o", envvar=_env("out"),
@@ -154,10 +170,10 @@ def suggest(
     from phdcli.suggest import SuggestConfig, suggest_batch
 
     if as_json and as_jsonl:
-        raise click.UsageError("--json and --jsonl exclude each other")
+        raise UsageError("--json and --jsonl exclude each other")
     if "-" in inputs:
         if sys.stdin.isatty():
-            raise click.UsageError("- reads inputs from stdin, but stdin is a terminal")
+            raise UsageError("- reads inputs from stdin, but stdin is a terminal")
         piped = [line.strip() for line in sys.stdin if line.strip()]
         inputs = [x for item in inputs for x in (piped if item == "-" else [item])]
     mb = 1_000_000
@@ -243,10 +259,18 @@ class _Progress:
 
 
 @app.command("config")
-def show_config() -> None:
+def show_config(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+) -> None:
     """Show the defaults `phd suggest` uses and where each comes from."""
     from rich.console import Console
     from rich.table import Table
+
+    if as_json:
+        rows = [{"setting": r.name, "value": r.value, "from": r.origin,
+                 "env": config.env_var(r.name)} for r in config.effective_settings()]
+        typer.echo(json.dumps({"file": str(config.config_path()), "settings": rows}, indent=1))
+        return
 
     table = Table(title=f"config file: {config.config_path()}")
     for column in ("setting", "value", "from", "env var"):
@@ -421,10 +445,10 @@ def main(argv: list[str] | None = None) -> None:
         _setup_output(quiet=False)
     try:
         code = app(args=argv, prog_name="phd", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
+    except _ClickUsageError as exc:
         exc.show()
         code = 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("phd: aborted", file=sys.stderr)
         code = 130
     except PhdError as exc:

@@ -99,7 +99,7 @@ def default_map() -> dict[str, Any]:
 class Effective:
     name: str
     value: Any
-    origin: str  # "env PHD_K", "file", "default"
+    origin: str  # "env PHD_K", "file" (config_path()), "default"
 
 
 def effective_settings() -> list[Effective]:
@@ -110,7 +110,7 @@ def effective_settings() -> list[Effective]:
         if s.env in os.environ:
             rows.append(Effective(s.name, os.environ[s.env], f"env {s.env}"))
         elif s.name in file_values:
-            rows.append(Effective(s.name, file_values[s.name], f"file {config_path()}"))
+            rows.append(Effective(s.name, file_values[s.name], "file"))
         else:
             rows.append(Effective(s.name, s.default, "default"))
     return rows

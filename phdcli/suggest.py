@@ -192,12 +192,13 @@ class Suggester:
             self._history = (names, feats)
         return self._history
 
-    def run(self, item: str, on_suggestion: OnSuggestion | None = None) -> VideoSuggestions:
+    def run(self, item: str | Path, on_suggestion: OnSuggestion | None = None) -> VideoSuggestions:
         from phdcli.segments import fixed_segments, shot_segments
         from phdcli.source import resolve_input
         from phdcli.video import probe
 
         cfg = self.config
+        item = str(item)
         source = resolve_input(item, cfg.download, self._stage_progress("download"))
         info = probe(source.path)
         spec = self.model.spec

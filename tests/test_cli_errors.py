@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from tests import media
-from tests.c3d_files import write_mmaction2_pth
 
 
 def phd(*args: str, env_home: Path, weights: Path | None = None) -> subprocess.CompletedProcess:
@@ -56,9 +55,9 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     "case", ["missing", "corrupt", "zero-length", "text", "audio-only", "too-short"]
 )
 def test_bad_video_is_one_line_and_exit_1(
-    case: str, bad_inputs: dict[str, Path], tmp_path: Path
+    case: str, bad_inputs: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
 ) -> None:
-    weights = write_mmaction2_pth(tmp_path / "w.pth")
+    weights = mmaction2_weights
     result = phd("suggest", str(bad_inputs[case]), "--out", str(tmp_path / "o"),
                  "--device", "cpu", env_home=tmp_path / "home", weights=weights)
     line = assert_one_line_error(result)
@@ -79,24 +78,24 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-def test_explicit_cuda_without_a_gpu_is_an_error(tmp_path: Path) -> None:
+def test_explicit_cuda_without_a_gpu_is_an_error(tmp_path: Path, mmaction2_weights: Path) -> None:
     pytest.importorskip("torch")
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     video = media.lavfi_video(tmp_path / "v.mp4", duration_s=2.0, size="160x120")
-    weights = write_mmaction2_pth(tmp_path / "w.pth")
+    weights = mmaction2_weights
     result = phd("suggest", str(video), "--device", "cuda", env_home=tmp_path / "h",
                  weights=weights)
     assert "cuda" in assert_one_line_error(result).lower()
 
 
 def test_failed_history_add_leaves_history_byte_identical(
-    bad_inputs: dict[str, Path], tmp_path: Path
+    bad_inputs: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
 ) -> None:
     home = tmp_path / "home"
-    weights = write_mmaction2_pth(tmp_path / "w.pth")
+    weights = mmaction2_weights
     video = media.lavfi_video(tmp_path / "v.mp4", duration_s=4.0, size="160x120")
     first = media.gif_from(video, tmp_path / "first.gif", 0.5, 1.5, width=120)
     second = media.gif_from(video, tmp_path / "second.gif", 2.0, 1.5, width=120)

@@ -9,7 +9,6 @@ import pytest
 
 from phdcli.cli import main
 from tests import media
-from tests.c3d_files import write_davidea_pickle
 
 
 @pytest.fixture
@@ -30,10 +29,10 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def test_add_list_remove_and_no_duplicates(
     gifs: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, davidea_weights: Path,
 ) -> None:
     # The DavideA format works as a drop-in for the mmaction2 one.
-    monkeypatch.setenv("PHD_C3D_WEIGHTS", str(write_davidea_pickle(tmp_path / "c3d.pickle")))
+    monkeypatch.setenv("PHD_C3D_WEIGHTS", str(davidea_weights))
     code, _, err = run(["history", "add", str(gifs["a"]), str(gifs["b"]), "--device", "cpu"],
                        capsys)
     assert code == 0, err
@@ -65,9 +64,9 @@ def test_add_list_remove_and_no_duplicates(
 
 def test_profiles_are_separate(
     gifs: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, davidea_weights: Path,
 ) -> None:
-    monkeypatch.setenv("PHD_C3D_WEIGHTS", str(write_davidea_pickle(tmp_path / "c3d.pickle")))
+    monkeypatch.setenv("PHD_C3D_WEIGHTS", str(davidea_weights))
     assert run(["history", "add", str(gifs["a"]), "--user", "ana", "--device", "cpu"],
                capsys)[0] == 0
     assert json.loads(run(["history", "list", "--json", "--user", "ana"], capsys)[1])

@@ -17,7 +17,6 @@ from phdcli.cli import main
 from phdcli.suggest import SuggestConfig, Suggester
 from phdcli.video import probe
 from tests import media
-from tests.c3d_files import write_mmaction2_pth
 
 # bikes (0-10 s), bigbuckbunny (10-15.28 s), carphone (15.28-19.28 s)
 FOOTAGE = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"]
@@ -25,14 +24,13 @@ GIF_FROM_S, GIF_LEN_S = 10.5, 3.0  # inside the fixed segment 10-15 s
 
 
 @pytest.fixture(scope="module")
-def footage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("footage")
     video = media.concat_real_footage(root / "concat.mp4", FOOTAGE)
     history = root / "history"
     history.mkdir()
     media.gif_from(video, history / "liked.gif", GIF_FROM_S, GIF_LEN_S)
-    weights = write_mmaction2_pth(root / "c3d_random_mmaction2.pth", seed=0)
-    return {"video": video, "history": history, "weights": weights}
+    return {"video": video, "history": history, "weights": mmaction2_weights}
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -114,6 +112,6 @@ def test_cold_start_ranks_with_an_empty_history(
                            device="cpu", dry_run=True)
     result = Suggester(config).run(footage["video"])
     assert len(result.suggestions) == 4
-    assert all(s.terms["nearest"] == -1 for s in result.suggestions)
+    assert all(s.explanation.nearest_gif is None for s in result.suggestions)
     scores = [s.score for s in result.suggestions]
     assert scores == sorted(scores, reverse=True)

@@ -1,0 +1,212 @@
+"""phd as a citizen of the shell: URLs, batches, stdin, JSON, config layering.
+
+Random C3D weights throughout (the tests say so); a loopback HTTP server
+stands in for the web, and yt-dlp's generic extractor downloads from it.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from phdcli.suggest import SuggestConfig, suggest_batch
+from phdcli.video import probe
+from tests import media
+
+SUGGESTION_KEYS = {"rank", "start", "end", "score", "path", "size_bytes"}
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("videos")
+    a = media.lavfi_video(root / "alpha.mp4", duration_s=11.0, size="160x120", source="testsrc2")
+    b = media.lavfi_video(root / "beta.mp4", duration_s=11.0, size="160x120",
+                          source="testsrc")
+    broken = root / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
+    return {"a": a, "b": b, "broken": broken, "root": root}
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(videos: dict[str, Path]) -> Iterator[str]:
+    handler = lambda *a, **kw: _Handler(*a, directory=str(videos["root"]), **kw)  # noqa: E731
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def phd(*args: str, home: Path, weights: Path, stdin: str | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "PHD_C3D_WEIGHTS": str(weights),
+                **(env or {})}
+    return subprocess.run([sys.executable, "-m", "phdcli", *args], input=stdin,
+                          capture_output=True, text=True, env=full_env, timeout=600)
+
+
+def test_url_jsonl_download_once_and_errors(
+    server: str, videos: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
+) -> None:
+    home, out = tmp_path / "home", tmp_path / "out"
+    url = f"{server}/alpha.mp4"
+    first = phd("suggest", url, "-k", "2", "--out", str(out), "--jsonl", "--device", "cpu",
+                home=home, weights=mmaction2_weights)
+    assert first.returncode == 0, first.stderr
+    lines = [json.loads(line) for line in first.stdout.splitlines()]
+    assert [doc["rank"] for doc in lines] == [1, 2]
+    for doc in lines:
+        assert set(doc) == SUGGESTION_KEYS | {"input"} and doc["input"] == url
+        assert Path(doc["path"]).parent == out and probe(Path(doc["path"])).duration_s > 4
+    fetched = [p for p in _Handler.requests if p.endswith("alpha.mp4")]
+
+    again = phd("suggest", url, "-k", "2", "--out", str(out), "--jsonl", "--force",
+                "--device", "cpu", home=home, weights=mmaction2_weights)
+    assert again.returncode == 0, again.stderr
+    assert [p for p in _Handler.requests if p.endswith("alpha.mp4")] == fetched  # no download
+
+    for bad in (f"{server}/missing.mp4", "http://127.0.0.1:9/v.mp4"):
+        result = phd("suggest", bad, "--out", str(out), "--device", "cpu", home=home,
+                     weights=mmaction2_weights)
+        assert result.returncode == 1 and result.stdout == ""
+        errors = [line for line in result.stderr.splitlines() if "error" in line]
+        assert len(errors) == 1 and bad in errors[0] and "Traceback" not in result.stderr
+
+
+def test_hostile_title_cannot_leave_out(
+    server: str, videos: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
+) -> None:
+    (videos["root"] / "..%2F..%2Fescape.mp4").write_bytes(videos["a"].read_bytes())
+    out = tmp_path / "deep" / "out"
+    result = phd("suggest", f"{server}/..%252F..%252Fescape.mp4", "-k", "1", "--out", str(out),
+                 "--json", "--device", "cpu", home=tmp_path / "home", weights=mmaction2_weights)
+    assert result.returncode == 0, result.stderr
+    path = Path(json.loads(result.stdout)["results"][0]["suggestions"][0]["path"])
+    assert path.parent == out and path.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*.gif")) == [path.name]
+
+
+def test_three_inputs_on_stdin_one_corrupt(
+    videos: dict[str, Path], tmp_path: Path, phd_home: Path, mmaction2_weights: Path
+) -> None:
+    # In-process, to read the batch's load counters (not timings).
+    config = SuggestConfig(k=2, out_dir=tmp_path / "out", c3d_weights=mmaction2_weights,
+                           device="cpu")
+    inputs = [str(videos["a"]), str(videos["broken"]), str(videos["b"])]
+    batch = suggest_batch(inputs, config)
+    assert [r.input for r in batch.results] == [inputs[0], inputs[2]]
+    assert [f.input for f in batch.failures] == [inputs[1]]
+    assert batch.stats.model_loads == 1 and batch.stats.c3d_loads == 1
+    assert len(list((tmp_path / "out").glob("*.gif"))) == 4
+
+    # The same through the CLI, inputs on stdin: exit 1, one error line.
+    result = phd("suggest", "-", "-k", "2", "--out", str(tmp_path / "cli"), "--json",
+                 "--device", "cpu", home=phd_home, weights=mmaction2_weights,
+                 stdin="\n".join(inputs) + "\n")
+    assert result.returncode == 1
+    doc = json.loads(result.stdout)
+    assert [r["input"] for r in doc["results"]] == [inputs[0], inputs[2]]
+    assert [e["input"] for e in doc["errors"]] == [inputs[1]]
+    assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1
+
+
+def test_json_schema_and_clean_stdout_on_a_terminal(
+    videos: dict[str, Path], tmp_path: Path, phd_home: Path, mmaction2_weights: Path
+) -> None:
+    """With a pty as stdout and stderr, stdout still holds only the JSON."""
+    args = [sys.executable, "-m", "phdcli", "suggest", str(videos["a"]), "-k", "2", "--json",
+            "--explain", "--out", str(tmp_path / "o"), "--device", "cpu"]
+    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(phd_home),
+           "PHD_C3D_WEIGHTS": str(mmaction2_weights), "TERM": "xterm", "COLUMNS": "120"}
+    out_master, out_slave = pty.openpty()
+    err_master, err_slave = pty.openpty()
+    proc = subprocess.Popen(args, stdout=out_slave, stderr=err_slave, env=env)
+    os.close(out_slave)
+    os.close(err_slave)
+    chunks: dict[int, bytes] = {out_master: b"", err_master: b""}
+    open_fds = [out_master, err_master]
+    while open_fds:
+        ready, _, _ = select.select(open_fds, [], [], 600)
+        for fd in ready:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                data = b""
+            if data:
+                chunks[fd] += data
+            else:
+                open_fds.remove(fd)
+    assert proc.wait(timeout=60) == 0, chunks[err_master].decode()
+    doc = json.loads(chunks[out_master].decode())  # nothing else on stdout
+    assert set(doc) == {"version", "results", "errors"} and doc["version"] == 1
+    result = doc["results"][0]
+    assert set(result) == {"input", "video", "duration", "segments", "suggestions"}
+    for s in result["suggestions"]:
+        assert set(s) == SUGGESTION_KEYS | {"explain"}
+        assert set(s["explain"]) == {"content_fnn", "svm_d", "temporal_prior",
+                                     "nearest_history_gif", "similarity"}
+        assert s["start"] < s["end"] and isinstance(s["score"], float)
+
+
+def test_config_precedence_flag_env_file_default(
+    videos: dict[str, Path], tmp_path: Path, phd_home: Path, mmaction2_weights: Path
+) -> None:
+    def count(*extra: str, env: dict[str, str] | None = None) -> int:
+        result = phd("suggest", str(videos["a"]), "--dry-run", "--json", "--device", "cpu",
+                     *extra, home=phd_home, weights=mmaction2_weights, env=env)
+        assert result.returncode == 0, result.stderr
+        return len(json.loads(result.stdout)["results"][0]["suggestions"])
+
+    config = phd_home / "config" / "config.toml"
+    config.parent.mkdir(parents=True)
+    assert count() == 3  # default k=5, but the 11 s video has only 3 segments
+    config.write_text("[suggest]\nk = 1\n")
+    assert count() == 1  # file over default
+    assert count(env={"PHD_K": "2"}) == 2  # env over file
+    config.write_text("[suggest]\nk = 2\n")
+    assert count("-k", "1", env={"PHD_K": "3"}) == 1  # flag over env
+    shown = phd("config", "--json", home=phd_home, weights=mmaction2_weights,
+                env={"PHD_K": "2"})
+    rows = {row["setting"]: row for row in json.loads(shown.stdout)["settings"]}
+    assert rows["k"]["from"] == "env PHD_K" and rows["fps"]["from"] == "default"
+    config.write_text("[suggest]\nnot_a_setting = 1\n")
+    bad = phd("config", home=phd_home, weights=mmaction2_weights)
+    assert bad.returncode == 2 and "not_a_setting" in bad.stderr
+
+
+def test_name_templates_render_and_cannot_escape(
+    videos: dict[str, Path], tmp_path: Path, phd_home: Path, mmaction2_weights: Path
+) -> None:
+    out = tmp_path / "named"
+    ok = phd("suggest", str(videos["a"]), "-k", "1", "--out", str(out), "--device", "cpu",
+             "--name", "{stem}-best-{rank:02d}-{start:.0f}s", "--format", "webp", "--json",
+             home=phd_home, weights=mmaction2_weights)
+    assert ok.returncode == 0, ok.stderr
+    path = Path(json.loads(ok.stdout)["results"][0]["suggestions"][0]["path"])
+    assert path.parent == out and path.name.startswith("alpha-best-01-") and path.suffix == ".webp"
+    for template in ("../{stem}", "/tmp/{stem}", "{stem}/x", "{nope}"):
+        bad = phd("suggest", str(videos["a"]), "--out", str(out), "--name", template,
+                  home=phd_home, weights=mmaction2_weights)
+        assert bad.returncode == 2, (template, bad.stderr)
+        assert "Traceback" not in bad.stderr
