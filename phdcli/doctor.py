@@ -64,8 +64,7 @@ def _device(device: str) -> Check:
 
 
 def _c3d(weights: Path | None) -> Check:
-    from phdcli.fsutil import sha256_file
-    from phdcli.weights import REGISTRY, load_c3d_state, resolve_weights_path
+    from phdcli.weights import REGISTRY, file_sha256, load_c3d_state, resolve_weights_path
 
     try:
         path = resolve_weights_path(weights)
@@ -75,7 +74,7 @@ def _c3d(weights: Path | None) -> Check:
     known = {s.filename: s for s in REGISTRY.values()}
     source = known.get(path.name)
     if source is not None and source.sha256:
-        if sha256_file(path) != source.sha256:
+        if file_sha256(path) != source.sha256:
             return Check("C3D weights", False, f"{path}: sha256 does not match {source.name}",
                          "phd model fetch --force")
         return Check("C3D weights", True, f"{path} (sha256 verified, {source.name})")

@@ -124,7 +124,7 @@ class FeatureExtractor:
 
             path = resolve_weights_path(self._weights_path)
             self._weights_path = path
-            digest = cached_sha256(path, paths.cache_dir() / "hash-index")
+            digest = cached_sha256(path)
             self._backbone_id = f"{self.spec.family}@{digest[:12]}"
         return self._backbone_id
 
@@ -223,7 +223,7 @@ class FeatureExtractor:
 
     # -- cache ------------------------------------------------------------
     def _cache_key(self, path: Path, bounds: np.ndarray) -> str:
-        content = cached_sha256(path, paths.cache_dir() / "hash-index")
+        content = cached_sha256(path)
         ident = json.dumps(
             {
                 "content": content,

@@ -59,8 +59,16 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def cached_sha256(path: Path, index_dir: Path) -> str:
-    """sha256 of ``path``, remembered by (path, size, mtime) in ``index_dir``.
+def _memo_file(path: Path, index_dir: Path | None) -> Path:
+    from phdcli import paths
+
+    stat = path.stat()
+    key = hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
+    return (index_dir or paths.cache_dir() / "hash-index") / f"{key[:32]}.json"
+
+
+def cached_sha256(path: Path, index_dir: Path | None = None) -> str:
+    """sha256 of ``path``, remembered by (path, size, mtime) in the hash index.
 
     Hashing a long video or a 300 MB weights file costs seconds; a warm run
     should not pay it again. The memo is keyed by the resolved path, size and
@@ -69,14 +77,21 @@ def cached_sha256(path: Path, index_dir: Path) -> str:
     import json
 
     path = Path(path).resolve()
-    stat = path.stat()
-    key = hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
-    memo = index_dir / f"{key[:32]}.json"
+    memo = _memo_file(path, index_dir)
     try:
         return str(json.loads(memo.read_text())["sha256"])
     except (OSError, ValueError, KeyError):
         pass
     digest = sha256_file(path)
-    with contextlib.suppress(OSError):  # a read-only cache only costs speed
-        atomic_write_text(memo, json.dumps({"path": str(path), "sha256": digest}))
+    remember_sha256(path, digest, index_dir)
     return digest
+
+
+def remember_sha256(path: Path, digest: str, index_dir: Path | None = None) -> None:
+    """Record a hash computed elsewhere (e.g. while downloading) in the index."""
+    import json
+
+    path = Path(path).resolve()
+    with contextlib.suppress(OSError):  # a read-only cache only costs speed
+        atomic_write_text(_memo_file(path, index_dir),
+                          json.dumps({"path": str(path), "sha256": digest}))

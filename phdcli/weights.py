@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from phdcli import paths
 from phdcli.c3d import C3D_PARAM_SHAPES, C3DInput
 from phdcli.errors import DownloadError, UsageError, WeightsError
-from phdcli.fsutil import atomic_path, atomic_write_text, sha256_file
+from phdcli.fsutil import atomic_path, cached_sha256, remember_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -84,43 +84,9 @@ INPUT_SPECS: dict[str, C3DInput] = {
 # ---------------------------------------------------------------- hash index
 
 
-def _index_path() -> Path:
-    return paths.weights_cache_dir() / "sha256-index.json"
-
-
 def file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered by (path, size, mtime_ns) so that a 300 MB
-    weights file is hashed once, not on every run."""
-    path = Path(path).resolve()
-    st = path.stat()
-    index_file = _index_path()
-    try:
-        index = json.loads(index_file.read_text())
-        if not isinstance(index, dict):
-            index = {}
-    except (OSError, ValueError):
-        index = {}  # a missing or damaged index only costs a re-hash
-    entry = index.get(str(path))
-    if (isinstance(entry, dict) and entry.get("size") == st.st_size
-            and entry.get("mtime_ns") == st.st_mtime_ns and isinstance(entry.get("sha256"), str)):
-        return entry["sha256"]
-    digest = sha256_file(path)
-    _remember_sha256(path, st, digest, index)
-    return digest
-
-
-def _remember_sha256(path: Path, st: os.stat_result, digest: str,
-                     index: dict[str, object] | None = None) -> None:
-    if index is None:
-        try:
-            index = json.loads(_index_path().read_text())
-        except (OSError, ValueError):
-            index = {}
-        if not isinstance(index, dict):
-            index = {}
-    index[str(Path(path).resolve())] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                                        "sha256": digest}
-    atomic_write_text(_index_path(), json.dumps(index, indent=1, sort_keys=True))
+    """sha256 of a file, hashed once per (path, size, mtime): see fsutil.cached_sha256."""
+    return cached_sha256(path)
 
 
 # ------------------------------------------------------------------ download
@@ -178,7 +144,7 @@ def fetch(source: WeightsSource | str,
                             f"(download deleted)")
     os.replace(part, final)
     # Remember the hash we just computed: the first load needs no re-hash.
-    _remember_sha256(final, final.stat(), digest)
+    remember_sha256(final, digest)
     return final
 
 

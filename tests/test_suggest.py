@@ -86,6 +86,10 @@ def test_second_run_reads_features_from_cache(
     assert [s.start_s for s in ranked_second.suggestions] == [
         s.start_s for s in ranked_first.suggestions
     ]
+    for s in ranked_second.suggestions:  # --explain's terms add up to the score
+        e = s.explanation
+        assert e.fnn + e.svm + e.time == pytest.approx(s.score)
+        assert e.nearest_gif == "liked.gif" and -1.0 <= e.similarity <= 1.0
 
 
 def test_existing_gifs_are_not_overwritten_without_force(
