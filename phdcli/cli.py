@@ -403,10 +403,24 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="First random seed.")] = 0,
     n_seeds: Annotated[int, typer.Option(help="Seeds to average (random only).")] = 10,
     scores_out: Annotated[Path | None, typer.Option(help="Write every segment's score.")] = None,
+    dataset: Annotated[Path | None, typer.Option(
+        help="A dataset from `phd dataset build`: scores the model's content terms too.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Evaluate on PHD^2 annotations: mAP, nMSD, Recall@5 (the paper's protocol)."""
     from phdcli.evaluate import evaluate
+
+    if dataset is not None:
+        from phdcli.train import evaluate_dataset
+
+        if model in ("random", "prior"):
+            raise UsageError("--dataset needs --model FILE (a ranking model file)")
+        metrics = evaluate_dataset(dataset, Path(model))
+        typer.echo(json.dumps(metrics, indent=1) if as_json else
+                   f"model {model}: mAP {metrics['map']:.2f}  nMSD {metrics['nmsd']:.2f}  "
+                   f"R@5 {metrics['recall5']:.2f}  ({metrics['n_videos']:.0f} videos; "
+                   f"random mAP {metrics['random']:.2f})")
+        return
 
     seeds = n_seeds if model == "random" else 1
     result = evaluate(annotations, model, seed=seed, n_seeds=seeds, scores_out=scores_out)
@@ -435,6 +449,53 @@ def train_prior_command(
     log.log(NOTICE, "wrote %s", out)
     if validate:
         typer.echo(json.dumps(validate_prior(annotations, seed=seed, n_folds=5), indent=1))
+
+
+dataset_app = typer.Typer(help="Training data from PHD^2 annotations.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+
+@dataset_app.command("build")
+def dataset_build(
+    annotations: Annotated[Path, typer.Argument(help="PHD^2-format annotations CSV.")],
+    videos: Annotated[Path, typer.Option(help="Folder of videos named <youtubeId>.<ext>.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
+    download: Annotated[bool, typer.Option(help="Fetch missing videos with yt-dlp.")] = False,
+    device: DeviceOpt = "auto",
+    c3d_weights: WeightsOpt = None,
+) -> None:
+    """Extract the features of a training or test set (resumable)."""
+    from phdcli.dataset import build_dataset
+
+    with _Progress() as progress:
+        summary = build_dataset(annotations, videos, out, runtime_device=device,
+                                c3d_weights=c3d_weights, download=download,
+                                progress=lambda d, t: progress.update("users", d, t))
+    log.log(NOTICE, "%d users built, %d already done, %d skipped (%d videos missing)",
+            summary.n_built, summary.n_already_done, summary.n_skipped,
+            len(summary.missing_videos))
+    if summary.n_skipped or summary.n_download_failed:
+        raise typer.Exit(1)
+
+
+@train_app.command("content")
+def train_content_command(
+    dataset: Annotated[Path, typer.Argument(help="A folder from `phd dataset build`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Model file to write.")],
+    seed: Annotated[int, typer.Option(help="Seed (training is deterministic).")] = 0,
+    epochs: Annotated[int, typer.Option(help="Epochs of the FNN.")] = 16,
+    base_model: Annotated[Path | None, typer.Option(
+        help="Take the temporal prior from this model file.")] = None,
+) -> None:
+    """Train PHD-CA and SVM-D, fit the fusion weights on validation users."""
+    from phdcli.train import train_content
+
+    with _Progress() as progress:
+        summary = train_content(dataset, out, seed=seed, epochs=epochs, base_model=base_model,
+                                progress=progress.update)
+    typer.echo(json.dumps({"out": str(summary.out), "omega": summary.omega,
+                           "omega_t": summary.omega_t, "validation": summary.val_metrics},
+                          indent=1))
 
 
 # -- main --------------------------------------------------------------------

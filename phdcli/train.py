@@ -32,7 +32,7 @@ from phdcli.dataset import NEGATIVE, POSITIVE, UserSample
 from phdcli.errors import InputError, UsageError
 from phdcli.evaluate import VideoCase, case_metrics, random_scores
 from phdcli.features import FeatureSpec
-from phdcli.model import FusedModel
+from phdcli.model import Fnn, FusedModel
 from phdcli.prior import TemporalPrior
 
 if TYPE_CHECKING:
@@ -195,10 +195,9 @@ def train_fnn(
     return net, losses
 
 
-def fnn_to_numpy(net: torch.nn.Sequential, activation: str) -> Any:
+def fnn_to_numpy(net: torch.nn.Sequential, activation: str) -> Fnn:
+    """The trained net as the model file's pure-numpy Fnn (dropout is identity at inference)."""
     from torch import nn
-
-    from phdcli.model import Fnn
 
     linears = [m for m in net if isinstance(m, nn.Linear)]
     return Fnn([m.weight.detach().double().numpy().copy() for m in linears],
@@ -503,3 +502,24 @@ def train_content(
              report.n_val, fused["map"], fused["nmsd"], fused["recall5"])
     return TrainSummary(Path(out), report.n_train, report.n_val, model.omega, model.omega_t,
                         epochs, seed, report.val_metrics)
+
+
+def evaluate_dataset(dataset: Path, model: Path) -> dict[str, float]:
+    """`phd eval --dataset`: a model file with content terms on a built dataset.
+
+    The measurement this repository cannot make without Sports-1M weights and
+    PHD^2's videos; the dataset's feature spec must equal the model's.
+    """
+    from phdcli.dataset import load_dataset
+    from phdcli.model import check_compatible, load_model
+
+    data = load_dataset(Path(dataset))
+    fused = load_model(Path(model))
+    check_compatible(fused, data.spec.family, data.spec.layer)
+    if fused.spec != data.spec:
+        raise UsageError(
+            f"{Path(model).name} expects features {fused.spec.to_dict()}, "
+            f"the dataset has {data.spec.to_dict()}"
+        )
+    return {"model": str(model), **evaluate_samples(fused, data.samples),
+            "random": evaluate_samples(None, data.samples)["map"]}
