@@ -14,9 +14,11 @@ from tests import media
 @pytest.fixture
 def gifs(tmp_path: Path) -> dict[str, Path]:
     video = media.lavfi_video(tmp_path / "src.mp4", duration_s=4.0, size="160x120")
+    folder = tmp_path / "made-before"
+    folder.mkdir()
     return {
-        "a": media.gif_from(video, tmp_path / "first one.gif", 0.2, 1.2, width=120),
-        "b": media.gif_from(video, tmp_path / "second.gif", 2.0, 1.5, width=120),
+        "a": media.gif_from(video, folder / "first one.gif", 0.2, 1.2, width=120),
+        "b": media.gif_from(video, folder / "second.gif", 2.0, 1.5, width=120),
     }
 
 
@@ -76,6 +78,7 @@ def test_profiles_are_separate(
 def test_history_folder_option_reads_any_folder(
     gifs: dict[str, Path], tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(["history", "list", "--json", "--history", str(tmp_path)], capsys)
+    folder = gifs["a"].parent
+    code, out, _ = run(["history", "list", "--json", "--history", str(folder)], capsys)
     assert code == 0
     assert sorted(it["name"] for it in json.loads(out)) == ["first one.gif", "second.gif"]
