@@ -128,22 +128,36 @@ class FusedModel:
         similarity = np.full(n, np.nan)
         if len(history_feats) == 0 or n == 0:
             return dists, nearest, similarity
-        seg = segment_feats.astype(np.float64)
-        hist = history_feats.astype(np.float64)
-        if self.centre == "video_mean":
-            centre = seg.mean(axis=0)
-            seg, hist = seg - centre, hist - centre
-        sims = l2_normalise(seg) @ l2_normalise(hist).T  # (n, m)
+        sims = self._cosines(segment_feats, history_feats)  # (n, m)
         take = min(self.k, sims.shape[1])
         # argpartition keeps this linear in the history's size (R7).
         top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
         top_sims = np.take_along_axis(sims, top, axis=1)
         order = np.argsort(-top_sims, axis=1)
-        top_sims = np.take_along_axis(top_sims, order, axis=1)
+        top_sims = np.take_along_axis(top_sims, order, axis=1).astype(np.float64)
         dists[:, :take] = 1.0 - top_sims
         nearest = np.take_along_axis(top, order[:, :1], axis=1)[:, 0]
         similarity = top_sims[:, 0]
         return dists, nearest, similarity
+
+    def _cosines(self, segment_feats: np.ndarray, history_feats: np.ndarray) -> np.ndarray:
+        """Cosine similarities (n, m), centred on the video's mean when asked.
+
+        One float32 matmul against the history as given: the centred history
+        (g - c) is never materialised, since (s-c).(g-c) = (s-c).g - (s-c).c
+        and |g-c|^2 = |g|^2 - 2 g.c + |c|^2. A 10,000-GIF history costs one
+        (n, D) x (D, m) product, not copies of a (m, D) matrix.
+        """
+        seg = np.asarray(segment_feats, dtype=np.float32)
+        hist = np.asarray(history_feats, dtype=np.float32)
+        if self.centre != "video_mean":
+            return l2_normalise(seg) @ l2_normalise(hist).T
+        centre = seg.mean(axis=0)
+        seg_c = seg - centre
+        dots = seg_c @ hist.T - (seg_c @ centre)[:, None]
+        hist_sq = np.einsum("md,md->m", hist, hist) - 2.0 * (hist @ centre) + centre @ centre
+        norms = np.linalg.norm(seg_c, axis=1)[:, None] * np.sqrt(np.maximum(hist_sq, 0.0))[None]
+        return dots / np.maximum(norms, 1e-12)
 
     # -- files ------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
