@@ -524,20 +524,20 @@ def _fetch_video(youtube_id: str, url: str, videos_dir: Path, archive: Path) -> 
     """yt-dlp into a private temp folder, then renamed to ``<id>.<ext>``: never half a file."""
     import yt_dlp
 
-    from phdcli.source import DownloadOptions, _error_line, _single_video, _ydl_options
+    from phdcli.source import DownloadOptions, error_line, single_video, ydl_options
 
     work = Path(tempfile.mkdtemp(prefix=".dl-", dir=videos_dir))
     try:
         # C3D sees 128x171 frames: 360p is plenty and keeps a 12k-user fetch small.
-        opts = _ydl_options(work, DownloadOptions(max_height=360), None)
+        opts = ydl_options(work, DownloadOptions(max_height=360), None)
         opts["outtmpl"] = {"default": f"{youtube_id}.%(ext)s"}
         opts["download_archive"] = str(archive)
         try:
             with yt_dlp.YoutubeDL(opts) as ydl:
                 info = ydl.extract_info(url, download=True)
         except yt_dlp.utils.YoutubeDLError as exc:
-            raise DownloadError(_error_line(url, exc)) from exc
-        requested = _single_video(info).get("requested_downloads") or [{}]
+            raise DownloadError(error_line(url, exc)) from exc
+        requested = single_video(info).get("requested_downloads") or [{}]
         filepath = requested[0].get("filepath")
         if not filepath or not Path(filepath).is_file():
             if youtube_id in archived_ids(archive):

@@ -151,13 +151,13 @@ def _fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | 
     import yt_dlp
 
     try:
-        with yt_dlp.YoutubeDL(_ydl_options(work, options, progress)) as ydl:
+        with yt_dlp.YoutubeDL(ydl_options(work, options, progress)) as ydl:
             info = ydl.extract_info(url, download=True)
     except yt_dlp.utils.DownloadError as exc:
-        raise DownloadError(_error_line(url, exc)) from exc
+        raise DownloadError(error_line(url, exc)) from exc
     except yt_dlp.utils.YoutubeDLError as exc:  # e.g. an unsupported scheme
-        raise DownloadError(_error_line(url, exc)) from exc
-    video = _single_video(info)
+        raise DownloadError(error_line(url, exc)) from exc
+    video = single_video(info)
     # The final file: a progress hook's name is the temp one; None if skipped.
     requested = video.get("requested_downloads") or [{}]
     filepath = requested[0].get("filepath")
@@ -174,7 +174,7 @@ def _fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | 
     return downloaded, str(video.get("title") or "")
 
 
-def _ydl_options(work: Path, options: DownloadOptions, progress: Progress | None
+def ydl_options(work: Path, options: DownloadOptions, progress: Progress | None
                  ) -> dict[str, Any]:
     from phdcli.ffmpeg import ffmpeg_exe
 
@@ -229,7 +229,7 @@ class _QuietLogger:
     error = warning
 
 
-def _single_video(info: Any) -> dict[str, Any]:
+def single_video(info: Any) -> dict[str, Any]:
     """The one video's info: a page of many gives a playlist cut to one entry."""
     if isinstance(info, dict) and info.get("_type") == "playlist":
         entries = [e for e in info.get("entries") or [] if isinstance(e, dict)]
@@ -241,7 +241,7 @@ def _one_line(text: str) -> str:
     return " ".join(_ANSI.sub("", text).split())
 
 
-def _error_line(url: str, exc: Exception) -> str:
+def error_line(url: str, exc: Exception) -> str:
     """yt-dlp's failure as ``<url>: <what happened>`` on one line."""
     from yt_dlp.networking.exceptions import HTTPError, TransportError
     from yt_dlp.utils import UnsupportedError
