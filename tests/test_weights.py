@@ -417,3 +417,29 @@ def test_fetch_then_load_without_rehash(phd_home: Path, files: dict[str, Path],
     assert spec == INPUT_SPECS["mmaction2"]
     assert _converted(hashlib.sha256(server.payload).hexdigest()).is_file()
     assert os.path.getsize(path) == len(server.payload)
+
+
+def test_cli_model_fetch_verifies_and_refuses_a_bad_checksum(
+    phd_home: Path, server: _Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phdcli.cli import main
+
+    url = server.source().url
+    good = hashlib.sha256(server.payload).hexdigest()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as info:
+            main(["model", "fetch", *args])
+        out, err = capsys.readouterr()
+        return int(info.value.code or 0), out, err
+
+    code, out, err = run("--url", url, "--sha256", "0" * 64)
+    assert code == 1 and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.strip()]) == 1
+    assert not list(paths.weights_cache_dir().glob("w.pth*"))  # nothing half-written
+
+    code, out, _ = run("--url", url, "--sha256", good)
+    assert code == 0 and Path(out.strip()).read_bytes() == server.payload
+    requests = len(server.requests)
+    assert run("--url", url, "--sha256", good)[0] == 0
+    assert len(server.requests) == requests  # cached and verified: no new request
