@@ -402,7 +402,6 @@ def build_dataset(
     nothing is fetched twice. Users whose last video is missing are skipped
     and counted; missing history videos only shorten the history.
     """
-    from phdcli.device import resolve_runtime
     from phdcli.features import FeatureExtractor
 
     annotations, videos_dir, out = Path(annotations), Path(videos_dir), Path(out)
@@ -413,8 +412,7 @@ def build_dataset(
         todo = [u for u in users if not (out / USERS_DIR / user_file_name(u.user_id)).is_file()]
         n_downloaded, n_failed = download_videos(_needed_ids(todo), videos_dir, url_template)
 
-    runtime = resolve_runtime(runtime_device)
-    extractor = FeatureExtractor(runtime, spec, c3d_weights)
+    extractor = FeatureExtractor(spec, c3d_weights, runtime_device)
     base = {
         "format": DATASET_FORMAT,
         "annotations": annotations.name,
@@ -438,7 +436,7 @@ def build_dataset(
     videos = _Videos(videos_dir)
     summary = DatasetSummary(out=out, n_users=len(users), n_built=0, n_already_done=0,
                              n_skipped=0, n_downloaded=n_downloaded, n_download_failed=n_failed)
-    log.info("building features for %d users on %s", len(users), runtime.describe())
+    log.info("building features for %d users", len(users))
     for done, user in enumerate(users, start=1):
         file = out / USERS_DIR / user_file_name(user.user_id)
         if file.is_file():

@@ -97,6 +97,19 @@ def _resolve_device(device: str) -> tuple[str, str]:
     return f"cuda:{index}", ""
 
 
+def check_spec(device: str, precision: str = "auto") -> None:
+    """Refuse a malformed --device / --precision at once, without importing torch.
+
+    Whether the device exists is only known once torch looks
+    (``resolve_runtime``); a warm run that never loads C3D never asks.
+    """
+    spec = device.strip().lower()
+    if spec not in ("auto", "cpu") and re.fullmatch(r"cuda(?::(\d+))?", spec) is None:
+        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+    if precision.strip().lower() not in ("auto", *PRECISIONS):
+        raise UsageError(f"unknown precision {precision!r}: use auto, bf16 or fp32")
+
+
 def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     """Turn --device / --precision into a Runtime; raise rather than guess."""
     import torch

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from phdcli import paths
+from phdcli import NOTICE, paths
 from phdcli.errors import PhdError, WeightsError
 from phdcli.fsutil import atomic_path, cached_sha256
 from phdcli.segments import Segment, clip_starts
@@ -100,13 +100,18 @@ class FeatureExtractor:
 
     def __init__(
         self,
-        runtime: Runtime,
         spec: FeatureSpec = FeatureSpec(),
         c3d_weights: Path | None = None,
+        device: str = "auto",
+        precision: str = "auto",
         batch_clips: int = 8,
         cache_dir: Path | None = None,
     ) -> None:
-        self.runtime = runtime
+        from phdcli.device import check_spec
+
+        check_spec(device, precision)
+        self._device, self._precision = device, precision
+        self._runtime: Runtime | None = None
         self.spec = spec
         self.batch_clips = batch_clips
         self.cache_dir = cache_dir or paths.features_cache_dir()
@@ -114,6 +119,16 @@ class FeatureExtractor:
         self._weights_path = c3d_weights
         self._backbone_id: str | None = None
         self._c3d: LoadedC3D | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """Resolved on first use: a warm run (all features cached) never imports torch."""
+        if self._runtime is None:
+            from phdcli.device import resolve_runtime
+
+            self._runtime = resolve_runtime(self._device, self._precision)
+            log.log(NOTICE, "%s", self._runtime.describe())
+        return self._runtime
 
     # -- identity ---------------------------------------------------------
     @property
@@ -141,7 +156,6 @@ class FeatureExtractor:
                     f"expects {self.spec.family} features"
                 )
             self.stats.c3d_loads += 1
-            log.info("C3D on %s", self.runtime.describe())
         return self._c3d
 
     # -- public API -------------------------------------------------------
@@ -185,13 +199,16 @@ class FeatureExtractor:
         sorted_starts = [starts[i] for i in order]
         sorted_owners = [owners[i] for i in order]
 
-        net = self._network()
-        rows: list[np.ndarray] = []
         clips = decode_clips(video.path, sorted_starts, spec.clip_fps, spec.clip_frames)
-        for batch in _batched(_prefetch(clips, depth=2 * self.batch_clips), self.batch_clips):
-            rows.append(self._forward(net, np.stack(batch)))
-            if progress is not None:
-                progress(sum(len(r) for r in rows), len(sorted_starts))
+        rows: list[np.ndarray] = []
+        # The decode thread starts first, so that loading C3D (and converting
+        # its weights on first use) overlaps decoding.
+        with _Prefetch(clips, depth=2 * self.batch_clips) as decoded:
+            net = self._network()
+            for batch in _batched(iter(decoded), self.batch_clips):
+                rows.append(self._forward(net, np.stack(batch)))
+                if progress is not None:
+                    progress(sum(len(r) for r in rows), len(sorted_starts))
         clip_feats = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
         if len(clip_feats) != len(sorted_starts):
             raise PhdError(
@@ -280,43 +297,53 @@ def _batched(items: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray
 _DONE = object()
 
 
-def _prefetch(items: Iterator[np.ndarray], depth: int) -> Iterator[np.ndarray]:
+class _Prefetch:
     """Run ``items`` in a thread, ``depth`` ahead: decoding overlaps the network.
 
-    The bounded queue keeps memory flat whatever the video's length; an
-    exception in the decoder is re-raised here, in the consumer.
+    The thread starts at construction, not at the first ``next()``, so that
+    whatever the caller does before consuming (loading C3D) overlaps decoding
+    too. The bounded queue keeps memory flat whatever the video's length; an
+    exception in the decoder is re-raised in the consumer. Use as a context
+    manager: leaving it stops the thread, consumed or not.
     """
-    buffer: queue.Queue[object] = queue.Queue(maxsize=max(depth, 1))
-    stop = threading.Event()
 
-    def put(item: object) -> bool:
-        while not stop.is_set():
+    def __init__(self, items: Iterator[np.ndarray], depth: int) -> None:
+        self._items = items
+        self._buffer: queue.Queue[object] = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._produce, name="phd-decode", daemon=True)
+        self._worker.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
             try:
-                buffer.put(item, timeout=0.1)
+                self._buffer.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self) -> None:
         try:
-            for item in items:
-                if not put(item):
+            for item in self._items:
+                if not self._put(item):
                     return
-            put(_DONE)
+            self._put(_DONE)
         except BaseException as exc:  # forwarded to the consumer, not lost
-            put(exc)
+            self._put(exc)
 
-    worker = threading.Thread(target=produce, name="phd-decode", daemon=True)
-    worker.start()
-    try:
+    def __iter__(self) -> Iterator[np.ndarray]:
         while True:
-            item = buffer.get()
+            item = self._buffer.get()
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item  # type: ignore[misc]
-    finally:
-        stop.set()
-        worker.join(timeout=5)
+
+    def __enter__(self) -> _Prefetch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._worker.join(timeout=5)

@@ -194,11 +194,10 @@ def add_to_history(
     model: Path | None = None,
 ) -> list[HistoryItem]:
     """``phd history add``: the features follow the ranking model's spec."""
-    from phdcli.device import resolve_runtime
     from phdcli.features import FeatureExtractor
     from phdcli.model import default_model_path, load_model
 
     history = History.for_user(user)
     spec = load_model(model or default_model_path()).spec
-    extractor = FeatureExtractor(resolve_runtime(device), spec, c3d_weights)
+    extractor = FeatureExtractor(spec, c3d_weights, device)
     return history.add(files, extractor)

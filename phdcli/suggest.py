@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from phdcli import NOTICE, defaults
-from phdcli.errors import InputError, PhdError, UsageError
+from phdcli import defaults
+from phdcli.errors import DeviceError, InputError, PhdError, UsageError, WeightsError
 from phdcli.gifs import GifOptions
 from phdcli.source import DownloadOptions
 
@@ -165,7 +165,6 @@ class Suggester:
     """Everything loaded once per batch: model, runtime, C3D (lazily), history."""
 
     def __init__(self, config: SuggestConfig, progress: Progress | None = None) -> None:
-        from phdcli.device import resolve_runtime
         from phdcli.features import FeatureExtractor
         from phdcli.history import History
         from phdcli.model import default_model_path, load_model
@@ -173,9 +172,11 @@ class Suggester:
         self.config = config
         self.progress = progress
         self.model = load_model(config.model_path or default_model_path())
-        self.runtime = resolve_runtime(config.device, config.precision)
-        log.log(NOTICE, "%s", self.runtime.describe())
-        self.extractor = FeatureExtractor(self.runtime, self.model.spec, config.c3d_weights)
+        # The device is resolved (and said on stderr) when C3D first runs:
+        # a batch whose features are all cached never imports torch.
+        self.extractor = FeatureExtractor(
+            self.model.spec, config.c3d_weights, config.device, config.precision
+        )
         self.history = (
             History.from_folder(config.history_dir)
             if config.history_dir is not None
@@ -365,8 +366,8 @@ def suggest_batch(
     for item in items:
         try:
             batch.results.append(suggester.run(item, on_suggestion))
-        except UsageError:
-            raise
+        except (UsageError, DeviceError, WeightsError):
+            raise  # the shared parts: no other input can succeed either
         except PhdError as exc:
             message = " ".join(str(exc).split())
             log.error("error: %s", message if item in message else f"{item}: {message}")

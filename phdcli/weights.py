@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phdcli import paths
-from phdcli.c3d import C3D_PARAM_SHAPES, C3DInput
+from phdcli.c3d_spec import C3D_PARAM_SHAPES, C3DInput
 from phdcli.errors import DownloadError, UsageError, WeightsError
 from phdcli.fsutil import atomic_path, cached_sha256, remember_sha256
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from phdcli import paths, weights
+from phdcli import fsutil, paths, weights
 from phdcli.c3d import C3D_PARAM_SHAPES
 from phdcli.device import Runtime
 from phdcli.errors import DownloadError, UsageError, WeightsError
@@ -86,7 +86,7 @@ def test_converts_once_and_never_touches_the_source(
         raise AssertionError("source file read again")
 
     monkeypatch.setattr(torch, "load", refuse)
-    monkeypatch.setattr(weights, "sha256_file", refuse)
+    monkeypatch.setattr(fsutil, "sha256_file", refuse)  # the hash index answers
     second, spec2 = load_c3d_state(source)
     assert spec2 == spec
     assert all(torch.equal(first[k], second[k]) for k in first)
@@ -412,7 +412,7 @@ def test_fetch_then_load_without_rehash(phd_home: Path, files: dict[str, Path],
     path = fetch(DEFAULT_WEIGHTS)
     assert resolve_weights_path() == path
     # fetch hashed while streaming; loading must not hash 300 MB again.
-    monkeypatch.setattr(weights, "sha256_file", lambda *_: pytest.fail("re-hashed"))
+    monkeypatch.setattr(fsutil, "sha256_file", lambda *_: pytest.fail("re-hashed"))
     state, spec = load_c3d_state(path)
     assert spec == INPUT_SPECS["mmaction2"]
     assert _converted(hashlib.sha256(server.payload).hexdigest()).is_file()

@@ -1,0 +1,130 @@
+"""Run ``phd`` in this process with stage timers, then report time and peak RSS.
+
+``python -m bench.child REPORT.json ARGS...`` is ``python -m phdcli ARGS...``
+plus: wrappers (no behaviour change) that time the stages of ``phd suggest``
+and, at exit, this process's own peak RSS (``ru_maxrss``; ffmpeg children
+that write GIFs are not counted). The wrappers only add a clock read per call.
+"""
+
+from __future__ import annotations
+
+import time
+
+T_START = time.time()  # before any import: the parent adds interpreter start-up
+
+import functools  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from collections import defaultdict  # noqa: E402
+from typing import Any  # noqa: E402
+
+_lock = threading.Lock()
+TIMES: dict[str, float] = defaultdict(float)
+COUNTS: dict[str, int] = defaultdict(int)
+
+
+def _add(key: str, seconds: float) -> None:
+    with _lock:
+        TIMES[key] += seconds
+        COUNTS[key] += 1
+
+
+def _timed(key: str, fn: Any) -> Any:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _add(key, time.perf_counter() - t)
+
+    return wrapper
+
+
+def _timed_iter(key: str, fn: Any) -> Any:
+    """Time each ``next()`` of the generator ``fn`` returns (in whichever thread)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        it = iter(fn(*args, **kwargs))
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(it)
+            except StopIteration:
+                _add(key, time.perf_counter() - t)
+                return
+            _add(key, time.perf_counter() - t)
+            yield item
+
+    return wrapper
+
+
+def instrument() -> None:
+    import phdcli.device
+    import phdcli.features
+    import phdcli.gifs
+    import phdcli.model
+    import phdcli.suggest
+    import phdcli.video
+
+    # Modules are looked up at call time (phdcli imports lazily), so patching
+    # the module attribute is enough.
+    phdcli.device.resolve_runtime = _timed("runtime", phdcli.device.resolve_runtime)
+    phdcli.features.cached_sha256 = _timed("hash", phdcli.features.cached_sha256)
+    phdcli.video.probe = _timed("probe", phdcli.video.probe)
+    phdcli.video.decode_clips = _timed_iter("decode", phdcli.video.decode_clips)
+    phdcli.gifs.write_clip = _timed("gifs", phdcli.gifs.write_clip)
+    fx = phdcli.features.FeatureExtractor
+    # _network: resolve + hash (cached by then) + load_c3d, which converts the
+    # weights to safetensors on first use. Patched here rather than
+    # phdcli.weights.load_c3d: importing phdcli.weights imports torch.
+    fx._network = _timed("c3d_load", fx._network)
+    fx._forward = _timed("c3d_forward", fx._forward)
+    fx._extract = _timed("extract", fx._extract)
+    fx.segment_features = _timed("features", fx.segment_features)
+    sg = phdcli.suggest.Suggester
+    sg.__init__ = _timed("suggester_init", sg.__init__)
+    sg.run = _timed("run", sg.run)
+    phdcli.model.FusedModel.score = _timed("score", phdcli.model.FusedModel.score)
+
+
+def main() -> None:
+    report, argv = sys.argv[1], sys.argv[2:]
+    t_import = time.perf_counter()
+    import phdcli.cli
+
+    imported = time.perf_counter() - t_import
+    instrumented = "--help" not in argv
+    t_instr = time.perf_counter()
+    if instrumented:
+        instrument()
+    instrument_s = time.perf_counter() - t_instr
+    code: object = 0
+    t_main = time.perf_counter()
+    try:
+        phdcli.cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    main_s = time.perf_counter() - t_main
+    doc = {
+        "t_start": T_START,
+        "t_end": time.time(),
+        "exit_code": code if isinstance(code, int) else (0 if code is None else 1),
+        "import_cli_s": imported,
+        "main_s": main_s,
+        "instrument_s": instrument_s,
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "times": dict(TIMES),
+        "counts": dict(COUNTS),
+    }
+    with open(report, "w") as fh:
+        json.dump(doc, fh)
+    sys.stdout.flush()
+    sys.exit(doc["exit_code"])
+
+
+if __name__ == "__main__":
+    main()
