@@ -119,3 +119,27 @@ def test_cold_start_ranks_with_an_empty_history(
     assert all(s.explanation.nearest_gif is None for s in result.suggestions)
     scores = [s.score for s in result.suggestions]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_warm_run_never_imports_torch(
+    footage: dict[str, Path], phd_home: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    config = SuggestConfig(k=2, out_dir=tmp_path, history_dir=footage["history"],
+                           c3d_weights=footage["weights"], device="cpu", dry_run=True)
+    Suggester(config).run(footage["video"])  # fills the feature cache
+    code = (
+        "import sys\n"
+        "from phdcli.cli import main\n"
+        f"args = ['suggest', {str(footage['video'])!r}, '-k', '2', '--dry-run', '--json',\n"
+        f"        '--history', {str(footage['history'])!r}, '--c3d-weights',\n"
+        f"        {str(footage['weights'])!r}, '--device', 'cpu']\n"
+        "try:\n    main(args)\nexcept SystemExit as exc:\n    assert exc.code == 0, exc.code\n"
+        "print('torch' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "PHD_HOME": str(phd_home)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "False"
