@@ -163,8 +163,11 @@ def suggest(
         envvar=_env("c3d_weights"), dir_okay=False, help="C3D weights file.")] = None,
     model: Annotated[Path | None, typer.Option(envvar=_env("model"),
                                                help="Ranking model file.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
 ) -> None:
     """Rank each video's segments for this user and write the top k as GIFs."""
+    if quiet:  # also accepted after the command, where scripts put it
+        _setup_output(quiet=True)
     from phdcli.gifs import GifOptions
     from phdcli.source import DownloadOptions
     from phdcli.suggest import SuggestConfig, suggest_batch

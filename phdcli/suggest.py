@@ -10,7 +10,9 @@ nothing.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -285,24 +287,39 @@ class Suggester:
         options = replace(cfg.gif, width=min(cfg.gif.width, video.width))
         targets = [output_path(cfg.out_dir, cfg.name_template, stem, p, cfg.gif.format)
                    for p in picks]
+        if len(set(targets)) < len(targets):
+            raise UsageError(
+                f"--name {cfg.name_template!r} gives several files the same name: use {{rank}}"
+            )
         clash = [t for t in targets if t.exists()]
         if clash and not cfg.force:
             raise PhdError(f"{clash[0]} already exists (use --force to overwrite)")
         written = []
-        for done, (pick, target) in enumerate(zip(picks, targets, strict=True), start=1):
-            clip = write_clip(video.path, pick.start_s, pick.end_s, target, options)
-            if cfg.gif.max_size_bytes is not None:
-                log.info("%s: %.2f MB (fps %g, width %d)", target.name,
-                         clip.size_bytes / 1e6, clip.fps, clip.width)
-            done_pick = Suggestion(
-                pick.rank, pick.start_s, pick.end_s, pick.segment_start_s, pick.segment_end_s,
-                pick.score, pick.explanation, target, clip.size_bytes,
-            )
-            written.append(done_pick)
-            if on_suggestion is not None:
-                on_suggestion(item, done_pick)
-            if self.progress is not None:
-                self.progress("gifs", done, len(picks))
+        # Each file is its own ffmpeg process whose GIF encoder is mostly one
+        # thread: writing them side by side uses the other cores (measured:
+        # ~2 s per 480-px GIF, 36 % of a short video's cold run on 2 cores).
+        # Results are still reported in rank order.
+        workers = max(1, min(len(picks), os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers, thread_name_prefix="phd-gif") as pool:
+            futures = [pool.submit(write_clip, video.path, p.start_s, p.end_s, t, options)
+                       for p, t in zip(picks, targets, strict=True)]
+            try:
+                for done, (pick, target, future) in enumerate(
+                    zip(picks, targets, futures, strict=True), start=1
+                ):
+                    clip = future.result()
+                    if cfg.gif.max_size_bytes is not None:
+                        log.info("%s: %.2f MB (fps %g, width %d)", target.name,
+                                 clip.size_bytes / 1e6, clip.fps, clip.width)
+                    done_pick = replace(pick, path=target, size_bytes=clip.size_bytes)
+                    written.append(done_pick)
+                    if on_suggestion is not None:
+                        on_suggestion(item, done_pick)
+                    if self.progress is not None:
+                        self.progress("gifs", done, len(picks))
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
         return written
 
 

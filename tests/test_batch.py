@@ -205,7 +205,7 @@ def test_name_templates_render_and_cannot_escape(
     assert ok.returncode == 0, ok.stderr
     path = Path(json.loads(ok.stdout)["results"][0]["suggestions"][0]["path"])
     assert path.parent == out and path.name.startswith("alpha-best-01-") and path.suffix == ".webp"
-    for template in ("../{stem}", "/tmp/{stem}", "{stem}/x", "{nope}"):
+    for template in ("../{stem}", "/tmp/{stem}", "{stem}/x", "{nope}", "same-for-all"):
         bad = phd("suggest", str(videos["a"]), "--out", str(out), "--name", template,
                   home=phd_home, weights=mmaction2_weights)
         assert bad.returncode == 2, (template, bad.stderr)
