@@ -253,10 +253,17 @@ def default_model_path() -> Path:
     return bundled_weights_dir() / DEFAULT_MODEL_NAME
 
 
-def check_compatible(model: FusedModel, backbone_family: str, layer: str) -> None:
-    """Refuse features from another backbone or layer than the model's."""
-    if (backbone_family, layer) != (model.spec.family, model.spec.layer):
+def check_compatible(
+    model: FusedModel, features: FeatureSpec, source: str = "the features"
+) -> None:
+    """Refuse features made another way than the model's: backbone, layer, sampling."""
+    if (features.family, features.layer) != (model.spec.family, model.spec.layer):
         raise WeightsError(
             f"the model expects {model.spec.family}/{model.spec.layer} features, "
-            f"got {backbone_family}/{layer}"
+            f"{source} are {features.family}/{features.layer}"
+        )
+    if features != model.spec:
+        raise WeightsError(
+            f"the model expects features sampled as {model.spec.to_dict()}, "
+            f"{source} are {features.to_dict()}"
         )

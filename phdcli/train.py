@@ -436,7 +436,6 @@ def train_content(
     import torch
 
     from phdcli.dataset import load_dataset
-    from phdcli.errors import WeightsError
     from phdcli.evaluate import fit_prior
     from phdcli.model import check_compatible, load_model, save_model
     from phdcli.phd2 import load_annotations
@@ -448,12 +447,7 @@ def train_content(
     prior_note = "none: no base model and no annotations in the dataset"
     if base_model is not None:
         base = load_model(Path(base_model))
-        check_compatible(base, data.spec.family, data.spec.layer)
-        if base.spec != data.spec:
-            raise WeightsError(
-                f"{Path(base_model).name} expects features {base.spec.to_dict()}, "
-                f"the dataset has {data.spec.to_dict()}"
-            )
+        check_compatible(base, data.spec, f"{Path(dataset).name}'s features")
         prior = base.prior
         prior_note = f"taken from {Path(base_model).name}"
 
@@ -515,11 +509,6 @@ def evaluate_dataset(dataset: Path, model: Path) -> dict[str, float]:
 
     data = load_dataset(Path(dataset))
     fused = load_model(Path(model))
-    check_compatible(fused, data.spec.family, data.spec.layer)
-    if fused.spec != data.spec:
-        raise UsageError(
-            f"{Path(model).name} expects features {fused.spec.to_dict()}, "
-            f"the dataset has {data.spec.to_dict()}"
-        )
+    check_compatible(fused, data.spec, f"{Path(dataset).name}'s features")
     return {"model": str(model), **evaluate_samples(fused, data.samples),
             "random": evaluate_samples(None, data.samples)["map"]}

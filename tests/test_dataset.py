@@ -239,9 +239,11 @@ def test_build_resume_train_end_to_end(
     assert set(prov["validation"]["fused"]) >= {"map", "nmsd", "recall5"}
     assert model.spec == SPEC and model.fnn is not None
     assert model.prior is not None  # fitted on the training users' annotations
-    check_compatible(model, "c3d-sports1m", "fc6")
+    check_compatible(model, SPEC)
     with pytest.raises(WeightsError, match="fc6"):
-        check_compatible(model, "c3d-sports1m", "pool5")
+        check_compatible(model, FeatureSpec(clips_per_segment=1, layer="pool5"))
+    with pytest.raises(WeightsError, match="sampled"):
+        check_compatible(model, FeatureSpec(clips_per_segment=2))
     scores = model.score(u101.test_segments, u101.history, u101.test_bounds_s[:, 0],
                          u101.test_bounds_s[:, 1], u101.duration_s)
     assert np.isfinite(scores.total).all()
