@@ -22,7 +22,7 @@ import numpy as np
 
 from phdcli import paths
 from phdcli.errors import HistoryError, InputError
-from phdcli.fsutil import atomic_path, atomic_write_text, sha256_file
+from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256
 
 if TYPE_CHECKING:
     from phdcli.features import FeatureExtractor
@@ -117,7 +117,8 @@ class History:
                     f"{file.name}: {info.duration_s:.0f} s is too long for a history GIF "
                     f"(at most {MAX_ITEM_S:.0f} s)"
                 )
-            digest = sha256_file(file)
+            # The memoised hash: the feature cache's key below reuses it.
+            digest = cached_sha256(file)
             if digest in known:
                 continue
             extractor.file_feature(info)  # computed once, kept in the feature cache
