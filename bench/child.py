@@ -62,6 +62,23 @@ def _timed_iter(key: str, fn: Any) -> Any:
     return wrapper
 
 
+COMPUTED: list[dict[str, Any]] = []  # each decode -> C3D pass: video and clip ticks
+
+
+def _recorded(fn: Any) -> Any:
+    """Remember which clips each ``_compute`` call ran (the bench re-times them alone)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, video: Any, ticks: Any, *args: Any, **kwargs: Any) -> Any:
+        entry = {"video": str(video.path), "ticks": [int(t) for t in ticks]}
+        COMPUTED.append(entry)
+        out = fn(self, video, ticks, *args, **kwargs)
+        entry["precision"] = self.runtime.precision
+        return out
+
+    return wrapper
+
+
 def instrument() -> None:
     import phdcli.device
     import phdcli.features
@@ -82,8 +99,9 @@ def instrument() -> None:
     # weights to safetensors on first use. Patched here rather than
     # phdcli.weights.load_c3d: importing phdcli.weights imports torch.
     fx._network = _timed("c3d_load", fx._network)
+    fx._settle_precision = _timed("int8_prepare", fx._settle_precision)
     fx._forward = _timed("c3d_forward", fx._forward)
-    fx._extract = _timed("extract", fx._extract)
+    fx._compute = _recorded(_timed("extract", fx._compute))
     fx.segment_features = _timed("features", fx.segment_features)
     sg = phdcli.suggest.Suggester
     sg.__init__ = _timed("suggester_init", sg.__init__)
@@ -119,6 +137,7 @@ def main() -> None:
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "times": dict(TIMES),
         "counts": dict(COUNTS),
+        "computed": COMPUTED,
     }
     with open(report, "w") as fh:
         json.dump(doc, fh)

@@ -154,7 +154,10 @@ def suggest(
     device: Annotated[str, typer.Option(envvar=_env("device"),
                                         help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(envvar=_env("precision"),
-                                           help="auto, bf16 or fp32.")] = "auto",
+                                           help="auto, bf16, fp32 or int8.")] = "auto",
+    exhaustive: Annotated[bool, typer.Option(
+        envvar=_env("exhaustive"),
+        help="Full C3D features for every segment (no coarse-to-fine pass).")] = False,
     max_height: Annotated[int, typer.Option(envvar=_env("max_height"),
                                             help="Largest video height to download.")] = 720,
     max_filesize: Annotated[float | None, typer.Option(
@@ -188,7 +191,7 @@ def suggest(
         download=DownloadOptions(max_height=max_height, max_filesize_bytes=(
             None if max_filesize is None else int(max_filesize * mb))),
         device=device, precision=precision, c3d_weights=c3d_weights, model_path=model,
-        user=user, history_dir=history, force=force, dry_run=dry_run,
+        user=user, history_dir=history, force=force, dry_run=dry_run, exhaustive=exhaustive,
     )
 
     def print_line(source: str, suggestion: Any) -> None:

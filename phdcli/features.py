@@ -14,6 +14,7 @@ same video loads features from disk and never loads C3D at all.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,12 +28,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from phdcli import NOTICE, paths
+from phdcli.c3d_spec import FEATURE_DIMS
 from phdcli.errors import PhdError, WeightsError
 from phdcli.fsutil import atomic_path, cached_sha256
 from phdcli.segments import Segment, clip_starts
 
 if TYPE_CHECKING:
     from phdcli.device import Runtime
+    from phdcli.int8 import Int8C3D
     from phdcli.video import VideoInfo
     from phdcli.weights import LoadedC3D
 
@@ -81,12 +84,61 @@ class SegmentFeatures:
     clip_owner: np.ndarray
 
 
+# Clip starts are cached on a 0.1 ms grid (and decoded at the grid point, so
+# a cached clip is exactly the clip it stands for); frames are >= 1 ms apart.
+TICKS_PER_S = 10_000
+
+
+@dataclass
+class ClipTable:
+    """Raw C3D features of one video's clips, one row per clip start.
+
+    ticks: (c,) int64, ascending and unique (start * TICKS_PER_S); feats:
+    (c, D) float32 as C3D gave them (not normalised, so that segment means
+    are today's exactly); int8: (c,) bool, rows computed by the int8 network.
+    """
+
+    ticks: np.ndarray
+    feats: np.ndarray
+    int8: np.ndarray
+
+    def rows(self, ticks: np.ndarray, accept_int8: bool) -> np.ndarray:
+        """Row index of each tick, -1 where there is none (or only an int8 one
+        and int8 is not acceptable)."""
+        if len(self.ticks) == 0:
+            return np.full(len(ticks), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.ticks, ticks), len(self.ticks) - 1)
+        found = self.ticks[pos] == ticks
+        if not accept_int8:
+            found &= ~self.int8[pos]
+        return np.where(found, pos, -1)
+
+    def merged(self, new: ClipTable) -> ClipTable:
+        """Rows of both; where both have a tick, ``new``'s row wins unless it is
+        int8 and the old one is not (a float row is never replaced by int8)."""
+        ticks = np.concatenate([self.ticks, new.ticks])
+        feats = np.concatenate([self.feats, new.feats])
+        int8 = np.concatenate([self.int8, new.int8])
+        # Sort by tick, the preferred row of each tick first: float before
+        # int8, then the newer before the older.
+        order = np.lexsort((-np.arange(len(ticks)), int8, ticks))
+        ticks, feats, int8 = ticks[order], feats[order], int8[order]
+        first = np.ones(len(ticks), bool)
+        first[1:] = ticks[1:] != ticks[:-1]
+        return ClipTable(ticks[first], feats[first], int8[first])
+
+
 @dataclass
 class ExtractorStats:
-    """Counters for tests and benchmarks (what ran, not how long it took)."""
+    """Counters for tests and benchmarks (what ran, not how long it took).
+
+    ``clips_used``: clips the requests were built from (cached or computed);
+    a coarse-to-fine ranking compares it with what the full spec needs.
+    """
 
     c3d_loads: int = 0
     clips_forwarded: int = 0
+    clips_used: int = 0
     cache_hits: int = 0
     cache_misses: int = 0
 
@@ -95,7 +147,9 @@ class FeatureExtractor:
     """Turns files into feature vectors; loads C3D only when the cache misses.
 
     One extractor serves a whole batch of videos (and their history), so the
-    network is loaded at most once per process.
+    network is loaded at most once per process. The cache holds each video's
+    clips (``ClipTable``), whatever segments asked for them: a clip computed
+    once is never computed again, for any segmentation or pass.
     """
 
     def __init__(
@@ -110,7 +164,7 @@ class FeatureExtractor:
         from phdcli.device import check_spec
 
         check_spec(device, precision)
-        self._device, self._precision = device, precision
+        self._device, self._precision = device, precision.strip().lower()
         self._runtime: Runtime | None = None
         self.spec = spec
         self.batch_clips = batch_clips
@@ -119,15 +173,21 @@ class FeatureExtractor:
         self._weights_path = c3d_weights
         self._backbone_id: str | None = None
         self._c3d: LoadedC3D | None = None
+        self._int8: Int8C3D | None = None
 
     @property
     def runtime(self) -> Runtime:
-        """Resolved on first use: a warm run (all features cached) never imports torch."""
+        """Resolved on first use: a warm run (all features cached) never imports torch.
+
+        An ``auto`` int8 is only a candidate until ``_settle_precision`` has
+        the self-check's verdict; the line on stderr waits for it.
+        """
         if self._runtime is None:
             from phdcli.device import resolve_runtime
 
             self._runtime = resolve_runtime(self._device, self._precision)
-            log.log(NOTICE, "%s", self._runtime.describe())
+            if not self._runtime.needs_self_check:
+                log.log(NOTICE, "%s", self._runtime.describe())
         return self._runtime
 
     # -- identity ---------------------------------------------------------
@@ -158,22 +218,64 @@ class FeatureExtractor:
             self.stats.c3d_loads += 1
         return self._c3d
 
+    def _settle_precision(self, video: VideoInfo) -> None:
+        """Turn an int8 runtime into a usable network, or fall back to fp32.
+
+        ``auto`` chose int8 only as a candidate: the self-check on this video
+        (or its cached verdict for these weights on this CPU) decides, and
+        the decision is said on stderr. ``--precision int8`` skips the check.
+        """
+        rt = self.runtime
+        if rt.precision != "int8" or self._int8 is not None:
+            return
+        from phdcli import int8
+
+        net = self._network()
+        assert self._weights_path is not None
+        engine, final = int8.prepare(net, rt, video, self.spec, self._weights_path)
+        self._runtime = final
+        self._int8 = engine
+        log.log(NOTICE, "%s", final.describe())
+
     # -- public API -------------------------------------------------------
     def segment_features(
         self,
         video: VideoInfo,
         segments: Sequence[Segment],
         progress: ClipProgress | None = None,
+        full: Sequence[bool] | np.ndarray | None = None,
     ) -> SegmentFeatures:
-        """Features of ``segments`` of ``video``, from the cache when it has them."""
-        bounds = np.array([[s.start_s, s.end_s] for s in segments], dtype=np.float64)
-        key = self._cache_key(video.path, bounds)
-        cached = self._cache_load(key)
-        if cached is not None:
-            return cached
-        feats = self._extract(video, segments, progress)
-        self._cache_store(key, feats)
-        return feats
+        """Features of ``segments`` of ``video``, from the cache when it has them.
+
+        ``full`` (one flag per segment; None: all) says which segments get
+        the full spec (``clips_per_segment`` clips); the others get one clip,
+        the first of theirs, so that refining a segment later costs only its
+        remaining clips (the coarse pass of ``phdcli.rank``).
+        """
+        owners, ticks = self._plan(video, segments, full)
+        needed = np.unique(ticks)
+        key = self._cache_key(video.path)
+        table = self._cache_load(key)
+        accept_int8 = self._precision in ("auto", "int8")
+        rows = table.rows(needed, accept_int8) if table is not None else np.full(len(needed), -1)
+        missing = needed[rows < 0]
+        if len(missing):
+            self.stats.cache_misses += 1
+            new = self._compute(video, missing, progress)
+            table = table.merged(new) if table is not None else new
+            self._cache_store(key, table)
+        else:
+            self.stats.cache_hits += 1
+        assert table is not None
+        self.stats.clips_used += len(needed)
+        return _assemble(table, table.rows(ticks, True), owners, ticks, len(segments))
+
+    def clips_needed(
+        self, video: VideoInfo, segments: Sequence[Segment],
+        full: Sequence[bool] | np.ndarray | None = None,
+    ) -> int:
+        """Distinct clips ``segment_features`` reads for this request (cached or not)."""
+        return len(np.unique(self._plan(video, segments, full)[1]))
 
     def file_feature(self, video: VideoInfo, progress: ClipProgress | None = None) -> np.ndarray:
         """(D,) feature of a whole file (a history GIF or a short clip)."""
@@ -181,50 +283,59 @@ class FeatureExtractor:
         return self.segment_features(video, [whole], progress).segments[0]
 
     # -- extraction -------------------------------------------------------
-    def _extract(
-        self, video: VideoInfo, segments: Sequence[Segment], progress: ClipProgress | None
-    ) -> SegmentFeatures:
-        from phdcli.video import decode_clips
-
+    def _plan(
+        self, video: VideoInfo, segments: Sequence[Segment],
+        full: Sequence[bool] | np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(owner segment, start tick) of every clip the request needs, by start."""
         spec = self.spec
+        if full is not None and len(full) != len(segments):
+            raise ValueError(f"full has {len(full)} flags for {len(segments)} segments")
         owners: list[int] = []
         starts: list[float] = []
         for index, segment in enumerate(segments):
-            for start in clip_starts(
+            mine = clip_starts(
                 segment, video.duration_s, spec.clip_fps, spec.clips_per_segment, spec.clip_frames
-            ):
-                owners.append(index)
-                starts.append(start)
-        order = np.argsort(np.asarray(starts), kind="stable")
-        sorted_starts = [starts[i] for i in order]
-        sorted_owners = [owners[i] for i in order]
+            )
+            if full is not None and not full[index]:
+                mine = mine[:1]
+            owners.extend([index] * len(mine))
+            starts.extend(mine)
+        ticks = np.round(np.asarray(starts, dtype=np.float64) * TICKS_PER_S).astype(np.int64)
+        order = np.argsort(ticks, kind="stable")
+        return np.asarray(owners, dtype=np.int64)[order], ticks[order]
 
-        clips = decode_clips(video.path, sorted_starts, spec.clip_fps, spec.clip_frames)
+    def _compute(
+        self, video: VideoInfo, ticks: np.ndarray, progress: ClipProgress | None
+    ) -> ClipTable:
+        """Decode and run C3D on the clips starting at ``ticks`` (ascending)."""
+        from phdcli.video import decode_clips
+
+        spec = self.spec
+        starts = (ticks / TICKS_PER_S).tolist()
+        clips = decode_clips(video.path, starts, spec.clip_fps, spec.clip_frames)
         rows: list[np.ndarray] = []
         # The decode thread starts first, so that loading C3D (and converting
         # its weights on first use) overlaps decoding.
         with _Prefetch(clips, depth=2 * self.batch_clips) as decoded:
             net = self._network()
+            self._settle_precision(video)
             for batch in _batched(iter(decoded), self.batch_clips):
                 rows.append(self._forward(net, np.stack(batch)))
                 if progress is not None:
-                    progress(sum(len(r) for r in rows), len(sorted_starts))
-        clip_feats = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
-        if len(clip_feats) != len(sorted_starts):
-            raise PhdError(
-                f"{video.path.name}: decoded {len(clip_feats)} of {len(sorted_starts)} clips"
+                    progress(sum(len(r) for r in rows), len(starts))
+        feats = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
+        if len(feats) != len(starts):
+            raise PhdError(f"{video.path.name}: decoded {len(feats)} of {len(starts)} clips")
+        if not np.isfinite(feats).all():
+            # Never cached, never scored: NaN would reach the JSON as "NaN".
+            raise WeightsError(
+                f"C3D gave NaN/Inf features on {video.path.name} (precision "
+                f"{self.runtime.precision}): the weights {self._weights_path} hold non-finite "
+                "values or are damaged; nothing was cached"
             )
-        owner = np.asarray(sorted_owners, dtype=np.int64)
-        sums = np.zeros((len(segments), clip_feats.shape[1]), dtype=np.float64)
-        np.add.at(sums, owner, clip_feats)
-        counts = np.bincount(owner, minlength=len(segments))
-        means = sums / np.maximum(counts, 1)[:, None]
-        return SegmentFeatures(
-            segments=l2_normalise(means).astype(np.float32),
-            clips=l2_normalise(clip_feats).astype(np.float32),
-            clip_starts_s=np.asarray(sorted_starts, dtype=np.float64),
-            clip_owner=owner,
-        )
+        return ClipTable(ticks.astype(np.int64), feats.astype(np.float32),
+                         np.full(len(ticks), self._int8 is not None))
 
     def _forward(self, net: LoadedC3D, clips: np.ndarray) -> np.ndarray:
         """clips: uint8 (B, 16, 128, 171, 3) -> float32 (B, D)."""
@@ -233,49 +344,105 @@ class FeatureExtractor:
         from phdcli.c3d import preprocess
 
         with torch.inference_mode(), self.runtime.autocast():
-            x = torch.from_numpy(clips).to(self.runtime.device, non_blocking=True)
-            out = net.model(preprocess(x, net.input_spec), layer=self.spec.layer)
+            x = preprocess(torch.from_numpy(clips).to(self.runtime.device, non_blocking=True),
+                           net.input_spec)
+            if self._int8 is not None:
+                out = torch.from_numpy(self._int8.forward(x.numpy()))
+            else:
+                out = net.model(x, layer=self.spec.layer)
         self.stats.clips_forwarded += len(clips)
         return out.float().cpu().numpy()
 
     # -- cache ------------------------------------------------------------
-    def _cache_key(self, path: Path, bounds: np.ndarray) -> str:
+    def _cache_key(self, path: Path) -> str:
+        """The clip table's name: the file's content, the weights and how a clip
+        is made (layer, rate, length), but not how segments sample clips."""
         content = cached_sha256(path)
+        spec = self.spec
         ident = json.dumps(
             {
                 "content": content,
                 "backbone": self.backbone_id,
-                "spec": self.spec.to_dict(),
-                "bounds": hashlib.sha256(np.round(bounds, 4).tobytes()).hexdigest(),
+                "layer": spec.layer,
+                "clip_fps": spec.clip_fps,
+                "clip_frames": spec.clip_frames,
+                "ticks_per_s": TICKS_PER_S,
             },
             sort_keys=True,
         )
         return f"{content[:16]}-{hashlib.sha256(ident.encode()).hexdigest()[:24]}"
 
     def _cache_file(self, key: str) -> Path:
-        return self.cache_dir / key[:2] / f"{key}.npz"
+        return self.cache_dir / "clips" / key[:2] / f"{key}.npz"
 
-    def _cache_load(self, key: str) -> SegmentFeatures | None:
+    def _cache_load(self, key: str) -> ClipTable | None:
+        """The cached clip table, checked before it is trusted.
+
+        A damaged entry (truncated, empty, garbage, wrong shapes, NaN) is
+        removed with a one-line warning and recomputed: the cache can cost
+        time, never a run.
+        """
         file = self._cache_file(key)
-        try:
-            with np.load(file, allow_pickle=False) as data:
-                feats = SegmentFeatures(**{name: data[name] for name in _CACHED_ARRAYS})
-        except (OSError, ValueError, KeyError):
-            self.stats.cache_misses += 1
+        if not file.exists():
             return None
-        self.stats.cache_hits += 1
-        return feats
+        table, problem = _read_table(file, FEATURE_DIMS[self.spec.layer])
+        if table is None:
+            log.warning("warning: feature cache entry %s is damaged (%s): removed, recomputing",
+                        file.name, problem)
+            with contextlib.suppress(OSError):
+                file.unlink()
+        return table
 
-    def _cache_store(self, key: str, feats: SegmentFeatures) -> None:
+    def _cache_store(self, key: str, table: ClipTable) -> None:
         file = self._cache_file(key)
+        # Another run may have added clips since we read: keep its rows too.
+        on_disk, _ = _read_table(file, table.feats.shape[1]) if file.exists() else (None, "")
+        if on_disk is not None:
+            table = on_disk.merged(table)
         try:
             with atomic_path(file, suffix=".part.npz") as tmp:
-                np.savez(tmp, **{name: getattr(feats, name) for name in _CACHED_ARRAYS})
+                np.savez(tmp, ticks=table.ticks, feats=table.feats, int8=table.int8)
         except OSError as exc:  # a full or read-only cache costs speed, not results
-            log.warning("could not cache features (%s)", exc)
+            log.warning("warning: could not cache features (%s)", exc)
 
 
-_CACHED_ARRAYS = ("segments", "clips", "clip_starts_s", "clip_owner")
+def _read_table(file: Path, dim: int) -> tuple[ClipTable | None, str]:
+    """(table, "") or (None, what is wrong with the file)."""
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            table = ClipTable(data["ticks"], data["feats"], data["int8"])
+    # np.load raises whatever its zip/format layers hit (BadZipFile, EOFError
+    # for an empty file, zlib errors...): all mean "not a usable entry".
+    except Exception as exc:
+        return None, f"unreadable: {type(exc).__name__}"
+    c = len(table.ticks)
+    if not (table.ticks.dtype == np.int64 and table.ticks.ndim == 1
+            and table.feats.dtype == np.float32 and table.feats.shape == (c, dim)
+            and table.int8.dtype == bool and table.int8.shape == (c,)):
+        return None, "wrong shapes or types"
+    if c > 1 and not (np.diff(table.ticks) > 0).all():
+        return None, "clip starts out of order"
+    if not np.isfinite(table.feats).all():
+        return None, "NaN or Inf features"
+    return table, ""
+
+
+def _assemble(
+    table: ClipTable, rows: np.ndarray, owners: np.ndarray, ticks: np.ndarray, n_segments: int
+) -> SegmentFeatures:
+    """Segment means of raw clip features, L2-normalised (the request's clips only)."""
+    clip_feats = table.feats[rows]
+    dim = table.feats.shape[1]
+    sums = np.zeros((n_segments, dim), dtype=np.float64)
+    np.add.at(sums, owners, clip_feats)
+    counts = np.bincount(owners, minlength=n_segments)
+    means = sums / np.maximum(counts, 1)[:, None]
+    return SegmentFeatures(
+        segments=l2_normalise(means).astype(np.float32),
+        clips=l2_normalise(clip_feats).astype(np.float32),
+        clip_starts_s=ticks.astype(np.float64) / TICKS_PER_S,
+        clip_owner=owners,
+    )
 
 
 def l2_normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -55,6 +55,7 @@ class SuggestConfig:
     history_dir: Path | None = None
     force: bool = False
     dry_run: bool = False
+    exhaustive: bool = False  # full C3D spec for every segment (no coarse-to-fine pass)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -127,6 +128,7 @@ class BatchStats:
     model_loads: int = 0
     c3d_loads: int = 0
     clips_forwarded: int = 0
+    clips_skipped: int = 0  # by the coarse-to-fine pass, against the exhaustive one
 
 
 @dataclass(frozen=True)
@@ -185,6 +187,7 @@ class Suggester:
             else History.for_user(config.user)
         )
         self._history: tuple[list[str], np.ndarray] | None = None
+        self.clips_skipped = 0
 
     def history_features(self) -> tuple[list[str], np.ndarray]:
         """(names, (m, D) features) of the history, computed once per batch."""
@@ -196,6 +199,7 @@ class Suggester:
         return self._history
 
     def run(self, item: str | Path, on_suggestion: OnSuggestion | None = None) -> VideoSuggestions:
+        from phdcli.rank import rank_segments
         from phdcli.segments import fixed_segments, shot_segments
         from phdcli.source import resolve_input
         from phdcli.video import probe
@@ -218,12 +222,12 @@ class Suggester:
         log.info("%s: %.1f s, %d segments", source.stem, info.duration_s, len(segments))
 
         names, history = self.history_features()
-        feats = self.extractor.segment_features(info, segments, self._stage_progress("clips"))
+        ranking = rank_segments(self.extractor, self.model, info, segments, history, cfg.k,
+                                cfg.exhaustive, progress=self._stage_progress("clips"))
+        self.clips_skipped += ranking.clips_skipped
+        feats, terms, order = ranking.feats, ranking.terms, ranking.order
         starts = np.array([s.start_s for s in segments])
         ends = np.array([s.end_s for s in segments])
-        terms = self.model.score(feats.segments, history, starts, ends, info.duration_s)
-        # Ties go to the earlier segment: stable and predictable for scripts.
-        order = np.argsort(-terms.total, kind="stable")[: cfg.k]
 
         picks = []
         for rank, idx in enumerate(order, start=1):
@@ -391,6 +395,7 @@ def suggest_batch(
             batch.failures.append(Failure(item, message))
     batch.stats.c3d_loads = suggester.extractor.stats.c3d_loads
     batch.stats.clips_forwarded = suggester.extractor.stats.clips_forwarded
+    batch.stats.clips_skipped = suggester.clips_skipped
     return batch
 
 

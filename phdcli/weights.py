@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import urllib.error
 import urllib.parse
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
     from phdcli.c3d import C3D
     from phdcli.device import Runtime
+
+log = logging.getLogger("phd")
 
 ENV_WEIGHTS = "PHD_C3D_WEIGHTS"
 FAMILY = "c3d-sports1m"
@@ -340,14 +343,30 @@ def _to_canonical(raw: dict[str, torch.Tensor], fmt: str,
     return state
 
 
-def _spec_to_metadata(spec: C3DInput, fmt: str, sha256: str) -> dict[str, str]:
+def _spec_to_metadata(spec: C3DInput, fmt: str, sha256: str,
+                      content_sha256: str) -> dict[str, str]:
     return {"family": FAMILY, "source_format": fmt, "source_sha256": sha256,
             "channel_order": spec.channel_order, "mean": json.dumps(list(spec.mean)),
-            "pool5_padding": spec.pool5_padding}
+            "pool5_padding": spec.pool5_padding, "content_sha256": content_sha256}
 
 
-def _read_converted(path: Path) -> tuple[dict[str, torch.Tensor], C3DInput, str] | None:
-    """Our converted file, or None if it is unreadable (then we convert again)."""
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of the tensors' bytes in canonical order (C3D_PARAM_SHAPES).
+
+    Written into the converted file's metadata when it is made, and checked
+    each time a process loads it: 0.24 s for the 312 MB here (hashlib uses
+    the CPU's SHA instructions), on the thread that loads C3D while the
+    decoder already runs; a warm run, which never loads C3D, never pays it.
+    """
+    digest = hashlib.sha256()
+    for name in C3D_PARAM_SHAPES:
+        # numpy's buffer, not .tobytes(): no 312 MB copy.
+        digest.update(state[name].contiguous().numpy())
+    return digest.hexdigest()
+
+
+def _read_converted(path: Path) -> tuple[dict[str, torch.Tensor], C3DInput, str] | str:
+    """Our converted file, verified against its checksum; else why it is not usable."""
     from safetensors import safe_open
 
     try:
@@ -359,10 +378,13 @@ def _read_converted(path: Path) -> tuple[dict[str, torch.Tensor], C3DInput, str]
                         mean=(float(m[0]), float(m[1]), float(m[2])),
                         pool5_padding=meta["pool5_padding"])
         fmt = meta["source_format"]
-    except Exception:  # damaged cache entry: re-creatable, so just redo it
-        return None
+        expected = meta["content_sha256"]  # files from before checksums: made again
+    except Exception as exc:  # damaged cache entry: re-creatable, so just redo it
+        return f"unreadable ({type(exc).__name__})"
     if {k: tuple(v.shape) for k, v in state.items()} != C3D_PARAM_SHAPES:
-        return None
+        return "wrong tensor shapes"
+    if state_sha256(state) != expected:
+        return "checksum mismatch"
     return state, spec, fmt
 
 
@@ -374,14 +396,18 @@ def _load(path: Path, format: str | None) -> tuple[dict[str, torch.Tensor], C3DI
     if not path.is_file():
         raise WeightsError(f"C3D weights file not found: {path}")
     sha256 = file_sha256(path)
-    converted = paths.weights_cache_dir() / "converted" / f"{sha256}.safetensors"
+    converted = converted_path(sha256)
     if converted.is_file():
         cached = _read_converted(converted)
-        if cached is not None:
+        if not isinstance(cached, str):
             state, spec, fmt = cached
             if format is not None and format != fmt:
                 raise WeightsError(f"{path}: this is a {fmt} file, not {format}")
             return state, spec, sha256
+        log.warning("warning: converted C3D weights in the cache are damaged (%s): "
+                    "converting %s again",
+                    cached, path.name)
+        converted.unlink(missing_ok=True)
 
     raw = _read_torch_file(path)
     fmt = _detect_format(set(raw))
@@ -395,9 +421,15 @@ def _load(path: Path, format: str | None) -> tuple[dict[str, torch.Tensor], C3DI
 
     from safetensors.torch import save_file
 
+    meta = _spec_to_metadata(spec, fmt, sha256, state_sha256(state))
     with atomic_path(converted, suffix=".tmp") as tmp:
-        save_file(state, str(tmp), metadata=_spec_to_metadata(spec, fmt, sha256))
+        save_file(state, str(tmp), metadata=meta)
     return state, spec, sha256
+
+
+def converted_path(sha256: str) -> Path:
+    """Where the safetensors conversion of the weights with this sha256 lives."""
+    return paths.weights_cache_dir() / "converted" / f"{sha256}.safetensors"
 
 
 def load_c3d_state(path: Path,

@@ -7,11 +7,28 @@ import pytest
 
 @pytest.fixture
 def phd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated PHD_HOME: history, caches and config live under tmp."""
+    """An isolated PHD_HOME: history, caches and config live under tmp.
+
+    ``auto`` precision stays fp32 here, as on a machine without OpenVINO:
+    building the int8 model and its self-check cost about half a minute per
+    fresh home, so only the tests about int8 (``int8_home``) pay it.
+    """
     home = tmp_path / "phd-home"
     monkeypatch.setenv("PHD_HOME", str(home))
     monkeypatch.delenv("PHD_C3D_WEIGHTS", raising=False)
+    monkeypatch.setattr("phdcli.device.int8_available", lambda: False)
     return home
+
+
+@pytest.fixture
+def int8_home(phd_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``phd_home`` where ``auto`` may choose int8 (needs OpenVINO and NNCF)."""
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    monkeypatch.undo()
+    monkeypatch.setenv("PHD_HOME", str(phd_home))
+    monkeypatch.delenv("PHD_C3D_WEIGHTS", raising=False)
+    return phd_home
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +45,21 @@ def davidea_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.c3d_files import write_davidea_pickle
 
     return write_davidea_pickle(tmp_path_factory.mktemp("c3d") / "c3d.pickle")
+
+
+# bikes (0-10 s), bigbuckbunny (10-15.28 s), carphone (15.28-19.28 s)
+FOOTAGE = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"]
+GIF_FROM_S, GIF_LEN_S = 10.5, 3.0  # inside the fixed segment 10-15 s
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -> dict[str, Path]:
+    """Real footage (19.3 s) and a history GIF cut from 10.5-13.5 s of it."""
+    from tests import media
+
+    root = tmp_path_factory.mktemp("footage")
+    video = media.concat_real_footage(root / "concat.mp4", FOOTAGE)
+    history = root / "history"
+    history.mkdir()
+    media.gif_from(video, history / "liked.gif", GIF_FROM_S, GIF_LEN_S)
+    return {"video": video, "history": history, "weights": mmaction2_weights}

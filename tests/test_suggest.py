@@ -16,21 +16,6 @@ import pytest
 from phdcli.cli import main
 from phdcli.suggest import SuggestConfig, Suggester
 from phdcli.video import probe
-from tests import media
-
-# bikes (0-10 s), bigbuckbunny (10-15.28 s), carphone (15.28-19.28 s)
-FOOTAGE = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"]
-GIF_FROM_S, GIF_LEN_S = 10.5, 3.0  # inside the fixed segment 10-15 s
-
-
-@pytest.fixture(scope="module")
-def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("footage")
-    video = media.concat_real_footage(root / "concat.mp4", FOOTAGE)
-    history = root / "history"
-    history.mkdir()
-    media.gif_from(video, history / "liked.gif", GIF_FROM_S, GIF_LEN_S)
-    return {"video": video, "history": history, "weights": mmaction2_weights}
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

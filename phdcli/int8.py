@@ -1,0 +1,283 @@
+"""int8 C3D on the CPU: OpenVINO runs it, NNCF builds it, the user's video vouches for it.
+
+Why OpenVINO (with NNCF for post-training quantization): measured here on
+C3D (README, "Performance"), it gave the largest int8 speed-up of the three
+runtimes that install from PyPI without a compiler, and it is maintained for
+CPUs, where PyTorch's own eager int8 (``torch.ao.quantization``) is
+deprecated.
+
+The quantized model is built once per weights file (per-channel int8
+weights, activations calibrated on clips of the user's own video), saved
+next to the converted weights with a sha256 of each file, and checked before
+each load. Whether ``auto`` may use it is decided by a self-check: clips of
+the video at hand (not those it was calibrated on) go through fp32 and int8,
+and int8 is used only if every clip's features agree (cosine >= 0.99) and
+the clips rank the same way (see ``compare``). The verdict is kept per
+weights file and CPU, so the check runs once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from phdcli import paths
+from phdcli.errors import WeightsError
+from phdcli.fsutil import atomic_write_text, sha256_file
+
+if TYPE_CHECKING:
+    from phdcli.device import Runtime
+    from phdcli.features import FeatureSpec
+    from phdcli.video import VideoInfo
+    from phdcli.weights import LoadedC3D
+
+log = logging.getLogger("phd")
+
+BACKEND = "openvino-nncf"
+# Clips of the user's video: half calibrate the activations, the other half
+# are the self-check's, so the check never grades the data it was fit on.
+CALIBRATION_CLIPS = 8
+CHECK_CLIPS = 8
+MIN_COSINE = 0.99
+# Ranking agreement: each check clip's TOP_K nearest other clips (centred
+# cosine, as the ranking model compares segments with history GIFs).
+TOP_K = 3
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    min_cosine: float
+    topk_agree: int  # clips whose top-k neighbours are the same in int8
+    clips: int
+    video: str
+    cpu: str
+    checked_at: float
+
+    def summary(self) -> str:
+        return (f"min cosine {self.min_cosine:.4f} over {self.clips} clips, same top-{TOP_K} "
+                f"for {self.topk_agree}/{self.clips}")
+
+
+class Int8C3D:
+    """The compiled int8 network: preprocessed float32 (N, 3, 16, 112, 112) -> (N, D)."""
+
+    def __init__(self, compiled: Any) -> None:
+        self._compiled = compiled
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._compiled(np.ascontiguousarray(x, dtype=np.float32))[0],
+                          dtype=np.float32)
+
+
+# ---------------------------------------------------------------- files
+
+
+def _int8_dir() -> Path:
+    return paths.weights_cache_dir() / "converted"
+
+
+def model_files(weights_sha256: str, layer: str) -> tuple[Path, Path, Path]:
+    """(xml, bin, manifest) of the int8 model, beside the converted weights."""
+    stem = _int8_dir() / f"{weights_sha256}.int8-{layer}"
+    return stem.with_suffix(".xml"), stem.with_suffix(".bin"), stem.with_suffix(".json")
+
+
+def verdict_file(weights_sha256: str, layer: str, cpu: str) -> Path:
+    return _int8_dir() / f"{weights_sha256}.int8-{layer}.check-{cpu}.json"
+
+
+def read_verdict(path: Path) -> Verdict | None:
+    try:
+        doc = json.loads(path.read_text())
+        return Verdict(**{k: doc[k] for k in Verdict.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _load_model(weights_sha256: str, layer: str) -> Any | None:
+    """The cached int8 model (an openvino.Model), verified; None if absent or damaged."""
+    import openvino as ov
+
+    xml, bin_, manifest = model_files(weights_sha256, layer)
+    if not manifest.exists():
+        return None
+    try:
+        sums = json.loads(manifest.read_text())["sha256"]
+        ok = sha256_file(xml) == sums["xml"] and sha256_file(bin_) == sums["bin"]
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        log.warning("warning: the cached int8 C3D model is damaged (checksum mismatch): "
+                    "building it again")
+        for path in (manifest, xml, bin_):
+            path.unlink(missing_ok=True)
+        return None
+    return ov.Core().read_model(str(xml))
+
+
+def _save_model(model: Any, weights_sha256: str, layer: str) -> None:
+    """xml + bin written in a temp folder, moved in place; the manifest last."""
+    import openvino as ov
+
+    xml, bin_, manifest = model_files(weights_sha256, layer)
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".int8-", dir=xml.parent))
+    try:
+        ov.save_model(model, str(tmp / "m.xml"), compress_to_fp16=False)
+        sums = {"xml": sha256_file(tmp / "m.xml"), "bin": sha256_file(tmp / "m.bin")}
+        os.replace(tmp / "m.xml", xml)
+        os.replace(tmp / "m.bin", bin_)
+        atomic_write_text(manifest, json.dumps({"backend": BACKEND, "sha256": sums}))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- build
+
+
+def _torch_reference(net: LoadedC3D, layer: str, x: np.ndarray) -> np.ndarray:
+    """fp32 features, exactly as phd computes them without int8."""
+    import torch
+
+    with torch.inference_mode():
+        return net.model(torch.from_numpy(x), layer=layer).float().numpy()
+
+
+def build(net: LoadedC3D, layer: str, calibration: np.ndarray) -> Any:
+    """An int8 openvino.Model of C3D up to ``layer``, calibrated on ``calibration``
+    (preprocessed float32 clips)."""
+    import nncf
+    import openvino as ov
+    import torch
+
+    class _UpTo(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net.model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x, layer=layer)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about the shape check
+        model = ov.convert_model(_UpTo().eval(), example_input=torch.from_numpy(calibration[:1]),
+                                 input=[(-1, *calibration.shape[1:])])
+        nncf.set_log_level(logging.ERROR)
+        samples = [calibration[i:i + 1] for i in range(len(calibration))]
+        return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
+                             fast_bias_correction=True)
+
+
+def compile_model(model: Any) -> Int8C3D:
+    import openvino as ov
+
+    return Int8C3D(ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"}))
+
+
+# ---------------------------------------------------------------- the check
+
+
+def compare(ref: np.ndarray, low: np.ndarray, k: int = TOP_K) -> tuple[float, int]:
+    """(min cosine of matching rows, rows whose top-k neighbours agree).
+
+    Neighbours are ranked by cosine after centring on the clips' mean (what
+    the ranking model does with a video's segments and the history): row i's
+    k most similar other rows must be the same set in ``low`` as in ``ref``.
+    """
+    def unit(a: np.ndarray) -> np.ndarray:
+        a = a.astype(np.float64)
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+    cosines = (unit(ref) * unit(low)).sum(axis=1)
+    k = max(1, min(k, len(ref) - 1))
+
+    def neighbours(a: np.ndarray) -> list[set[int]]:
+        c = unit(a - a.mean(axis=0))
+        sims = c @ c.T
+        np.fill_diagonal(sims, -np.inf)
+        return [set(np.argsort(-row, kind="stable")[:k].tolist()) for row in sims]
+
+    agree = sum(a == b for a, b in zip(neighbours(ref), neighbours(low), strict=True))
+    return float(cosines.min()), int(agree)
+
+
+def _user_clips(video: VideoInfo, spec: FeatureSpec, count: int, net: LoadedC3D) -> np.ndarray:
+    """``count`` preprocessed clips spread evenly over the user's video."""
+    import torch
+
+    from phdcli.c3d import preprocess
+    from phdcli.video import decode_clips
+
+    span = spec.clip_frames / spec.clip_fps
+    latest = max(video.duration_s - span, 0.0)
+    starts = [latest * (i + 0.5) / count for i in range(count)]
+    clips = np.stack(list(decode_clips(video.path, starts, spec.clip_fps, spec.clip_frames)))
+    return preprocess(torch.from_numpy(clips), net.input_spec).numpy()
+
+
+def prepare(net: LoadedC3D, runtime: Runtime, video: VideoInfo, spec: FeatureSpec,
+            weights_path: Path) -> tuple[Int8C3D | None, Runtime]:
+    """The int8 network and the runtime to report, or (None, fp32 runtime)
+    when ``auto``'s self-check refuses int8 (now or in a cached verdict)."""
+    from phdcli.device import cpu_id
+
+    sha, layer, cpu = net.weights_sha256, spec.layer, cpu_id()
+    vfile = verdict_file(sha, layer, cpu)
+    verdict = read_verdict(vfile)
+    if verdict is not None and not verdict.ok and not runtime.needs_self_check:
+        log.warning("warning: int8 forced although the self-check refused it for these "
+                    "weights on this CPU (%s)", verdict.summary())
+    elif verdict is not None and not verdict.ok:
+        return None, _fp32(runtime, f"int8 refused by the self-check for these weights on this "
+                                    f"CPU ({verdict.summary()}; on {verdict.video}, cached)")
+
+    model = _load_model(sha, layer)
+    clips: np.ndarray | None = None
+    if model is None or (runtime.needs_self_check and verdict is None):
+        clips = _user_clips(video, spec, CALIBRATION_CLIPS + CHECK_CLIPS, net)
+    if model is None:
+        assert clips is not None
+        log.info("building the int8 C3D model (once for these weights) from %s", video.path.name)
+        try:
+            model = build(net, layer, clips[0::2])
+        except Exception as exc:  # NNCF/OpenVINO failures: say so, keep fp32 possible
+            raise WeightsError(f"could not build the int8 C3D model ({type(exc).__name__}: "
+                               f"{exc}); use --precision fp32") from None
+        _save_model(model, sha, layer)
+    engine = compile_model(model)
+
+    if not runtime.needs_self_check:
+        return engine, replace(runtime, reason=f"{runtime.reason}; self-check not run")
+    assert verdict is None or verdict.ok
+    if verdict is None:
+        assert clips is not None
+        check = clips[1::2]
+        min_cos, agree = compare(_torch_reference(net, layer, check), engine.forward(check))
+        ok = min_cos >= MIN_COSINE and agree == len(check)
+        verdict = Verdict(ok, min_cos, agree, len(check), video.path.name, cpu, time.time())
+        try:
+            atomic_write_text(vfile, json.dumps(asdict(verdict)))
+        except OSError as exc:  # a read-only cache: the check runs again next time
+            log.warning("warning: could not cache the int8 self-check's verdict (%s)", exc)
+        how = f"on {video.path.name}"
+    else:
+        how = f"on {verdict.video}, cached"
+    if not verdict.ok:
+        return None, _fp32(runtime, f"int8 refused by the self-check ({verdict.summary()}; {how})")
+    return engine, replace(runtime, needs_self_check=False,
+                           reason=f"int8 self-check passed ({verdict.summary()}; {how})")
+
+
+def _fp32(runtime: Runtime, why: str) -> Runtime:
+    return replace(runtime, precision="fp32", needs_self_check=False, reason=why)

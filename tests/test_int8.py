@@ -1,0 +1,164 @@
+"""int8 C3D (OpenVINO + NNCF) and its self-check on the user's own video.
+
+Real quantization and real forward passes on real footage. The weights are
+RANDOM (He-initialised, the tests say so), and for the refusal a copy
+crafted to quantize badly: conv1a gets one output channel 1000x larger than
+the rest, which conv2a barely reads (its weights on that channel / 1000).
+fp32 features hardly change, but one scale for all of conv2a's input
+channels (per-tensor activations) leaves the other 63 channels almost no
+levels in int8.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from phdcli import int8
+from phdcli.device import cpu_id
+from phdcli.features import FeatureExtractor, FeatureSpec
+from phdcli.fsutil import sha256_file
+from phdcli.segments import fixed_segments
+from phdcli.video import VideoInfo, probe
+from tests import media
+from tests.c3d_files import random_c3d_state
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+SPEC = FeatureSpec()
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> VideoInfo:
+    root = tmp_path_factory.mktemp("int8")
+    return probe(media.concat_real_footage(root / "real.mp4", ["bikes.mp4", "bigbuckbunny.mp4"]))
+
+
+@pytest.fixture(scope="module")
+def outlier_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    state = random_c3d_state(seed=0)
+    state["conv1a.weight"][0] *= 1000.0
+    state["conv1a.bias"][0] = 1000.0
+    state["conv2a.weight"][:, 0] /= 1000.0
+    flat = {(f"{k.rsplit('.', 1)[0]}.conv.{k.rsplit('.', 1)[1]}" if k.startswith("conv") else k): v
+            for k, v in state.items()}
+    path = tmp_path_factory.mktemp("outlier") / "outlier.pth"
+    torch.save(flat, path)
+    return path
+
+
+def _verdict(weights: Path) -> int8.Verdict | None:
+    return int8.read_verdict(int8.verdict_file(sha256_file(weights), SPEC.layer, cpu_id()))
+
+
+def _table_int8_flags(ext: FeatureExtractor, video: VideoInfo) -> np.ndarray:
+    table = ext._cache_load(ext._cache_key(video.path))
+    assert table is not None
+    return table.int8
+
+
+def test_self_check_accepts_random_weights_caches_the_verdict_and_fp32_wins(
+    int8_home: Path, mmaction2_weights: Path, video: VideoInfo, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from phdcli.cli import main
+
+    empty = tmp_path / "history"
+    empty.mkdir()
+    args = ["suggest", str(video.path), "-k", "2", "--dry-run", "--json", "--device", "cpu",
+            "--c3d-weights", str(mmaction2_weights), "--history", str(empty), "--exhaustive"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 0, err
+    said = [line for line in err.splitlines() if "precision" in line]
+    assert len(said) == 1, err
+    assert said[0].startswith("phd: device cpu, precision int8 (int8 self-check passed")
+    assert f"on {video.path.name})" in said[0]
+    verdict = _verdict(mmaction2_weights)
+    assert verdict is not None and verdict.ok
+    assert verdict.min_cosine >= int8.MIN_COSINE and verdict.topk_agree == verdict.clips
+    xml, bin_, manifest = int8.model_files(sha256_file(mmaction2_weights), SPEC.layer)
+    assert xml.is_file() and bin_.is_file()
+    assert json.loads(manifest.read_text())["sha256"]["bin"] == sha256_file(bin_)
+
+    # Another process: the model and the verdict come from the cache.
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("int8 model built or checked again")
+
+    monkeypatch.setattr(int8, "build", refuse)
+    monkeypatch.setattr(int8, "compare", refuse)
+    ext = FeatureExtractor(SPEC, mmaction2_weights, "cpu", "auto")
+    segments = fixed_segments(video.duration_s, 2.0)  # clips not in the cache yet
+    feats = ext.segment_features(video, segments)
+    assert ext.runtime.precision == "int8" and "cached" in ext.runtime.reason
+    assert np.isfinite(feats.segments).all() and ext.stats.clips_forwarded > 0
+    assert _table_int8_flags(ext, video).all()
+    monkeypatch.undo()
+    monkeypatch.setenv("PHD_HOME", str(int8_home))
+
+    # --precision fp32 always wins: int8 rows are not used, fp32 replaces them.
+    fp32 = FeatureExtractor(SPEC, mmaction2_weights, "cpu", "fp32")
+    ref = fp32.segment_features(video, segments)
+    assert fp32.runtime.precision == "fp32" and fp32.stats.clips_forwarded > 0
+    assert not _table_int8_flags(fp32, video).any()
+    cosines = (ref.segments * feats.segments).sum(axis=1)
+    assert cosines.min() >= int8.MIN_COSINE
+    # Through the CLI too: the first run's int8 clips are computed again in fp32.
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--precision", "fp32"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 0, err
+    assert "phd: device cpu, precision fp32 (fp32 requested" in err
+    assert not _table_int8_flags(fp32, video).any()
+
+
+def test_self_check_refuses_weights_that_quantize_badly(
+    int8_home: Path, outlier_weights: Path, video: VideoInfo,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    segments = fixed_segments(video.duration_s, 5.0)
+    with caplog.at_level(logging.INFO, logger="phd"):
+        ext = FeatureExtractor(SPEC, outlier_weights, "cpu", "auto")
+        feats = ext.segment_features(video, segments)
+    assert ext.runtime.precision == "fp32"
+    assert "int8 refused by the self-check" in ext.runtime.reason
+    verdict = _verdict(outlier_weights)
+    assert verdict is not None and not verdict.ok
+    assert verdict.min_cosine < int8.MIN_COSINE or verdict.topk_agree < verdict.clips
+    said = [r.getMessage() for r in caplog.records if "precision" in r.getMessage()]
+    assert said == [ext.runtime.describe()]
+    assert not _table_int8_flags(ext, video).any()  # every clip went through fp32
+    assert np.isfinite(feats.segments).all()
+
+    # The refusal is cached: no new check; --precision int8 still forces it.
+    monkeypatch.setattr(int8, "compare", lambda *a, **k: pytest.fail("checked again"))
+    again = FeatureExtractor(SPEC, outlier_weights, "cpu", "auto")
+    again.segment_features(video, fixed_segments(video.duration_s, 3.0))
+    assert again.runtime.precision == "fp32" and "cached" in again.runtime.reason
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="phd"):
+        forced = FeatureExtractor(SPEC, outlier_weights, "cpu", "int8")
+        forced.segment_features(video, fixed_segments(video.duration_s, 4.0))
+    assert forced.runtime.precision == "int8"
+    assert any("forced although the self-check refused" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_compare_counts_cosine_and_neighbours() -> None:
+    rng = np.random.default_rng(0)
+    ref = np.abs(rng.standard_normal((8, 64)))
+    assert int8.compare(ref, ref) == (pytest.approx(1.0), 8)
+    noisy = ref + 0.001 * rng.standard_normal(ref.shape)
+    cos, agree = int8.compare(ref, noisy)
+    assert cos > 0.999 and agree == 8
+    swapped = ref.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]  # two clips exchanged: their neighbours move
+    cos, agree = int8.compare(ref, swapped)
+    assert cos < 0.99 and agree < 8

@@ -1,0 +1,65 @@
+"""The coarse-to-fine pass against the exhaustive one, on real footage.
+
+RANDOM C3D weights (the test says so); the right answer is known by
+construction: the history GIF was cut from the segment at 10 s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phdcli.features import FeatureExtractor
+from phdcli.history import History
+from phdcli.model import default_model_path, load_model
+from phdcli.rank import rank_segments
+from phdcli.segments import fixed_segments
+from phdcli.suggest import SuggestConfig, suggest_batch
+from phdcli.video import probe
+
+
+def test_coarse_to_fine_gives_the_exhaustive_top_k_and_counts_skipped_clips(
+    footage: dict[str, Path], phd_home: Path
+) -> None:
+    model = load_model(default_model_path())
+    ext = FeatureExtractor(model.spec, footage["weights"], "cpu", "fp32")
+    history = History.from_folder(footage["history"]).features(ext)
+    info = probe(footage["video"])
+    segments = fixed_segments(info.duration_s, 2.5)  # 8 segments, 2 clips each
+    assert len(segments) == 8
+    before = ext.stats.clips_forwarded
+
+    fine = rank_segments(ext, model, info, segments, history, k=2, margin=2)
+    # 8 coarse clips + the second clip of 2 x 2 candidates, of 16.
+    assert (fine.clips_used, fine.clips_exhaustive, fine.clips_skipped) == (12, 16, 4)
+    assert ext.stats.clips_forwarded - before == 12
+
+    full = rank_segments(ext, model, info, segments, history, k=2, exhaustive=True)
+    assert ext.stats.clips_forwarded - before == 16  # only the 4 skipped clips were new
+    assert full.clips_skipped == 0
+    assert fine.order.tolist() == full.order.tolist()
+    assert segments[int(fine.order[0])].start_s == pytest.approx(10.0)
+    # The chosen segments' features are the exhaustive ones, exactly.
+    for i in fine.order:
+        np.testing.assert_array_equal(fine.feats.segments[i], full.feats.segments[i])
+    # Their scores differ only through the video-mean centring (rank.py).
+    np.testing.assert_allclose(fine.terms.total[fine.order], full.terms.total[full.order],
+                               atol=0.05)
+
+
+def test_suggest_defaults_to_coarse_to_fine_and_exhaustive_turns_it_off(
+    footage: dict[str, Path], phd_home: Path, tmp_path: Path
+) -> None:
+    base = SuggestConfig(k=1, length_s=2.5, out_dir=tmp_path, history_dir=footage["history"],
+                         c3d_weights=footage["weights"], device="cpu", dry_run=True)
+    default = suggest_batch([str(footage["video"])], base)
+    assert default.stats.clips_skipped == 16 - (8 + 4)  # margin 4 x k 1 candidates
+    from dataclasses import replace
+
+    full = suggest_batch([str(footage["video"])], replace(base, exhaustive=True))
+    assert full.stats.clips_skipped == 0
+    assert full.stats.clips_forwarded == 4  # the rest came from the cache
+    picks = [r.suggestions[0].segment_start_s for r in (default.results[0], full.results[0])]
+    assert picks == [10.0, 10.0]
