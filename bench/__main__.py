@@ -64,8 +64,12 @@ class Bench:
         self.rows: dict[str, dict[str, Any]] = {}
         self.notes: list[str] = []
         self.errors: dict[str, str] = {}
+        self.only: list[str] | None = None
 
     def step(self, name: str, fn: Callable[[], None]) -> None:
+        if self.only is not None and not any(r in name.replace("/", " ").split()
+                                             for r in self.only):
+            return
         t0 = time.perf_counter()
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         try:
@@ -90,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small inputs, one repetition (CI)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--reps", type=int, help="repetitions (default 3, --quick 1)")
+    ap.add_argument("--only", help="run only the steps naming these rows, e.g. R10,R11")
     args = ap.parse_args(argv)
+    only = [r.strip() for r in args.only.split(",")] if args.only else None
     plan = QUICK if args.quick else FULL
     if args.reps:
         plan = Plan(**{**plan.__dict__, "reps": args.reps})
@@ -113,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         state["long_info"] = probe(state["long"])
         state["short_info"] = probe(state["short"])
 
-    b.step("inputs", inputs)
+    b.step("inputs", inputs)  # every step needs them
     if "inputs" in b.errors:
         print(f"bench: cannot make inputs: {b.errors['inputs']}", file=sys.stderr)
         return 1
+    b.only = only
     weights: Path = state["weights"]
     long_v: Path = state["long"]
     short_v: Path = state["short"]
@@ -447,12 +454,14 @@ def r12(b: Bench, weights: Path, long_v: Path, plan: Plan) -> None:
         cases.append((long_v, cut_gifs(long_v, INPUTS_DIR / "history-long", [100, 290, 455])))
     docs = []
     for video, history in cases:
-        homes = (m.fresh_home(), m.fresh_home())
+        # The default path in the bench's own home (int8 model and verdict made
+        # by R10), the fp32 exhaustive reference in a fresh one.
+        reference = m.fresh_home()
         try:
-            docs.append(agreement(video, history, weights, 5, *homes))
+            docs.append(agreement(video, history, weights, 5, Path(os.environ["PHD_HOME"]),
+                                  reference))
         finally:
-            for home in homes:
-                m.remove(home)
+            m.remove(reference)
     b.results["r12"] = docs
     worst = min(d["same"] for d in docs)
     b.row("R12", float(worst), len(docs), "; ".join(

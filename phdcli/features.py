@@ -7,9 +7,12 @@ fixed rate (``FeatureSpec.clip_fps``) whatever the source's rate, so a GIF cut
 from a video at 10 fps and its source segment at 30 fps give nearly the same
 feature.
 
-The cache is keyed by the file's content hash, the exact backbone weights, the
-layer, the sampling and the segment bounds: a second ``phd suggest`` on the
-same video loads features from disk and never loads C3D at all.
+The cache holds clips, not segments: one table per file, keyed by the file's
+content hash, the exact backbone weights, the layer and how a clip is
+sampled. Any segmentation (or the coarse and fine passes of
+``phdcli.rank``) reads the clips it needs from it and computes only those it
+lacks; a second ``phd suggest`` on the same video loads features from disk
+and never loads C3D at all. Entries are checked before they are trusted.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -174,6 +177,9 @@ class FeatureExtractor:
         self._backbone_id: str | None = None
         self._c3d: LoadedC3D | None = None
         self._int8: Int8C3D | None = None
+        # The video the int8 self-check uses (set by ``phd suggest`` to the
+        # video at hand, so that a short history GIF computed first is not it).
+        self.check_video: VideoInfo | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -228,11 +234,24 @@ class FeatureExtractor:
         rt = self.runtime
         if rt.precision != "int8" or self._int8 is not None:
             return
+
         from phdcli import int8
 
         net = self._network()
         assert self._weights_path is not None
-        engine, final = int8.prepare(net, rt, video, self.spec, self._weights_path)
+        try:
+            engine, final = int8.prepare(net, rt, self.check_video or video, self.spec,
+                                         self._weights_path)
+        except PhdError:
+            raise
+        except Exception as exc:  # an OpenVINO/NNCF install that does not work
+            if not rt.needs_self_check:
+                raise WeightsError(f"int8 C3D failed ({type(exc).__name__}: {exc}); "
+                                   "use --precision fp32") from None
+            log.warning("warning: int8 C3D failed (%s: %s): using fp32", type(exc).__name__,
+                        " ".join(str(exc).split())[:200])
+            engine, final = None, replace(rt, precision="fp32", needs_self_check=False,
+                                          reason=f"int8 failed ({type(exc).__name__})")
         self._runtime = final
         self._int8 = engine
         log.log(NOTICE, "%s", final.describe())

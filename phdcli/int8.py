@@ -18,6 +18,8 @@ weights file and CPU, so the check runs once.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -50,15 +52,20 @@ CALIBRATION_CLIPS = 8
 CHECK_CLIPS = 8
 MIN_COSINE = 0.99
 # Ranking agreement: each check clip's TOP_K nearest other clips (centred
-# cosine, as the ranking model compares segments with history GIFs).
+# cosine, as the ranking model compares segments with history GIFs). A clip
+# whose k-th and (k+1)-th neighbours are closer than TIE in fp32 has no
+# top-k to keep (a static shot, a repeated scene): it is not graded, so
+# that a verdict, which is cached, never hangs on a coin flip.
 TOP_K = 3
+TIE = 0.01
 
 
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
     min_cosine: float
-    topk_agree: int  # clips whose top-k neighbours are the same in int8
+    topk_agree: int  # graded clips whose top-k neighbours are the same in int8
+    topk_graded: int  # clips with a clear fp32 top-k (no near-tie at the k-th)
     clips: int
     video: str
     cpu: str
@@ -66,7 +73,7 @@ class Verdict:
 
     def summary(self) -> str:
         return (f"min cosine {self.min_cosine:.4f} over {self.clips} clips, same top-{TOP_K} "
-                f"for {self.topk_agree}/{self.clips}")
+                f"for {self.topk_agree}/{self.topk_graded}")
 
 
 class Int8C3D:
@@ -169,7 +176,11 @@ def build(net: LoadedC3D, layer: str, calibration: np.ndarray) -> Any:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.net(x, layer=layer)
 
-    with warnings.catch_warnings():
+    # NNCF draws progress bars on stdout, which must stay phd's (--json);
+    # what it has to say about failures comes back as exceptions.
+    quiet = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), \
+            contextlib.redirect_stderr(quiet):
         warnings.simplefilter("ignore")  # tracer warnings about the shape check
         model = ov.convert_model(_UpTo().eval(), example_input=torch.from_numpy(calibration[:1]),
                                  input=[(-1, *calibration.shape[1:])])
@@ -188,28 +199,37 @@ def compile_model(model: Any) -> Int8C3D:
 # ---------------------------------------------------------------- the check
 
 
-def compare(ref: np.ndarray, low: np.ndarray, k: int = TOP_K) -> tuple[float, int]:
-    """(min cosine of matching rows, rows whose top-k neighbours agree).
+def compare(ref: np.ndarray, low: np.ndarray, k: int = TOP_K) -> tuple[float, int, int]:
+    """(min cosine of matching rows, rows whose top-k neighbours agree, rows graded).
 
     Neighbours are ranked by cosine after centring on the clips' mean (what
     the ranking model does with a video's segments and the history): row i's
     k most similar other rows must be the same set in ``low`` as in ``ref``.
+    Rows without a clear top-k in ``ref`` (a gap under TIE after the k-th)
+    are not graded.
     """
     def unit(a: np.ndarray) -> np.ndarray:
         a = a.astype(np.float64)
         return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
     cosines = (unit(ref) * unit(low)).sum(axis=1)
-    k = max(1, min(k, len(ref) - 1))
+    k = max(1, min(k, len(ref) - 2))
 
-    def neighbours(a: np.ndarray) -> list[set[int]]:
+    def similarities(a: np.ndarray) -> np.ndarray:
         c = unit(a - a.mean(axis=0))
         sims = c @ c.T
         np.fill_diagonal(sims, -np.inf)
-        return [set(np.argsort(-row, kind="stable")[:k].tolist()) for row in sims]
+        return sims
 
-    agree = sum(a == b for a, b in zip(neighbours(ref), neighbours(low), strict=True))
-    return float(cosines.min()), int(agree)
+    ref_sims, low_sims = similarities(ref), similarities(low)
+    agree = graded = 0
+    for r, q in zip(ref_sims, low_sims, strict=True):
+        order = np.argsort(-r, kind="stable")
+        if r[order[k - 1]] - r[order[k]] < TIE:
+            continue
+        graded += 1
+        agree += set(order[:k].tolist()) == set(np.argsort(-q, kind="stable")[:k].tolist())
+    return float(cosines.min()), agree, graded
 
 
 def _user_clips(video: VideoInfo, spec: FeatureSpec, count: int, net: LoadedC3D) -> np.ndarray:
@@ -263,9 +283,11 @@ def prepare(net: LoadedC3D, runtime: Runtime, video: VideoInfo, spec: FeatureSpe
     if verdict is None:
         assert clips is not None
         check = clips[1::2]
-        min_cos, agree = compare(_torch_reference(net, layer, check), engine.forward(check))
-        ok = min_cos >= MIN_COSINE and agree == len(check)
-        verdict = Verdict(ok, min_cos, agree, len(check), video.path.name, cpu, time.time())
+        min_cos, agree, graded = compare(_torch_reference(net, layer, check),
+                                         engine.forward(check))
+        ok = min_cos >= MIN_COSINE and agree == graded
+        verdict = Verdict(ok, min_cos, agree, graded, len(check), video.path.name, cpu,
+                          time.time())
         try:
             atomic_write_text(vfile, json.dumps(asdict(verdict)))
         except OSError as exc:  # a read-only cache: the check runs again next time

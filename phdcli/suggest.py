@@ -221,6 +221,7 @@ class Suggester:
             segments = fixed_segments(info.duration_s, cfg.length_s)
         log.info("%s: %.1f s, %d segments", source.stem, info.duration_s, len(segments))
 
+        self.extractor.check_video = info  # the int8 self-check runs on the user's video
         names, history = self.history_features()
         ranking = rank_segments(self.extractor, self.model, info, segments, history, cfg.k,
                                 cfg.exhaustive, progress=self._stage_progress("clips"))
