@@ -5,6 +5,7 @@ does not exist is an error, never a silent fallback (rembg's users were
 bitten by that). On MPS, C3D's operations are tried on a tiny tensor first:
 one that this PyTorch lacks there sends the run to the CPU, and the reason is
 said with the device.
+
 bf16 is used where the hardware does it natively: on a CPU without native
 bf16 (AMX-BF16 / AVX512-BF16) PyTorch emulates it and C3D runs hundreds of
 times slower than fp32, so ``auto`` keeps fp32 there.
@@ -239,7 +240,14 @@ def probe_c3d_ops(device: str, precision: str) -> tuple[str | None, list[str]]:
                 F.linear(h.flatten(1), zeros(2, h[0].numel()), zeros(2)).cpu()
         except (NotImplementedError, RuntimeError, TypeError) as exc:
             return _mps_problem(str(exc)), []
-    on_cpu = [m.group(1) for w in caught if (m := _MPS_OP_RE.search(str(w.message)))]
+    messages = [str(w.message) for w in caught]
+    if any("Disabling autocast" in m for m in messages):
+        # torch < 2.6 (or macOS < 14) turns bf16 autocast off on MPS with a
+        # warning and runs fp32: that is not the bf16 that was asked for.
+        import torch
+
+        return f"MPS autocast lacks {precision} in torch {torch.__version__}", []
+    on_cpu = [m.group(1) for text in messages if (m := _MPS_OP_RE.search(text))]
     return None, sorted(set(on_cpu))
 
 

@@ -220,3 +220,20 @@ def test_probe_names_operations_torch_moved_to_the_cpu(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(torch.nn.functional, "max_pool3d", falls_back)
     assert device_mod.probe_c3d_ops("cpu", "fp32") == (None, ["aten::max_pool3d_with_indices"])
+
+
+def test_probe_notices_autocast_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older torch warns and runs fp32 when MPS autocast lacks the dtype: not bf16."""
+    real = torch.nn.functional.conv3d
+
+    def warns(*args: object, **kwargs: object) -> torch.Tensor:
+        import warnings
+
+        warnings.warn("In MPS autocast, but the target dtype is not supported. Disabling "
+                      "autocast.", UserWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv3d", warns)
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    assert device_mod.probe_c3d_ops("cpu", "bf16") == (
+        "MPS autocast lacks bf16 in torch 2.5.1", [])
