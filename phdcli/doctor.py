@@ -26,10 +26,11 @@ def _ffmpeg() -> Check:
     from phdcli.errors import FfmpegError
     from phdcli.ffgraph import ClipEncoding, clip_args
     from phdcli.ffmpeg import ffmpeg_exe, run_ffmpeg
-    from phdcli.gifs import FORMAT_SUFFIX, MP4_CRF_LADDER, WEBP_QUALITY_LADDER
+    from phdcli.gifs import FORMAT_SUFFIX, MP4_CRF_LADDER, WEBP_QUALITY_LADDER, GifOptions
 
     exe = ffmpeg_exe()
-    quality = {"gif": 256, "mp4": MP4_CRF_LADDER[0], "webp": WEBP_QUALITY_LADDER[0]}
+    quality = {"gif": GifOptions().colors, "mp4": MP4_CRF_LADDER[0],
+               "webp": WEBP_QUALITY_LADDER[0]}
     with tempfile.TemporaryDirectory(prefix="phd-doctor-") as tmp:
         for fmt, suffix in FORMAT_SUFFIX.items():
             out = Path(tmp) / f"probe{suffix}"

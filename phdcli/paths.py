@@ -78,7 +78,16 @@ def bundled_file(name: str) -> Path:
     """
     from importlib.resources import as_file, files
 
-    return _resource_paths.enter_context(as_file(files(BUNDLED_PACKAGE) / name))
+    from phdcli.errors import WeightsError
+
+    try:
+        resource = files(BUNDLED_PACKAGE) / name
+    except ModuleNotFoundError:
+        resource = None
+    if resource is None or not resource.is_file():
+        raise WeightsError(f"{name} is missing from this phd install (package "
+                           f"{BUNDLED_PACKAGE}): reinstall phd, or pass the file explicitly")
+    return _resource_paths.enter_context(as_file(resource))
 
 
 _resource_paths = contextlib.ExitStack()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from phdcli.errors import WeightsError
 from phdcli.model import DEFAULT_MODEL_NAME, default_model_path
 from phdcli.paths import BUNDLED_PACKAGE, bundled_file
 from tests import media
@@ -44,6 +45,8 @@ def test_bundled_files_come_through_importlib_resources() -> None:
         path = bundled_file(name)
         assert path.is_file() and path.read_bytes() == (REPO / "weights" / name).read_bytes()
     assert default_model_path() == bundled_file(DEFAULT_MODEL_NAME)
+    with pytest.raises(WeightsError, match="missing from this phd install .*reinstall phd"):
+        bundled_file("no-such-model.safetensors")
 
 
 def _copy_source(dest: Path) -> Path:
