@@ -351,7 +351,9 @@ def _breakdown(run: m.PhdRun) -> list[tuple[str, float]]:
         ("sha256 of video + weights (cache keys)", t.get("hash", 0.0)),
         ("probe", t.get("probe", 0.0)),
         ("C3D load (torch import, device, weights; overlaps decoding)", c3d_load),
-        ("decode -> C3D pipeline wall", max(extract - c3d_load, 0.0)),
+        ("int8 model build + self-check (first use only)", t.get("int8_prepare", 0.0)),
+        ("decode -> C3D pipeline wall",
+         max(extract - c3d_load - t.get("int8_prepare", 0.0), 0.0)),
         ("scoring", t.get("score", 0.0)),
         ("GIF writing (ffmpeg, 5 GIFs)", t.get("gifs", 0.0)),
     ]
