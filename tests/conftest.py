@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,23 @@ def phd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("PHD_C3D_WEIGHTS", raising=False)
     monkeypatch.setattr("phdcli.device.int8_available", lambda: False)
     return home
+
+
+@pytest.fixture
+def phd_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog, also when an earlier CLI test made the "phd" logger stop propagating."""
+    import logging
+
+    logger = logging.getLogger("phd")
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    caplog.handler.setLevel(logging.INFO)
+    try:
+        yield caplog
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
 
 
 @pytest.fixture

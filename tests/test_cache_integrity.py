@@ -74,23 +74,22 @@ def _nan_entry(file: Path) -> None:
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_issue9_row6_damaged_feature_cache_entry_is_removed_and_recomputed(
     kind: str, home: Path, extractor: FeatureExtractor, video: VideoInfo,
-    caplog: pytest.LogCaptureFixture,
+    phd_log: pytest.LogCaptureFixture,
 ) -> None:
     segments = [Segment(0.0, video.duration_s)]
     want = extractor.segment_features(video, segments).segments
     (entry,) = _entries(home)
     DAMAGE[kind](entry)
     before = extractor.stats.clips_forwarded
-    with caplog.at_level(logging.WARNING, logger="phd"):
-        got = extractor.segment_features(video, segments).segments
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    got = extractor.segment_features(video, segments).segments
+    warnings = [r.getMessage() for r in phd_log.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "damaged" in warnings[0] and "\n" not in warnings[0]
     assert extractor.stats.clips_forwarded - before == 2  # recomputed, both clips
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     # ...and stored again, whole: the next run is a clean hit.
-    caplog.clear()
+    phd_log.clear()
     again = extractor.segment_features(video, segments).segments
-    assert extractor.stats.clips_forwarded - before == 2 and not caplog.records
+    assert extractor.stats.clips_forwarded - before == 2 and not phd_log.records
     np.testing.assert_array_equal(again, got)
 
 
@@ -134,7 +133,7 @@ def test_clips_are_computed_once_whatever_segments_ask(
 
 
 def test_issue9_row5_damaged_converted_weights_are_detected_and_reconverted(
-    phd_home: Path, mmaction2_weights: Path, caplog: pytest.LogCaptureFixture
+    phd_home: Path, mmaction2_weights: Path, phd_log: pytest.LogCaptureFixture
 ) -> None:
     state, _ = load_c3d_state(mmaction2_weights)
     converted = converted_path(sha256_file(mmaction2_weights))
@@ -142,15 +141,13 @@ def test_issue9_row5_damaged_converted_weights_are_detected_and_reconverted(
     with open(converted, "r+b") as fh:
         fh.seek(converted.stat().st_size // 2)
         fh.write(np.random.default_rng(0).bytes(1 << 20))
-    with caplog.at_level(logging.WARNING, logger="phd"):
-        again, _ = load_c3d_state(mmaction2_weights)
-    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    again, _ = load_c3d_state(mmaction2_weights)
+    (warning,) = [r.getMessage() for r in phd_log.records if r.levelno == logging.WARNING]
     assert "checksum mismatch" in warning and "converting" in warning
     assert all(torch.equal(again[k], state[k]) for k in state)
-    caplog.clear()  # the file written again verifies
-    with caplog.at_level(logging.WARNING, logger="phd"):
-        load_c3d_state(mmaction2_weights)
-    assert not caplog.records
+    phd_log.clear()  # the file written again verifies
+    load_c3d_state(mmaction2_weights)
+    assert not phd_log.records
 
 
 def test_issue9_row5_nonfinite_features_are_refused_and_never_cached(

@@ -12,7 +12,6 @@ levels in int8.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -130,18 +129,17 @@ def test_self_check_accepts_random_weights_caches_the_verdict_and_fp32_wins(
 @pytest.mark.heavy
 def test_self_check_refuses_weights_that_quantize_badly(
     int8_home: Path, outlier_weights: Path, video: VideoInfo,
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    phd_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     segments = fixed_segments(video.duration_s, 5.0)
-    with caplog.at_level(logging.INFO, logger="phd"):
-        ext = FeatureExtractor(SPEC, outlier_weights, "cpu", "auto")
-        feats = ext.segment_features(video, segments)
+    ext = FeatureExtractor(SPEC, outlier_weights, "cpu", "auto")
+    feats = ext.segment_features(video, segments)
     assert ext.runtime.precision == "fp32"
     assert "int8 refused by the self-check" in ext.runtime.reason
     verdict = _verdict(outlier_weights)
     assert verdict is not None and not verdict.ok
     assert verdict.min_cosine < int8.MIN_COSINE or verdict.topk_agree < verdict.topk_graded
-    said = [r.getMessage() for r in caplog.records if "precision" in r.getMessage()]
+    said = [r.getMessage() for r in phd_log.records if "precision" in r.getMessage()]
     assert said == [ext.runtime.describe()]
     assert not _table_int8_flags(ext, video).any()  # every clip went through fp32
     assert np.isfinite(feats.segments).all()
@@ -151,13 +149,12 @@ def test_self_check_refuses_weights_that_quantize_badly(
     again = FeatureExtractor(SPEC, outlier_weights, "cpu", "auto")
     again.segment_features(video, fixed_segments(video.duration_s, 3.0))
     assert again.runtime.precision == "fp32" and "cached" in again.runtime.reason
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="phd"):
-        forced = FeatureExtractor(SPEC, outlier_weights, "cpu", "int8")
-        forced.segment_features(video, fixed_segments(video.duration_s, 4.0))
+    phd_log.clear()
+    forced = FeatureExtractor(SPEC, outlier_weights, "cpu", "int8")
+    forced.segment_features(video, fixed_segments(video.duration_s, 4.0))
     assert forced.runtime.precision == "int8"
     assert any("forced although the self-check refused" in r.getMessage()
-               for r in caplog.records)
+               for r in phd_log.records)
 
 
 def test_compare_counts_cosine_and_neighbours() -> None:
