@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,20 +22,31 @@ def phd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-@pytest.fixture
-def phd_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """caplog, also when an earlier CLI test made the "phd" logger stop propagating."""
-    import logging
+class LogLines(logging.Handler):
+    """The "phd" logger's records, whatever an earlier CLI test did to it
+    (the CLI stops propagation, so pytest's caplog may see nothing)."""
 
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def clear(self) -> None:
+        self.records.clear()
+
+
+@pytest.fixture
+def phd_log() -> Iterator[LogLines]:
     logger = logging.getLogger("phd")
-    level = logger.level
-    logger.addHandler(caplog.handler)
+    level, lines = logger.level, LogLines()
+    logger.addHandler(lines)
     logger.setLevel(logging.INFO)
-    caplog.handler.setLevel(logging.INFO)
     try:
-        yield caplog
+        yield lines
     finally:
-        logger.removeHandler(caplog.handler)
+        logger.removeHandler(lines)
         logger.setLevel(level)
 
 

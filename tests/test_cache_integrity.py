@@ -23,6 +23,7 @@ from phdcli.video import VideoInfo, probe
 from phdcli.weights import converted_path, load_c3d_state
 from tests import media
 from tests.c3d_files import random_c3d_state
+from tests.conftest import LogLines
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def _nan_entry(file: Path) -> None:
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_issue9_row6_damaged_feature_cache_entry_is_removed_and_recomputed(
     kind: str, home: Path, extractor: FeatureExtractor, video: VideoInfo,
-    phd_log: pytest.LogCaptureFixture,
+    phd_log: LogLines,
 ) -> None:
     segments = [Segment(0.0, video.duration_s)]
     want = extractor.segment_features(video, segments).segments
@@ -133,7 +134,7 @@ def test_clips_are_computed_once_whatever_segments_ask(
 
 
 def test_issue9_row5_damaged_converted_weights_are_detected_and_reconverted(
-    phd_home: Path, mmaction2_weights: Path, phd_log: pytest.LogCaptureFixture
+    phd_home: Path, mmaction2_weights: Path, phd_log: LogLines
 ) -> None:
     state, _ = load_c3d_state(mmaction2_weights)
     converted = converted_path(sha256_file(mmaction2_weights))

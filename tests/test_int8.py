@@ -26,6 +26,7 @@ from phdcli.segments import Segment, fixed_segments
 from phdcli.video import VideoInfo, probe
 from tests import media
 from tests.c3d_files import random_c3d_state
+from tests.conftest import LogLines
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -129,7 +130,7 @@ def test_self_check_accepts_random_weights_caches_the_verdict_and_fp32_wins(
 @pytest.mark.heavy
 def test_self_check_refuses_weights_that_quantize_badly(
     int8_home: Path, outlier_weights: Path, video: VideoInfo,
-    phd_log: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    phd_log: LogLines, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     segments = fixed_segments(video.duration_s, 5.0)
     ext = FeatureExtractor(SPEC, outlier_weights, "cpu", "auto")
