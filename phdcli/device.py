@@ -217,9 +217,13 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
 
 
 def int8_available() -> bool:
-    """True when the int8 runtime (OpenVINO, with NNCF to build the model) is installed."""
+    """True when the int8 runtime (OpenVINO, with NNCF to build the model) is
+    installed and ``PHD_INT8=0`` does not keep ``auto`` away from it."""
     import importlib.util
+    import os
 
+    if os.environ.get("PHD_INT8", "").strip().lower() in ("0", "off", "no", "false"):
+        return False
     return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
 
 

@@ -60,8 +60,9 @@ def server(videos: dict[str, Path]) -> Iterator[str]:
 
 def phd(*args: str, home: Path, weights: Path, stdin: str | None = None,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    # PHD_INT8=0: a fresh home would build and check int8 C3D first (tests/test_int8.py).
     full_env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "PHD_C3D_WEIGHTS": str(weights),
-                **(env or {})}
+                "PHD_INT8": "0", **(env or {})}
     return subprocess.run([sys.executable, "-m", "phdcli", *args], input=stdin,
                           capture_output=True, text=True, env=full_env, timeout=600)
 
@@ -137,7 +138,7 @@ def test_json_schema_and_clean_stdout_on_a_terminal(
     """With a pty as stdout and stderr, stdout still holds only the JSON."""
     args = [sys.executable, "-m", "phdcli", "suggest", str(videos["a"]), "-k", "2", "--json",
             "--explain", "--out", str(tmp_path / "o"), "--device", "cpu"]
-    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(phd_home),
+    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(phd_home), "PHD_INT8": "0",
            "PHD_C3D_WEIGHTS": str(mmaction2_weights), "TERM": "xterm", "COLUMNS": "120"}
     out_master, out_slave = pty.openpty()
     err_master, err_slave = pty.openpty()

@@ -12,7 +12,7 @@ from tests import media
 
 
 def phd(*args: str, env_home: Path, weights: Path | None = None) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(env_home)}
+    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(env_home), "PHD_INT8": "0"}
     if weights is not None:
         env["PHD_C3D_WEIGHTS"] = str(weights)
     return subprocess.run(

@@ -10,6 +10,45 @@ from phdcli.device import Runtime, cpu_native_bf16, resolve_runtime
 from phdcli.errors import DeviceError, UsageError
 
 
+@pytest.fixture(autouse=True)
+def no_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bf16/MPS logic below as on a machine without OpenVINO (int8: its own tests)."""
+    monkeypatch.setenv("PHD_INT8", "0")
+
+
+def test_auto_proposes_int8_only_on_a_cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PHD_INT8")
+    monkeypatch.setattr(device_mod, "int8_available", lambda: True)
+    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
+    rt = resolve_runtime("cpu")
+    assert (rt.precision, rt.needs_self_check) == ("int8", True)
+    assert rt.reason == "CPU lacks native bf16; int8 if the self-check passes"
+    assert resolve_runtime("cpu", "fp32") == Runtime("cpu", "fp32",
+                                                     "fp32 requested; CPU lacks native bf16")
+    forced = resolve_runtime("cpu", "int8")
+    assert (forced.precision, forced.needs_self_check) == ("int8", False)
+    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: "AMX-BF16")
+    assert resolve_runtime("cpu").precision == "bf16"  # native bf16 needs no check
+
+
+def test_int8_is_cpu_only_and_needs_its_runtime(monkeypatch: pytest.MonkeyPatch,
+                                                two_gpus: None) -> None:
+    with pytest.raises(UsageError, match="CPU only"):
+        resolve_runtime("cuda", "int8")
+    monkeypatch.setattr(device_mod, "int8_available", lambda: False)
+    with pytest.raises(DeviceError, match="OpenVINO"):
+        resolve_runtime("cpu", "int8")
+
+
+def test_phd_int8_0_keeps_auto_off_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not device_mod.int8_available()  # PHD_INT8=0 from the fixture
+    monkeypatch.delenv("PHD_INT8")
+    import importlib.util
+
+    has = all(importlib.util.find_spec(n) for n in ("openvino", "nncf"))
+    assert device_mod.int8_available() == has
+
+
 @pytest.fixture
 def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
