@@ -411,10 +411,10 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Evaluate on PHD^2 annotations: mAP, nMSD, Recall@5 (the paper's protocol)."""
-    from phdcli.evaluate import evaluate
+    from phdcli.training.evaluate import evaluate
 
     if dataset is not None:
-        from phdcli.train import evaluate_dataset
+        from phdcli.training.train import evaluate_dataset
 
         if model in ("random", "prior"):
             raise UsageError("--dataset needs --model FILE (a ranking model file)")
@@ -446,7 +446,7 @@ def train_prior_command(
     seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
 ) -> None:
     """Fit the temporal prior (where in a video people make GIFs)."""
-    from phdcli.evaluate import train_prior, validate_prior
+    from phdcli.training.evaluate import train_prior, validate_prior
 
     train_prior(annotations, out, seed=seed)
     log.log(NOTICE, "wrote %s", out)
@@ -468,7 +468,7 @@ def dataset_build(
     c3d_weights: WeightsOpt = None,
 ) -> None:
     """Extract the features of a training or test set (resumable)."""
-    from phdcli.dataset import build_dataset
+    from phdcli.training.dataset import build_dataset
 
     with _Progress() as progress:
         summary = build_dataset(annotations, videos, out, runtime_device=device,
@@ -491,7 +491,7 @@ def train_content_command(
         help="Take the temporal prior from this model file.")] = None,
 ) -> None:
     """Train PHD-CA and SVM-D, fit the fusion weights on validation users."""
-    from phdcli.train import train_content
+    from phdcli.training.train import train_content
 
     with _Progress() as progress:
         summary = train_content(dataset, out, seed=seed, epochs=epochs, base_model=base_model,

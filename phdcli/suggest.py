@@ -378,6 +378,11 @@ def suggest_batch(
     items, failures = expand_inputs(inputs)
     suggester = Suggester(config, progress)
     suggester.extractor.backbone_id  # noqa: B018 - missing weights fail once, up front
+    from phdcli.model import check_compatible
+
+    # A model trained on one backbone's features must not score another's.
+    check_compatible(suggester.model, suggester.extractor.spec, "the features of these weights",
+                     suggester.extractor.backbone_sha256)
     batch = BatchResult(failures=failures)
     batch.stats.model_loads = 1
     for item in items:

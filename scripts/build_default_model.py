@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from phdcli.evaluate import fit_prior
 from phdcli.features import FeatureSpec
 from phdcli.model import FusedModel, default_model_path, save_model
-from phdcli.phd2 import load_annotations
+from phdcli.training.annotations import load_annotations
+from phdcli.training.evaluate import fit_prior
 
 K = 20
 # The prior's scores span about +-1 within a video; the similarity term's top

@@ -1,4 +1,4 @@
-"""phdcli.dataset: labels and spans, then a whole build -> train -> model file run.
+"""phdcli.training.dataset: labels and spans, then a whole build -> train -> model file run.
 
 The end-to-end test uses generated videos served over loopback HTTP (real
 yt-dlp, generic extractor) and RANDOM C3D weights (tests/c3d_files.py): it
@@ -19,7 +19,11 @@ import numpy as np
 import pytest
 from media import run_ffmpeg
 
-from phdcli.dataset import (
+from phdcli.errors import UsageError, WeightsError
+from phdcli.features import FeatureSpec
+from phdcli.model import check_compatible, load_model
+from phdcli.training.annotations import Gif, User, UserVideo
+from phdcli.training.dataset import (
     AMBIGUOUS,
     ARCHIVE,
     NEGATIVE,
@@ -34,11 +38,7 @@ from phdcli.dataset import (
     segment_labels,
     user_file_name,
 )
-from phdcli.errors import UsageError, WeightsError
-from phdcli.features import FeatureSpec
-from phdcli.model import check_compatible, load_model
-from phdcli.phd2 import Gif, User, UserVideo
-from phdcli.train import train_content
+from phdcli.training.train import train_content
 
 # One clip per segment: C3D costs ~2.5 s a clip on a 2-core CPU.
 SPEC = FeatureSpec(clips_per_segment=1)

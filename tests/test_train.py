@@ -1,4 +1,4 @@
-"""phdcli.train on synthetic users: features made directly, no video, no C3D.
+"""phdcli.training.train on synthetic users: features made directly, no video, no C3D.
 
 These tests prove the code learns what it is built to learn (a generic
 highlight direction, a per-user taste seen through the history, and their
@@ -23,27 +23,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phdcli.dataset import (
-    DATASET_FORMAT,
-    NEGATIVE,
-    POSITIVE,
-    UserSample,
-    merge_spans,
-    save_user_sample,
-    user_file_name,
-)
 from phdcli.errors import InputError, WeightsError
 from phdcli.features import FeatureSpec, l2_normalise
 from phdcli.model import load_model, save_model
-from phdcli.train import (
+from phdcli.training.dataset import DATASET_FORMAT
+from phdcli.training.fit import (
     evaluate_samples,
     fit_fused,
     pair_accuracy,
     part_models,
     sample_pairs,
     split_samples,
-    train_content,
 )
+from phdcli.training.labels import NEGATIVE, POSITIVE, merge_spans
+from phdcli.training.samples import PackWriter, UserSample
+from phdcli.training.train import train_content
 
 DIM = 128
 SEGMENT_S = 5.0
@@ -154,12 +148,15 @@ def test_cold_start_users_train_and_score() -> None:
     assert np.isfinite(terms.total).all() and np.all(terms.svm == terms.svm[0])
 
 
-def write_dataset(folder: Path, samples: list[UserSample], spec: FeatureSpec = SPEC) -> Path:
+def write_dataset(folder: Path, samples: list[UserSample], spec: FeatureSpec = SPEC,
+                  backbone_sha256: str = "0" * 64) -> Path:
     """A dataset folder as build_dataset writes it, from samples made in memory."""
+    writer = PackWriter(folder / "samples")
     for sample in samples:
-        save_user_sample(folder / "users" / user_file_name(sample.user_id), sample)
+        writer.add(sample)
+    writer.close()
     manifest = {"format": DATASET_FORMAT, "features": spec.to_dict(), "backbone": "synthetic@0",
-                "annotations": None}
+                "backbone_sha256": backbone_sha256, "annotations": None}
     (folder / "dataset.json").write_text(json.dumps(manifest))
     return folder
 
