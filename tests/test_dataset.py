@@ -282,3 +282,30 @@ def test_build_resume_train_end_to_end(
     scores = model.score(u101.test_segments, u101.history, u101.test_bounds_s[:, 0],
                          u101.test_bounds_s[:, 1], u101.duration_s)
     assert np.isfinite(scores.total).all()
+
+
+def test_dataset_build_cli_reports_failures_as_json_and_exits_1(
+    tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No video is on disk and --download is off: every video fails with its reason
+    (C3D is never loaded, so a placeholder weights file does)."""
+    from phdcli.cli import main
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"placeholder: never loaded, only hashed")
+    annotations = tmp_path / "phd2.csv"
+    annotations.write_text(ANNOTATIONS)
+    args = ["dataset", "build", str(annotations), "--videos", str(tmp_path / "videos"),
+            "-o", str(tmp_path / "ds"), "--c3d-weights", str(weights), "--json"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--max-history-videos", "1"])
+    assert exit_info.value.code == 1
+    doc = json.loads(capsys.readouterr().out)
+    # The cap keeps each user's most recent history video: gone1 is not needed any more.
+    assert doc["videos_total"] == 4 and doc["videos_failed"] == 4 and doc["videos_done"] == 0
+    assert (doc["n_users_built"], doc["n_users_skipped"], doc["clips_forwarded"]) == (0, 4, 0)
+    assert all("--download fetches it" in f["reason"] for f in doc["failures"])
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--engine", "spark"])
+    assert exit_info.value.code == 2
+    assert "phd: error: --engine must be one of local, ray" in capsys.readouterr().err

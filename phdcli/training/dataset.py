@@ -47,7 +47,7 @@ from phdcli.features import FeatureSpec
 from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256, sha256_file
 from phdcli.training.annotations import User, load_annotations
 from phdcli.training.download import YOUTUBE_URL
-from phdcli.training.engines import Engine, get_engine
+from phdcli.training.engines import ENGINES, Engine, get_engine
 from phdcli.training.jobs import BuildContext, Outcome, VideoJob, plan_jobs
 from phdcli.training.labels import (
     LABEL_RULE,
@@ -97,6 +97,10 @@ class BuildConfig:
             raise UsageError(f"the history cap must be >= 0, got {self.history_cap}")
         if self.batch_clips < 1 or self.download_attempts < 1:
             raise UsageError("batch size and download attempts must be at least 1")
+        if self.engine not in ENGINES:
+            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.address is not None and self.engine != "ray":
+            raise UsageError("--address needs --engine ray")
 
 
 @dataclass
