@@ -70,11 +70,11 @@ def _remote_parts(ray: Any) -> tuple[Any, Any, Any, Any]:
     class FeatureWorker:
         """C3D on one device, loaded once; restarted by Ray if its process dies."""
 
-        def __init__(self, ctx: BuildContext, threads: int | None) -> None:
-            if threads:
+        def __init__(self, ctx: BuildContext, cpu_actor: bool) -> None:
+            if cpu_actor:  # Ray gives a task one thread; C3D on a CPU wants the node's cores
                 import torch
 
-                torch.set_num_threads(threads)
+                torch.set_num_threads(os.cpu_count() or 1)
             self.extractor = ctx.extractor()
 
         def describe(self) -> str:
@@ -139,9 +139,7 @@ class _Driver:
         n_workers = engine.feature_workers or gpus or max(1, cpus // 8)
         opts: dict[str, Any] = {"max_restarts": -1, "max_task_retries": TASK_RETRIES}
         opts.update({"num_gpus": 1} if gpus else {"num_cpus": 1})
-        # A CPU actor gets the node's cores for torch, as the local engine does.
-        threads = None if gpus else max(1, (os.cpu_count() or 1) // n_workers)
-        self.workers = [worker_cls.options(**opts).remote(ctx, threads) for _ in range(n_workers)]
+        self.workers = [worker_cls.options(**opts).remote(ctx, not gpus) for _ in range(n_workers)]
         try:
             self.runtime = ray.get(self.workers[0].describe.remote())
         except ray.exceptions.RayError as exc:  # no worker can run C3D: stop here, say why
