@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 
-.PHONY: install suggest test test-heavy lint bench-quick completions clean
+.PHONY: install suggest test test-heavy lint bench-quick completions dist clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,5 +35,9 @@ bench-quick: $(STAMP)
 completions: $(STAMP)
 	$(BIN)/python scripts/gen_completions.py
 
+# The sdist and the wheel (with the bundled model and its card) in dist/.
+dist: $(STAMP)
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist
