@@ -214,6 +214,8 @@ def suggest(
         typer.echo(json.dumps(batch.to_dict(explain), indent=1))
     elif not as_jsonl:
         _print_suggestions(batch, explain)
+    if batch.report is not None:
+        log.log(NOTICE, "report: %s", batch.report)
     if batch.failures:
         raise typer.Exit(1)
 
@@ -263,8 +265,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
         table = Table(title=f"{result.input} ({result.duration_s:.0f} s)")
         for column in ("rank", "start-end", "score"):
             table.add_column(column, justify="right")
+        heat = explain and result.heatmap is not None
         if explain:
-            for column in ("fnn", "svm-d", "prior", "nearest GIF (sim.)"):
+            for column in ("fnn", "svm-d", "prior", *(["heatmap (replay)"] if heat else []),
+                           "nearest GIF (sim.)"):
                 table.add_column(column, justify="right")
         table.add_column("file")
         for s in result.suggestions:
@@ -272,7 +276,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
             if explain:
                 e = s.explanation
                 near = "-" if e.nearest_gif is None else f"{e.nearest_gif} ({e.similarity:.2f})"
-                row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}", near]
+                row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}"]
+                if heat:
+                    row.append(f"{e.heatmap_term:.3f} ({e.heatmap_value:.2f})")
+                row.append(near)
             row.append(str(s.path or "-"))
             table.add_row(*row)
         console.print(table)

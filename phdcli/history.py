@@ -328,8 +328,7 @@ def recognise_outputs(files: Sequence[Path], extractor: FeatureExtractor
             continue  # add() reports it
         record, why = lookup(cached_sha256(file))
         if record is None:
-            level = NOTICE if why.startswith("its phd record") else logging.INFO
-            log.log(level, "%s: %s; computing its features from the file", file.name, why)
+            log.log(NOTICE, "%s: %s; computing its features from the file", file.name, why)
             continue
         vector: np.ndarray | None = record.feature.vector
         if not record.feature.matches(extractor.backbone_id, extractor.spec.to_dict()):

@@ -80,15 +80,15 @@ def check_free(path: Path, force: bool) -> None:
 
 # -- the per-video page -------------------------------------------------------
 def write_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo,
-                     path: Path) -> Path:
-    atomic_write_text(path, render_video_page(result, timeline, run, path.parent))
+                     path: Path, title: str) -> Path:
+    atomic_write_text(path, render_video_page(result, timeline, run, path.parent, title))
     return path
 
 
 def render_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo,
-                      page_dir: Path) -> str:
+                      page_dir: Path, title: str) -> str:
+    """``title``: the video's name as phd shows it (the sanitised stem)."""
     picks = result.suggestions
-    title = Path(result.video).stem if "://" not in result.input else result.input
     scale = max((abs(v) for s in picks for _, v in _terms(s)), default=0.0) or 1.0
     # Each history GIF is embedded once, as a CSS background that every card
     # showing it reuses (an <img> per card would repeat the data).
@@ -364,13 +364,13 @@ stroke-dasharray:4 3}
 vertical-align:-1px;border-radius:2px}
 .sw-seg{background:var(--seg)}.sw-pick{background:var(--pick)}.sw-kept{background:var(--kept)}
 .sw-heat{background:var(--heat)}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:16px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:16px}
 .card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px}
 .card:target{outline:3px solid var(--pick)}
 .card h3{margin:8px 0;font-size:16px}.rank{color:var(--pick)}
 .score{float:right;color:var(--dim);font-weight:normal}
 .media img,.media video{width:100%;border-radius:6px;display:block;background:#000}
-svg.terms{width:100%;height:auto;font:12px system-ui}
+svg.terms{width:100%;max-width:330px;height:auto;font:12px system-ui}
 svg.terms line{stroke:var(--dim)}svg.terms .pos{fill:var(--pos)}svg.terms .neg{fill:var(--neg)}
 svg.terms .val{fill:var(--dim)}
 .nearest{display:flex;gap:10px;align-items:center;margin-top:8px;font-size:13px}

@@ -300,7 +300,7 @@ class Suggester:
         if page is not None:
             from phdcli.report import Timeline
 
-            result.report = self._write_report(result, page, Timeline(
+            result.report = self._write_report(result, page, source.stem, Timeline(
                 starts, ends, total, excluded, kept_spans, source.heatmap))
         return result
 
@@ -314,10 +314,11 @@ class Suggester:
         check_free(page, self.config.force)
         return page
 
-    def _write_report(self, result: VideoSuggestions, page: Path, timeline: Timeline) -> Path:
+    def _write_report(self, result: VideoSuggestions, page: Path, title: str,
+                      timeline: Timeline) -> Path:
         from phdcli.report import run_info, write_video_page
 
-        return write_video_page(result, timeline, run_info(self), page)
+        return write_video_page(result, timeline, run_info(self), page, title)
 
     def _gif_window(
         self, feats: SegmentFeatures, history: np.ndarray, segment: int, nearest: int,
