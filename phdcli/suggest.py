@@ -449,7 +449,7 @@ def suggest_batch(
     suggester = Suggester(config, progress)
     suggester.extractor.backbone_id  # noqa: B018 - missing weights fail once, up front
     suggester.single_report = len(items) == 1
-    if config.report and len(items) > 1:
+    if config.report:  # index.html: the page of a lone video, or the batch's index
         from phdcli.report import INDEX, check_free
 
         check_free(config.out_dir / INDEX, config.force)

@@ -50,6 +50,8 @@ def test_keep_two_picks_then_suggest_leaves_them_out(
     spec = load_model(default_model_path()).spec
     extractor = FeatureExtractor(spec, home["weights"], "cpu")
     files = [Path(p["path"]) for p in chosen]
+    # Records follow content, not names: a renamed, moved GIF is still recognised.
+    files[1] = files[1].rename(tmp_path / "renamed.gif")
     added = add_to_history(files, user=user, extractor=extractor)
     # The features came from what `phd suggest` computed: C3D never ran.
     assert extractor.stats.c3d_loads == 0 and extractor.stats.clips_forwarded == 0

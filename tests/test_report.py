@@ -217,3 +217,66 @@ def test_heatmap_weight_adds_exactly_the_documented_term(
     # The bump over 5-10 s is large by construction: it now ranks first.
     assert weighted["results"][0]["suggestions"][0]["start"] == 5.0
     assert plain_picks[0]["start"] != 5.0
+
+
+def test_a_batch_gets_a_page_per_video_and_an_index_and_nothing_is_overwritten(
+    footage_home: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phdcli.errors import PhdError
+
+    monkeypatch.setenv("PHD_HOME", str(footage_home["home"]))
+    # Two names, one content: the features come from the shared cache.
+    second = tmp_path / "second take.mp4"
+    shutil.copyfile(footage_home["video"], second)
+    out = tmp_path / "batch"
+    config = SuggestConfig(k=1, out_dir=out, c3d_weights=footage_home["weights"], device="cpu",
+                           report=True, gif=media_gif_options())
+    batch = suggest_batch([str(footage_home["video"]), str(second)], config)
+    assert batch.report == out / "index.html"
+    assert [r.report for r in batch.results] == [out / "footage.html", out / "second_take.html"]
+    index = (out / "index.html").read_text()
+    assert 'href="footage.html"' in index and 'href="second_take.html"' in index
+    page = (out / "second_take.html").read_text()
+    assert 'src="second_take_01_' in page and "file://" not in page
+
+    # A page the user already has is refused, up front, without --force.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "index.html").write_text("my own page")
+    single = SuggestConfig(k=1, out_dir=mine, c3d_weights=footage_home["weights"],
+                           device="cpu", report=True, gif=media_gif_options())
+    with pytest.raises(PhdError, match="index.html already exists"):
+        suggest_batch([str(footage_home["video"])], single)
+    assert (mine / "index.html").read_text() == "my own page"
+    assert sorted(p.name for p in mine.iterdir()) == ["index.html"]  # no GIF written either
+
+
+def media_gif_options() -> object:
+    from phdcli.gifs import GifOptions
+
+    return GifOptions(width=96)
+
+
+@pytest.mark.parametrize("raw", [
+    None, [], "x", [{"start_time": 0, "end_time": 1}],
+    [{"start_time": 0, "end_time": 1, "value": float("nan")}],
+    [{"start_time": 2, "end_time": 1, "value": 0.5}],
+    [{"start_time": 0, "end_time": 2, "value": 0.5}, {"start_time": 1, "end_time": 3, "value": 1}],
+    [{"start_time": True, "end_time": 2, "value": 0.5}],
+])
+def test_a_malformed_heatmap_is_ignored(raw: object) -> None:
+    from phdcli.heatmap import parse
+
+    assert parse(raw) is None
+
+
+def test_heatmap_replay_is_the_time_weighted_mean() -> None:
+    from phdcli.heatmap import parse, replay, score_term
+
+    heat = parse([{"start_time": 4, "end_time": 6, "value": 1.0},
+                  {"start_time": 0, "end_time": 4, "value": 0.5}])
+    assert heat == ((0.0, 4.0, 0.5), (4.0, 6.0, 1.0))
+    # 0-5: 4 s at 0.5 and 1 s at 1.0; 5-10: 1 s at 1.0, 4 s uncovered.
+    assert replay(heat, [0.0, 5.0], [5.0, 10.0]).tolist() == pytest.approx([0.6, 0.2])
+    assert score_term(heat, [0.0], [5.0], 0.0)[1].tolist() == [0.0]
+    assert score_term(None, [0.0], [5.0], 3.0)[1].tolist() == [0.0]
