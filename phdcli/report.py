@@ -69,7 +69,9 @@ class RunInfo:
 
 def page_path(out_dir: Path, stem: str, single: bool) -> Path:
     """index.html for a lone video; ``<stem>.html`` beside an index in a batch."""
-    return Path(out_dir) / (INDEX if single else f"{stem}.html")
+    if single:
+        return Path(out_dir) / INDEX
+    return Path(out_dir) / (f"{stem}-video.html" if f"{stem}.html" == INDEX else f"{stem}.html")
 
 
 def check_free(path: Path, force: bool) -> None:

@@ -280,3 +280,28 @@ def test_heatmap_replay_is_the_time_weighted_mean() -> None:
     assert replay(heat, [0.0, 5.0], [5.0, 10.0]).tolist() == pytest.approx([0.6, 0.2])
     assert score_term(heat, [0.0], [5.0], 0.0)[1].tolist() == [0.0]
     assert score_term(None, [0.0], [5.0], 3.0)[1].tolist() == [0.0]
+
+
+def test_the_command_on_the_page_pins_settings_from_the_environment(
+    footage_home: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import html
+
+    from phdcli.cli import main
+
+    monkeypatch.setenv("PHD_HOME", str(footage_home["home"]))
+    monkeypatch.setenv("PHD_C3D_WEIGHTS", str(footage_home["weights"]))
+    monkeypatch.setenv("PHD_K", "1")  # from the environment: the page must say -k 1
+    out = tmp_path / "pinned"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["suggest", str(footage_home["video"]), "--out", str(out), "--report",
+              "--width", "96", "--device", "cpu", "--json"])
+    assert exit_info.value.code == 0, capsys.readouterr().err
+    page = html.unescape((out / "index.html").read_text())
+    command = page.split("<code>phd suggest ", 1)[1].split("</code>", 1)[0]
+    assert command.startswith(str(footage_home["video"]))
+    for words in ("-k 1", f"--out {out}", "--width 96", "--report", "--device cpu",
+                  f"--c3d-weights {footage_home['weights']}"):
+        assert f" {words}" in command, (words, command)
+    assert "--json" not in command
