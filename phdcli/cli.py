@@ -22,7 +22,7 @@ try:  # typer >= 0.26 vendors its own click
 except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import UsageError as _ClickUsageError
 
-from phdcli import NOTICE, __version__, config, defaults
+from phdcli import NOTICE, config, defaults
 from phdcli.errors import PhdError, UsageError
 
 app = typer.Typer(
@@ -84,7 +84,10 @@ def _show_progress() -> bool:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"phd {__version__}")
+        from phdcli.about import collect  # imports torch: only when asked
+
+        for line in collect().lines():
+            typer.echo(line)
         raise typer.Exit()
 
 
@@ -93,7 +96,8 @@ def _root(
     ctx: typer.Context,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool, typer.Option("--version", callback=_version, is_eager=True,
+                           help="Show the versions, model, device and weights phd uses.")
     ] = False,
 ) -> None:
     _setup_output(quiet)
@@ -106,7 +110,7 @@ UserOpt = Annotated[str, typer.Option("--user", "-u", help="History profile.")]
 HistoryDirOpt = Annotated[
     Path | None, typer.Option("--history", help="Use this folder of GIFs as the history.")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 WeightsOpt = Annotated[
     Path | None,
     typer.Option("--c3d-weights", help="C3D weights file (also PHD_C3D_WEIGHTS).", dir_okay=False),
@@ -161,7 +165,7 @@ def suggest(
                                       help="History profile.")] = "default",
     history: HistoryDirOpt = None,
     device: Annotated[str, typer.Option(envvar=_env("device"),
-                                        help="auto, cpu, cuda or cuda:N.")] = "auto",
+                                        help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(envvar=_env("precision"),
                                            help="auto, bf16 or fp32.")] = "auto",
     max_height: Annotated[int, typer.Option(envvar=_env("max_height"),
@@ -441,6 +445,8 @@ def doctor(
     device: DeviceOpt = "auto",
     c3d_weights: WeightsOpt = None,
     model: Annotated[Path | None, typer.Option(help="Ranking model file.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON document on stdout: the checks and what phd runs with.")] = False,
 ) -> None:
     """Check ffmpeg, packages, device, C3D weights, the model and the history."""
     from rich.console import Console
@@ -449,13 +455,25 @@ def doctor(
     from phdcli.doctor import run_checks
 
     checks = run_checks(user=user, device=device, weights=c3d_weights, model=model)
+    ok = all(c.ok for c in checks)
+    if as_json:
+        from dataclasses import asdict
+
+        from phdcli.about import collect
+
+        about = collect(device=device, weights=c3d_weights, model=model)
+        typer.echo(json.dumps({"version": 1, "ok": ok, **about.to_dict(),
+                               "checks": [asdict(c) for c in checks]}, indent=1))
+        if not ok:
+            raise typer.Exit(1)
+        return
     table = Table()
     for column in ("check", "", "detail", "fix"):
         table.add_column(column)
     for c in checks:
         table.add_row(c.name, "ok" if c.ok else "MISSING", c.detail, c.fix)
     Console().print(table)
-    if not all(c.ok for c in checks):
+    if not ok:
         raise typer.Exit(1)
 
 

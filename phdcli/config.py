@@ -52,7 +52,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_size", None, "largest output file, MB"),
     Setting("name", defaults.NAME_TEMPLATE, "output name template"),
     Setting("user", "default", "history profile"),
-    Setting("device", "auto", "auto, cpu, cuda or cuda:N"),
+    Setting("device", "auto", "auto, cpu, cuda, cuda:N or mps"),
     Setting("precision", "auto", "auto, bf16 or fp32"),
     Setting("max_height", 720, "largest video height to download"),
     Setting("max_filesize", None, "largest video download, MB"),
