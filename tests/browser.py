@@ -17,6 +17,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,22 +59,28 @@ class DevTools:
         self._buffer = b""
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
-
-        def place_fds() -> None:  # in the child: the pipe ends become fds 3 and 4
-            read_end = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
-            write_end = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
-            os.dup2(read_end, 3)
-            os.dup2(write_end, 4)
-
-        self._log = open(workdir / "chromium.log", "wb")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(
-            [exe, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={workdir / 'profile'}",
-             "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-            preexec_fn=place_fds, close_fds=False,  # noqa: PLW1509 - a test, no threads forked
-        )
+        # The child's ends, moved to fds >= 10 so that a fresh Python can make
+        # them fds 3 and 4 without one dup2 clobbering the other, then exec
+        # Chromium (no preexec_fn: the test process has threads, e.g. the
+        # HTTP server; dash's redirections stop at fd 9).
+        child_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD, 10)
+        child_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD, 10)
         os.close(to_child_r)
         os.close(from_child_w)
+        self._log = open(workdir / "chromium.log", "wb")  # noqa: SIM115 - closed in close()
+        args = [exe, *FLAGS, "--remote-debugging-pipe",
+                f"--user-data-dir={workdir / 'profile'}", "about:blank"]
+        trampoline = (f"import os, sys; os.dup2({child_r}, 3); os.dup2({child_w}, 4); "
+                      f"os.close({child_r}); os.close({child_w}); "
+                      "os.execv(sys.argv[1], sys.argv[1:])")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", trampoline, *args], stdin=subprocess.DEVNULL,
+                stdout=self._log, stderr=self._log, pass_fds=(child_r, child_w),
+            )
+        finally:
+            os.close(child_r)
+            os.close(child_w)
         self.session: str | None = None
 
     # -- the wire ------------------------------------------------------------
