@@ -123,6 +123,7 @@ def _env(name: str) -> str:
 
 @app.command()
 def suggest(
+    ctx: typer.Context,
     inputs: Annotated[
         list[str], typer.Argument(help="Videos, folders, URLs; - reads them from stdin.",
                                   metavar="VIDEO")
@@ -152,6 +153,14 @@ def suggest(
         False),
     force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Rank only; write nothing.")] = False,
+    report: Annotated[bool, typer.Option(
+        envvar=_env("report"), help="Also write an HTML contact sheet (index.html) in --out.")] = (
+        False),
+    include_kept: Annotated[bool, typer.Option(
+        help="Also suggest spans of this video you already kept.")] = False,
+    heatmap_weight: Annotated[float, typer.Option(
+        envvar=_env("heatmap_weight"),
+        help="Add W x the site's replay heatmap to the score (hand-set, unmeasured).")] = 0.0,
     user: Annotated[str, typer.Option("--user", "-u", envvar=_env("user"),
                                       help="History profile.")] = "default",
     history: HistoryDirOpt = None,
@@ -192,7 +201,9 @@ def suggest(
         download=DownloadOptions(max_height=max_height, max_filesize_bytes=(
             None if max_filesize is None else int(max_filesize * mb))),
         device=device, precision=precision, c3d_weights=c3d_weights, model_path=model,
-        user=user, history_dir=history, force=force, dry_run=dry_run,
+        user=user, history_dir=history, force=force, dry_run=dry_run, report=report,
+        include_kept=include_kept, heatmap_weight=heatmap_weight,
+        command=_reproduce_command(ctx) if report else "",
     )
 
     def print_line(source: str, suggestion: Any) -> None:
@@ -207,8 +218,46 @@ def suggest(
         typer.echo(json.dumps(batch.to_dict(explain), indent=1))
     elif not as_jsonl:
         _print_suggestions(batch, explain)
+    if batch.report is not None:
+        log.log(NOTICE, "report: %s", batch.report)
     if batch.failures:
         raise typer.Exit(1)
+
+
+# Flags that change what is printed, not what is made.
+_NOT_REPRODUCED = {"inputs", "as_json", "as_jsonl", "quiet", "explain"}
+
+
+def _reproduce_command(ctx: typer.Context) -> str:
+    """``phd suggest {input} ...`` with every setting not at its built-in default.
+
+    Values from PHD_* variables and the config file become flags too, so the
+    command gives the same result on a machine without them.
+    """
+    import shlex
+
+    try:  # typer >= 0.26 vendors its own click
+        from typer._click.core import ParameterSource
+    except ImportError:  # pragma: no cover - older typer on real click
+        from click.core import ParameterSource
+
+    words = ["phd", "suggest", "{input}"]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if name in _NOT_REPRODUCED or ctx.get_parameter_source(name) in (
+            None, ParameterSource.DEFAULT
+        ):
+            continue
+        value = ctx.params.get(name)
+        flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if isinstance(value, bool):
+            off = next((o for o in getattr(param, "secondary_opts", []) if o.startswith("--")),
+                       None)
+            if value or off:
+                words.append(flag if value else str(off))
+        elif value is not None:
+            words += [flag, str(value)]
+    return " ".join(w if w == "{input}" else shlex.quote(w) for w in words)
 
 
 def _print_suggestions(batch: Any, explain: bool) -> None:
@@ -220,8 +269,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
         table = Table(title=f"{result.input} ({result.duration_s:.0f} s)")
         for column in ("rank", "start-end", "score"):
             table.add_column(column, justify="right")
+        heat = explain and result.heatmap is not None
         if explain:
-            for column in ("fnn", "svm-d", "prior", "nearest GIF (sim.)"):
+            for column in ("fnn", "svm-d", "prior", *(["heatmap (replay)"] if heat else []),
+                           "nearest GIF (sim.)"):
                 table.add_column(column, justify="right")
         table.add_column("file")
         for s in result.suggestions:
@@ -229,7 +280,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
             if explain:
                 e = s.explanation
                 near = "-" if e.nearest_gif is None else f"{e.nearest_gif} ({e.similarity:.2f})"
-                row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}", near]
+                row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}"]
+                if heat:
+                    row.append(f"{e.heatmap_term:.3f} ({e.heatmap_value:.2f})")
+                row.append(near)
             row.append(str(s.path or "-"))
             table.add_row(*row)
         console.print(table)
@@ -307,7 +361,13 @@ def history_add(
 
     added = add_to_history(files, user=user, device=device, c3d_weights=c3d_weights, model=model)
     for item in added:
-        log.info("added %s (%d frames, %.1f s)", item.name, item.frames, item.duration_s)
+        if item.source is not None:
+            how = ("its features from phd suggest, no C3D" if item.feature is not None
+                   else "features from the GIF")
+            log.info("kept %s: %s %.1f-%.1f s (%s)", item.name, item.source.video,
+                     item.source.start_s, item.source.end_s, how)
+        else:
+            log.info("added %s (%d frames, %.1f s)", item.name, item.frames, item.duration_s)
     if not added:
         log.info("nothing new: every file is already in the history")
 
@@ -329,10 +389,12 @@ def history_list(
     from rich.table import Table
 
     table = Table()
-    for column in ("name", "frames", "duration", "added"):
+    for column in ("name", "frames", "duration", "added", "kept from"):
         table.add_column(column)
     for it in items:
-        table.add_row(it.name, str(it.frames), f"{it.duration_s:.1f} s", it.added)
+        origin = ("-" if it.source is None else
+                  f"{it.source.video} {it.source.start_s:.1f}-{it.source.end_s:.1f} s")
+        table.add_row(it.name, str(it.frames), f"{it.duration_s:.1f} s", it.added, origin)
     Console().print(table)
 
 
