@@ -123,6 +123,7 @@ def _env(name: str) -> str:
 
 @app.command()
 def suggest(
+    ctx: typer.Context,
     inputs: Annotated[
         list[str], typer.Argument(help="Videos, folders, URLs; - reads them from stdin.",
                                   metavar="VIDEO")
@@ -152,6 +153,14 @@ def suggest(
         False),
     force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Rank only; write nothing.")] = False,
+    report: Annotated[bool, typer.Option(
+        envvar=_env("report"), help="Also write an HTML contact sheet (index.html) in --out.")] = (
+        False),
+    include_kept: Annotated[bool, typer.Option(
+        help="Also suggest spans of this video you already kept.")] = False,
+    heatmap_weight: Annotated[float, typer.Option(
+        envvar=_env("heatmap_weight"),
+        help="Add W x the site's replay heatmap to the score (hand-set, unmeasured).")] = 0.0,
     user: Annotated[str, typer.Option("--user", "-u", envvar=_env("user"),
                                       help="History profile.")] = "default",
     history: HistoryDirOpt = None,
@@ -195,7 +204,10 @@ def suggest(
         download=DownloadOptions(max_height=max_height, max_filesize_bytes=(
             None if max_filesize is None else int(max_filesize * mb))),
         device=device, precision=precision, c3d_weights=c3d_weights, model_path=model,
-        user=user, history_dir=history, force=force, dry_run=dry_run, exhaustive=exhaustive,
+        user=user, history_dir=history, force=force, dry_run=dry_run, report=report,
+        exhaustive=exhaustive,
+        include_kept=include_kept, heatmap_weight=heatmap_weight,
+        command=_reproduce_command(ctx) if report else "",
     )
 
     def print_line(source: str, suggestion: Any) -> None:
@@ -210,8 +222,46 @@ def suggest(
         typer.echo(json.dumps(batch.to_dict(explain), indent=1))
     elif not as_jsonl:
         _print_suggestions(batch, explain)
+    if batch.report is not None:
+        log.log(NOTICE, "report: %s", batch.report)
     if batch.failures:
         raise typer.Exit(1)
+
+
+# Flags that change what is printed, not what is made.
+_NOT_REPRODUCED = {"inputs", "as_json", "as_jsonl", "quiet", "explain"}
+
+
+def _reproduce_command(ctx: typer.Context) -> str:
+    """``phd suggest {input} ...`` with every setting not at its built-in default.
+
+    Values from PHD_* variables and the config file become flags too, so the
+    command gives the same result on a machine without them.
+    """
+    import shlex
+
+    try:  # typer >= 0.26 vendors its own click
+        from typer._click.core import ParameterSource
+    except ImportError:  # pragma: no cover - older typer on real click
+        from click.core import ParameterSource
+
+    words = ["phd", "suggest", "{input}"]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if name in _NOT_REPRODUCED or ctx.get_parameter_source(name) in (
+            None, ParameterSource.DEFAULT
+        ):
+            continue
+        value = ctx.params.get(name)
+        flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if isinstance(value, bool):
+            off = next((o for o in getattr(param, "secondary_opts", []) if o.startswith("--")),
+                       None)
+            if value or off:
+                words.append(flag if value else str(off))
+        elif value is not None:
+            words += [flag, str(value)]
+    return " ".join(w if w == "{input}" else shlex.quote(w) for w in words)
 
 
 def _print_suggestions(batch: Any, explain: bool) -> None:
@@ -223,8 +273,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
         table = Table(title=f"{result.input} ({result.duration_s:.0f} s)")
         for column in ("rank", "start-end", "score"):
             table.add_column(column, justify="right")
+        heat = explain and result.heatmap is not None
         if explain:
-            for column in ("fnn", "svm-d", "prior", "nearest GIF (sim.)"):
+            for column in ("fnn", "svm-d", "prior", *(["heatmap (replay)"] if heat else []),
+                           "nearest GIF (sim.)"):
                 table.add_column(column, justify="right")
         table.add_column("file")
         for s in result.suggestions:
@@ -232,7 +284,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
             if explain:
                 e = s.explanation
                 near = "-" if e.nearest_gif is None else f"{e.nearest_gif} ({e.similarity:.2f})"
-                row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}", near]
+                row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}"]
+                if heat:
+                    row.append(f"{e.heatmap_term:.3f} ({e.heatmap_value:.2f})")
+                row.append(near)
             row.append(str(s.path or "-"))
             table.add_row(*row)
         console.print(table)
@@ -310,7 +365,13 @@ def history_add(
 
     added = add_to_history(files, user=user, device=device, c3d_weights=c3d_weights, model=model)
     for item in added:
-        log.info("added %s (%d frames, %.1f s)", item.name, item.frames, item.duration_s)
+        if item.source is not None:
+            how = ("its features from phd suggest, no C3D" if item.feature is not None
+                   else "features from the GIF")
+            log.info("kept %s: %s %.1f-%.1f s (%s)", item.name, item.source.video,
+                     item.source.start_s, item.source.end_s, how)
+        else:
+            log.info("added %s (%d frames, %.1f s)", item.name, item.frames, item.duration_s)
     if not added:
         log.info("nothing new: every file is already in the history")
 
@@ -332,10 +393,12 @@ def history_list(
     from rich.table import Table
 
     table = Table()
-    for column in ("name", "frames", "duration", "added"):
+    for column in ("name", "frames", "duration", "added", "kept from"):
         table.add_column(column)
     for it in items:
-        table.add_row(it.name, str(it.frames), f"{it.duration_s:.1f} s", it.added)
+        origin = ("-" if it.source is None else
+                  f"{it.source.video} {it.source.start_s:.1f}-{it.source.end_s:.1f} s")
+        table.add_row(it.name, str(it.frames), f"{it.duration_s:.1f} s", it.added, origin)
     Console().print(table)
 
 
@@ -432,10 +495,10 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Evaluate on PHD^2 annotations: mAP, nMSD, Recall@5 (the paper's protocol)."""
-    from phdcli.evaluate import evaluate
+    from phdcli.training.evaluate import evaluate
 
     if dataset is not None:
-        from phdcli.train import evaluate_dataset
+        from phdcli.training.train import evaluate_dataset
 
         if model in ("random", "prior"):
             raise UsageError("--dataset needs --model FILE (a ranking model file)")
@@ -467,7 +530,7 @@ def train_prior_command(
     seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
 ) -> None:
     """Fit the temporal prior (where in a video people make GIFs)."""
-    from phdcli.evaluate import train_prior, validate_prior
+    from phdcli.training.evaluate import train_prior, validate_prior
 
     train_prior(annotations, out, seed=seed)
     log.log(NOTICE, "wrote %s", out)
@@ -484,21 +547,47 @@ def dataset_build(
     annotations: Annotated[Path, typer.Argument(help="PHD^2-format annotations CSV.")],
     videos: Annotated[Path, typer.Option(help="Folder of videos named <youtubeId>.<ext>.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
-    download: Annotated[bool, typer.Option(help="Fetch missing videos with yt-dlp.")] = False,
+    download: Annotated[bool, typer.Option(help="Fetch missing videos with yt-dlp (360p).")] = (
+        False),
     device: DeviceOpt = "auto",
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
     c3d_weights: WeightsOpt = None,
+    store: Annotated[Path | None, typer.Option(
+        help="Feature store folder (default OUT/store); may be shared by builds.")] = None,
+    engine: Annotated[str, typer.Option(help="local, or ray (pip install 'phdcli[ray]').")] = (
+        "local"),
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join (with --engine ray; default: start one here).")] = None,
+    max_history_videos: Annotated[int | None, typer.Option(
+        help="Keep only the N most recent history videos per user (default: all).")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        help="Try again the videos an earlier run recorded as failed.")] = True,
+    batch_clips: Annotated[int, typer.Option(help="Clips per C3D batch.")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Extract the features of a training or test set (resumable)."""
-    from phdcli.dataset import build_dataset
+    """Fill the per-video feature store, then assemble the training samples (resumable)."""
+    from phdcli.training.dataset import BuildConfig, build_dataset
 
+    cfg = BuildConfig(annotations=annotations, videos_dir=videos, out=out, store=store,
+                      c3d_weights=c3d_weights, device=device, precision=precision,
+                      batch_clips=batch_clips, download=download,
+                      history_cap=max_history_videos, retry_failed=retry_failed, engine=engine,
+                      address=address)
     with _Progress() as progress:
-        summary = build_dataset(annotations, videos, out, runtime_device=device,
-                                c3d_weights=c3d_weights, download=download,
-                                progress=lambda d, t: progress.update("users", d, t))
-    log.log(NOTICE, "%d users built, %d already done, %d skipped (%d videos missing)",
-            summary.n_built, summary.n_already_done, summary.n_skipped,
-            len(summary.missing_videos))
-    if summary.n_skipped or summary.n_download_failed:
+        summary = build_dataset(cfg, progress=progress.update)
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), indent=1))
+    log.log(NOTICE, "videos: %d done, %d already in the store, %d failed; %d clips, %.1f h of "
+            "video in %.0f s; users: %d built, %d skipped", summary.videos_done,
+            summary.videos_skipped, summary.videos_failed, summary.clips_forwarded,
+            summary.hours_done, summary.wall_s, summary.n_users_built, summary.n_users_skipped)
+    for failure in summary.failures[:10]:
+        log.log(NOTICE, "failed: %s (%s): %s", failure["youtube_id"], failure["stage"],
+                failure["reason"])
+    if len(summary.failures) > 10:
+        log.log(NOTICE, "... %d more failures in %s", len(summary.failures) - 10,
+                summary.out / "dataset.json")
+    if summary.videos_failed or summary.n_users_skipped:
         raise typer.Exit(1)
 
 
@@ -512,14 +601,12 @@ def train_content_command(
         help="Take the temporal prior from this model file.")] = None,
 ) -> None:
     """Train PHD-CA and SVM-D, fit the fusion weights on validation users."""
-    from phdcli.train import train_content
+    from phdcli.training.train import train_content
 
     with _Progress() as progress:
         summary = train_content(dataset, out, seed=seed, epochs=epochs, base_model=base_model,
                                 progress=progress.update)
-    typer.echo(json.dumps({"out": str(summary.out), "omega": summary.omega,
-                           "omega_t": summary.omega_t, "validation": summary.val_metrics},
-                          indent=1))
+    typer.echo(json.dumps(summary.to_dict(), indent=1))
 
 
 # -- main --------------------------------------------------------------------

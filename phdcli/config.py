@@ -59,6 +59,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_filesize", None, "largest video download, MB"),
     Setting("c3d_weights", None, "C3D weights file"),
     Setting("model", None, "ranking model file"),
+    Setting("report", False, "write an HTML contact sheet"),
+    Setting("heatmap_weight", 0.0, "weight of the site's replay heatmap (hand-set)"),
 )
 SETTING_NAMES = {s.name for s in SETTINGS}
 

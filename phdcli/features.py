@@ -196,6 +196,11 @@ class FeatureExtractor:
                 log.log(NOTICE, "%s", self._runtime.describe())
         return self._runtime
 
+    @property
+    def runtime_in_use(self) -> Runtime | None:
+        """The runtime if C3D was set up in this process; None: all features came from the cache."""
+        return self._runtime
+
     # -- identity ---------------------------------------------------------
     @property
     def backbone_id(self) -> str:
@@ -224,7 +229,7 @@ class FeatureExtractor:
             self.stats.c3d_loads += 1
         return self._c3d
 
-    def _settle_precision(self, video: VideoInfo) -> None:
+    def _settle_precision(self, video: VideoInfo | None) -> None:
         """Turn an int8 runtime into a usable network, or fall back to fp32.
 
         ``auto`` chose int8 only as a candidate: the self-check on this video
@@ -239,9 +244,17 @@ class FeatureExtractor:
 
         net = self._network()
         assert self._weights_path is not None
+        video = self.check_video or video
+        if video is None and not rt.needs_self_check:
+            raise WeightsError("int8 C3D is built on clips of a video: run phd suggest once "
+                               "with --precision int8, or use fp32 here")
+        if video is None:  # clips decoded elsewhere (training): nothing to check int8 on
+            self._runtime = replace(rt, precision="fp32", needs_self_check=False,
+                                    reason="no video to run the int8 self-check on")
+            log.log(NOTICE, "%s", self._runtime.describe())
+            return
         try:
-            engine, final = int8.prepare(net, rt, self.check_video or video, self.spec,
-                                         self._weights_path)
+            engine, final = int8.prepare(net, rt, video, self.spec, self._weights_path)
         except PhdError:
             raise
         except Exception as exc:  # an OpenVINO/NNCF install that does not work
@@ -328,33 +341,48 @@ class FeatureExtractor:
         self, video: VideoInfo, ticks: np.ndarray, progress: ClipProgress | None
     ) -> ClipTable:
         """Decode and run C3D on the clips starting at ``ticks`` (ascending)."""
-        from phdcli.video import decode_clips
+        feats = self.clip_features(video.path, (ticks / TICKS_PER_S).tolist(), progress, video)
+        return ClipTable(ticks.astype(np.int64), feats.astype(np.float32),
+                         np.full(len(ticks), self._int8 is not None))
 
-        spec = self.spec
-        starts = (ticks / TICKS_PER_S).tolist()
-        clips = decode_clips(video.path, starts, spec.clip_fps, spec.clip_frames)
+    def clip_features(
+        self, path: Path, starts_s: Sequence[float], progress: ClipProgress | None = None,
+        video: VideoInfo | None = None,
+    ) -> np.ndarray:
+        """(c, D) float32 raw features of the clips starting at ``starts_s`` (ascending).
+
+        Not cached. NaN/Inf features raise: never cached, never scored.
+        """
+        from phdcli.video import decode_clips, probe
+
+        clips = decode_clips(path, starts_s, self.spec.clip_fps, self.spec.clip_frames)
         rows: list[np.ndarray] = []
         # The decode thread starts first, so that loading C3D (and converting
         # its weights on first use) overlaps decoding.
         with _Prefetch(clips, depth=2 * self.batch_clips) as decoded:
             net = self._network()
-            self._settle_precision(video)
+            if self.runtime.precision == "int8" and self._int8 is None:
+                self._settle_precision(video or self.check_video or probe(path))
             for batch in _batched(iter(decoded), self.batch_clips):
                 rows.append(self._forward(net, np.stack(batch)))
                 if progress is not None:
-                    progress(sum(len(r) for r in rows), len(starts))
+                    progress(sum(len(r) for r in rows), len(starts_s))
         feats = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
-        if len(feats) != len(starts):
-            raise PhdError(f"{video.path.name}: decoded {len(feats)} of {len(starts)} clips")
-        if not np.isfinite(feats).all():
-            # Never cached, never scored: NaN would reach the JSON as "NaN".
-            raise WeightsError(
-                f"C3D gave NaN/Inf features on {video.path.name} (precision "
-                f"{self.runtime.precision}): the weights {self._weights_path} hold non-finite "
-                "values or are damaged; nothing was cached"
-            )
-        return ClipTable(ticks.astype(np.int64), feats.astype(np.float32),
-                         np.full(len(ticks), self._int8 is not None))
+        if len(feats) != len(starts_s):
+            raise PhdError(f"{Path(path).name}: decoded {len(feats)} of {len(starts_s)} clips")
+        _check_finite(feats, Path(path).name, self.runtime.precision, self._weights_path)
+        return feats
+
+    def forward_clips(self, clips: np.ndarray) -> np.ndarray:
+        """uint8 clips (B, 16, 128, 171, 3) decoded elsewhere -> float32 (B, D) raw features."""
+        if not clips.flags.writeable:  # e.g. zero-copy from Ray's object store
+            clips = clips.copy()
+        net = self._network()
+        if self.runtime.precision == "int8" and self._int8 is None:
+            self._settle_precision(None)
+        feats = self._forward(net, clips)
+        _check_finite(feats, "decoded clips", self.runtime.precision, self._weights_path)
+        return feats
 
     def _forward(self, net: LoadedC3D, clips: np.ndarray) -> np.ndarray:
         """clips: uint8 (B, 16, 128, 171, 3) -> float32 (B, D)."""
@@ -425,6 +453,15 @@ class FeatureExtractor:
             log.warning("warning: could not cache features (%s)", exc)
 
 
+def _check_finite(feats: np.ndarray, what: str, precision: str, weights: Path | None) -> None:
+    if not np.isfinite(feats).all():
+        # Never cached, never scored: NaN would reach the JSON as "NaN".
+        raise WeightsError(
+            f"C3D gave NaN/Inf features on {what} (precision {precision}): the weights "
+            f"{weights} hold non-finite values or are damaged; nothing was cached"
+        )
+
+
 def _read_table(file: Path, dim: int) -> tuple[ClipTable | None, str]:
     """(table, "") or (None, what is wrong with the file)."""
     try:
@@ -451,17 +488,20 @@ def _assemble(
 ) -> SegmentFeatures:
     """Segment means of raw clip features, L2-normalised (the request's clips only)."""
     clip_feats = table.feats[rows]
-    dim = table.feats.shape[1]
-    sums = np.zeros((n_segments, dim), dtype=np.float64)
-    np.add.at(sums, owners, clip_feats)
-    counts = np.bincount(owners, minlength=n_segments)
-    means = sums / np.maximum(counts, 1)[:, None]
     return SegmentFeatures(
-        segments=l2_normalise(means).astype(np.float32),
+        segments=pool_segments(clip_feats, owners, n_segments),
         clips=l2_normalise(clip_feats).astype(np.float32),
         clip_starts_s=ticks.astype(np.float64) / TICKS_PER_S,
         clip_owner=owners,
     )
+
+
+def pool_segments(clip_feats: np.ndarray, owner: np.ndarray, n_segments: int) -> np.ndarray:
+    """Segment features (n, D) float32: the L2-normalised mean of each segment's clip rows."""
+    sums = np.zeros((n_segments, clip_feats.shape[1]), dtype=np.float64)
+    np.add.at(sums, owner, clip_feats)
+    counts = np.bincount(owner, minlength=n_segments)
+    return l2_normalise(sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
 def l2_normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -4,6 +4,13 @@ A managed profile folder holds the GIFs (or short clips) plus ``history.json``
 (name, content hash, frames, duration, when added). ``--history DIR`` reads
 any folder of GIFs instead, without a manifest and without changing it.
 
+A GIF that ``phd suggest`` wrote is *kept* rather than merely added
+(``phdcli.kept``): its manifest row also holds its provenance (source video,
+start, end) and points to its feature as computed from the original video,
+stored beside the GIFs in ``.features/<sha256>.npy`` with its checksum,
+backbone and spec; that feature is used instead of decoding the GIF while
+the weights and spec match.
+
 Every change is validate-first, write-after: a file that cannot be probed
 or whose features cannot be computed leaves the folder byte-identical.
 """
@@ -11,18 +18,25 @@ or whose features cannot be computed leaves the folder byte-identical.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 import json
+import logging
+import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phdcli import paths
+from phdcli import NOTICE, paths
 from phdcli.errors import HistoryError, InputError
-from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256
+from phdcli.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, cached_sha256
+from phdcli.kept import Provenance
+
+log = logging.getLogger("phd")
 
 if TYPE_CHECKING:
     from phdcli.features import FeatureExtractor
@@ -32,6 +46,35 @@ HISTORY_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".webp")
 # A history item is a GIF-sized moment; longer files are almost surely a
 # whole video added by mistake.
 MAX_ITEM_S = 60.0
+FEATURES_DIR = ".features"
+_FEATURE_FILE = re.compile(r"^\.features/[0-9a-f]{64}\.npy$")
+
+
+@dataclass(frozen=True)
+class StoredFeature:
+    """A kept GIF's feature from its original video, stored in the history folder."""
+
+    file: str  # relative to the folder: ".features/<gif sha256>.npy"
+    backbone: str  # FeatureExtractor.backbone_id that made it
+    spec: dict[str, Any]  # FeatureSpec.to_dict()
+    sha256: str  # of the .npy file's bytes
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StoredFeature:
+        if not isinstance(data, dict) or not _FEATURE_FILE.match(str(data.get("file"))):
+            raise ValueError(f"bad stored feature {data!r}")
+        if not isinstance(data.get("spec"), dict):
+            raise ValueError("stored feature has no spec")
+        return cls(str(data["file"]), str(data["backbone"]), dict(data["spec"]),
+                   str(data["sha256"]))
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """What ``phd suggest`` knows of one of its outputs (from ``phdcli.kept``)."""
+
+    provenance: Provenance
+    feature: np.ndarray | None  # (D,) from the original video; None: decode the file
 
 
 @dataclass(frozen=True)
@@ -41,9 +84,19 @@ class HistoryItem:
     frames: int
     duration_s: float
     added: str  # ISO 8601, UTC
+    source: Provenance | None = None  # where a kept GIF came from
+    feature: StoredFeature | None = None
 
     def path_in(self, folder: Path) -> Path:
         return folder / self.name
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> HistoryItem:
+        row = dict(row)
+        source, feature = row.pop("source", None), row.pop("feature", None)
+        return cls(**row,
+                   source=None if source is None else Provenance.from_dict(source),
+                   feature=None if feature is None else StoredFeature.from_dict(feature))
 
 
 class History:
@@ -75,7 +128,7 @@ class History:
             return []
         try:
             rows = json.loads(manifest.read_text())["items"]
-            return [HistoryItem(**row) for row in rows]
+            return [HistoryItem.from_row(row) for row in rows]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise HistoryError(f"history manifest {manifest} is unreadable ({exc})") from None
 
@@ -89,18 +142,49 @@ class History:
         """(m, D) features of every item (cached by content; C3D runs once per GIF)."""
         from phdcli.video import probe
 
-        rows = [extractor.file_feature(probe(it.path_in(self.folder))) for it in self.items()]
+        rows = []
+        for it in self.items():
+            stored = self._stored_feature(it, extractor)
+            rows.append(stored if stored is not None
+                        else extractor.file_feature(probe(it.path_in(self.folder))))
         if not rows:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack(rows)
 
+    def _stored_feature(self, item: HistoryItem, extractor: FeatureExtractor) -> np.ndarray | None:
+        """A kept item's feature from its original video, if it is intact and still fits."""
+        meta = item.feature
+        if meta is None:
+            return None
+        if meta.backbone != extractor.backbone_id or meta.spec != extractor.spec.to_dict():
+            log.info("%s: kept with other C3D weights or sampling; using the GIF itself",
+                     item.name)
+            return None
+        try:
+            raw = (self.folder / meta.file).read_bytes()
+            if hashlib.sha256(raw).hexdigest() != meta.sha256:
+                raise ValueError("checksum mismatch")
+            vector = np.load(io.BytesIO(raw), allow_pickle=False)
+            if vector.ndim != 1 or vector.dtype != np.float32 or not np.isfinite(vector).all():
+                raise ValueError("not a finite float32 vector")
+        except (OSError, ValueError) as exc:
+            log.log(NOTICE, "%s: its stored feature is unusable (%s); using the GIF itself",
+                    item.name, exc)
+            return None
+        return vector
+
     # -- changing ---------------------------------------------------------
-    def add(self, files: Sequence[Path], extractor: FeatureExtractor) -> list[HistoryItem]:
+    def add(
+        self, files: Sequence[Path], extractor: FeatureExtractor,
+        precomputed: Mapping[Path, Precomputed] | None = None,
+    ) -> list[HistoryItem]:
         """Add GIFs or short clips; returns the items actually added.
 
         All files are probed and their features computed before anything is
         copied, so one bad file leaves the history exactly as it was. A file
-        whose content is already in the history is skipped.
+        whose content is already in the history is skipped. A file in
+        ``precomputed`` (keyed by the path as given) is *kept*: it gets its
+        provenance, and its feature when there is one (no C3D for it).
         """
         from phdcli.video import probe
 
@@ -108,7 +192,7 @@ class History:
         existing = self.items()
         known = {it.sha256 for it in existing}
         taken = {it.name for it in existing}
-        planned: list[tuple[Path, HistoryItem]] = []
+        planned: list[tuple[Path, HistoryItem, bytes]] = []
         for file in files:
             file = Path(file)
             info = probe(file)
@@ -121,29 +205,48 @@ class History:
             digest = cached_sha256(file)
             if digest in known:
                 continue
-            extractor.file_feature(info)  # computed once, kept in the feature cache
+            pre = (precomputed or {}).get(file)
+            stored, blob = None, b""
+            if pre is not None and pre.feature is not None:
+                stored, blob = self._feature_blob(digest, pre.feature, extractor)
+            else:
+                extractor.file_feature(info)  # computed once, kept in the feature cache
             name = _free_name(file.name, taken)
             taken.add(name)
             known.add(digest)
             frames = info.n_frames or round(info.duration_s * info.fps)
-            item = HistoryItem(name, digest, frames, round(info.duration_s, 3), _now())
-            planned.append((file, item))
+            item = HistoryItem(name, digest, frames, round(info.duration_s, 3), _now(),
+                               source=None if pre is None else pre.provenance, feature=stored)
+            planned.append((file, item, blob))
         if not planned:
             return []
         self.folder.mkdir(parents=True, exist_ok=True)
         copied: list[Path] = []
         try:
-            for src, item in planned:
+            for src, item, blob in planned:
+                if item.feature is not None:
+                    copied.append(self.folder / item.feature.file)
+                    atomic_write_bytes(copied[-1], blob)
                 dest = item.path_in(self.folder)
                 with atomic_path(dest) as tmp:
                     shutil.copyfile(src, tmp)
                 copied.append(dest)
-            self._write_manifest(existing + [item for _, item in planned])
+            self._write_manifest(existing + [item for _, item, _ in planned])
         except OSError as exc:
             for dest in copied:
                 dest.unlink(missing_ok=True)
             raise HistoryError(f"could not write to the history at {self.folder} ({exc})") from None
-        return [item for _, item in planned]
+        return [item for _, item, _ in planned]
+
+    @staticmethod
+    def _feature_blob(digest: str, vector: np.ndarray, extractor: FeatureExtractor
+                      ) -> tuple[StoredFeature, bytes]:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(vector, dtype=np.float32), allow_pickle=False)
+        blob = buffer.getvalue()
+        meta = StoredFeature(f"{FEATURES_DIR}/{digest}.npy", extractor.backbone_id,
+                             extractor.spec.to_dict(), hashlib.sha256(blob).hexdigest())
+        return meta, blob
 
     def remove(self, name: str) -> HistoryItem:
         self._require_managed("remove from")
@@ -153,6 +256,8 @@ class History:
             raise HistoryError(f"no GIF named {name!r} in the history (see `phd history list`)")
         self._write_manifest([it for it in items if it.name != name])
         match[0].path_in(self.folder).unlink(missing_ok=True)
+        if match[0].feature is not None:
+            (self.folder / match[0].feature.file).unlink(missing_ok=True)
         return match[0]
 
     def _write_manifest(self, items: list[HistoryItem]) -> None:
@@ -193,12 +298,42 @@ def add_to_history(
     device: str = "auto",
     c3d_weights: Path | None = None,
     model: Path | None = None,
+    extractor: FeatureExtractor | None = None,
 ) -> list[HistoryItem]:
-    """``phd history add``: the features follow the ranking model's spec."""
+    """``phd history add``: the features follow the ranking model's spec.
+
+    Files that ``phd suggest`` wrote are recognised by their content hash and
+    kept with their provenance and their feature from the original video
+    (``phdcli.kept``); the others are decoded and go through C3D as before.
+    """
     from phdcli.features import FeatureExtractor
     from phdcli.model import default_model_path, load_model
 
     history = History.for_user(user)
-    spec = load_model(model or default_model_path()).spec
-    extractor = FeatureExtractor(spec, c3d_weights, device)
-    return history.add(files, extractor)
+    if extractor is None:
+        spec = load_model(model or default_model_path()).spec
+        extractor = FeatureExtractor(spec, c3d_weights, device)
+    return history.add(files, extractor, recognise_outputs(files, extractor))
+
+
+def recognise_outputs(files: Sequence[Path], extractor: FeatureExtractor
+                      ) -> dict[Path, Precomputed]:
+    """What ``phd suggest`` recorded about each of ``files`` (checked; see ``phdcli.kept``)."""
+    from phdcli.kept import lookup
+
+    found: dict[Path, Precomputed] = {}
+    for file in files:
+        file = Path(file)
+        if not file.is_file():
+            continue  # add() reports it
+        record, why = lookup(cached_sha256(file))
+        if record is None:
+            log.log(NOTICE, "%s: %s; computing its features from the file", file.name, why)
+            continue
+        vector: np.ndarray | None = record.feature.vector
+        if not record.feature.matches(extractor.backbone_id, extractor.spec.to_dict()):
+            log.log(NOTICE, "%s: phd suggest computed its features with other C3D weights "
+                    "or sampling; decoding the GIF instead", file.name)
+            vector = None
+        found[file] = Precomputed(record.provenance, vector)
+    return found

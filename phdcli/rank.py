@@ -59,8 +59,16 @@ def rank_segments(
     exhaustive: bool = False,
     margin: int = DEFAULT_MARGIN,
     progress: Callable[[int, int], None] | None = None,
+    adjust: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Ranking:
-    """The top ``k`` segments; ``exhaustive`` gives every segment the full spec."""
+    """The top ``k`` segments; ``exhaustive`` gives every segment the full spec.
+
+    ``adjust`` maps the model's totals to what orders the segments (terms
+    added outside the model; -inf leaves a segment out) in both passes.
+    """
+    def ranked(terms: ScoreTerms) -> np.ndarray:
+        return terms.total if adjust is None else adjust(terms.total)
+
     starts = np.array([s.start_s for s in segments])
     ends = np.array([s.end_s for s in segments])
     n = len(segments)
@@ -75,7 +83,7 @@ def rank_segments(
         used = n_full
     else:
         coarse = extractor.segment_features(video, segments, progress, full=np.zeros(n, bool))
-        candidates = np.argsort(-score(coarse).total, kind="stable")[: margin * k]
+        candidates = np.argsort(-ranked(score(coarse)), kind="stable")[: margin * k]
         full = np.zeros(n, bool)
         full[candidates] = True
         feats = extractor.segment_features(video, segments, progress, full=full)
@@ -88,6 +96,7 @@ def rank_segments(
 
         raise WeightsError("the ranking model gave NaN/Inf scores: its file is damaged")
     # Ties go to the earlier segment: stable and predictable for scripts.
+    final = ranked(terms)
     candidates = np.sort(candidates)
-    best = candidates[np.argsort(-terms.total[candidates], kind="stable")]
-    return Ranking(feats, terms, best[:k], used, n_full)
+    best = candidates[np.argsort(-final[candidates], kind="stable")][:k]
+    return Ranking(feats, terms, best[final[best] > -np.inf], used, n_full)

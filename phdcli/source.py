@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from phdcli import heatmap as heatmaps
 from phdcli import paths
 from phdcli.errors import DownloadError
 from phdcli.fsutil import atomic_write_text
@@ -45,6 +46,7 @@ class ResolvedInput:
     path: Path  # a local video file (not yet probed)
     stem: str  # safe for display and for output file names
     downloaded: bool  # True when ``path`` lives in the downloads cache
+    heatmap: heatmaps.Heatmap | None = None  # "most replayed", when the site publishes it
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ def _cached(folder: Path, url: str) -> ResolvedInput | None:
     path = folder / name
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    return ResolvedInput(input=url, path=path, stem=safe_stem(title), downloaded=True)
+    return ResolvedInput(input=url, path=path, stem=safe_stem(title), downloaded=True,
+                         heatmap=heatmaps.parse(meta.get("heatmap")))
 
 
 def _download(url: str, folder: Path, options: DownloadOptions, progress: Progress | None
@@ -122,11 +125,12 @@ def _download(url: str, folder: Path, options: DownloadOptions, progress: Progre
     work = Path(tempfile.mkdtemp(prefix=".dl-", dir=folder))
     try:
         try:
-            downloaded, title = _fetch(url, work, options, progress)
+            downloaded, title, heatmap = _fetch(url, work, options, progress)
             final = folder / downloaded.name
             downloaded.replace(final)
             meta = {"url": url, "title": title, "file": final.name,
-                    "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds")}
+                    "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "heatmap": None if heatmap is None else heatmaps.to_json(heatmap)}
             atomic_write_text(folder / _SOURCE_JSON, json.dumps(meta, indent=1) + "\n")
         except OSError as exc:  # disk full, permissions: still one line
             raise DownloadError(f"{url}: download failed: {_one_line(str(exc))}") from exc
@@ -141,12 +145,13 @@ def _download(url: str, folder: Path, options: DownloadOptions, progress: Progre
         shutil.rmtree(work, ignore_errors=True)
         with contextlib.suppress(OSError):
             folder.rmdir()  # only succeeds when a failure left it empty
-    return ResolvedInput(input=url, path=final, stem=safe_stem(title), downloaded=True)
+    return ResolvedInput(input=url, path=final, stem=safe_stem(title), downloaded=True,
+                         heatmap=heatmap)
 
 
 def _fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | None
-           ) -> tuple[Path, str]:
-    """Download ``url`` into ``work``; return the file and the remote title."""
+           ) -> tuple[Path, str, heatmaps.Heatmap | None]:
+    """Download ``url`` into ``work``; return the file, the remote title and heatmap."""
     # Lazy: `phd --help` must not pay for yt-dlp's import.
     import yt_dlp
 
@@ -171,7 +176,7 @@ def _fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | 
     if not downloaded.resolve().is_relative_to(work.resolve()):
         # Our template uses no remote field but the extension; never trust that blindly.
         raise DownloadError(f"{url}: download failed: file landed outside the cache")
-    return downloaded, str(video.get("title") or "")
+    return downloaded, str(video.get("title") or ""), heatmaps.parse(video.get("heatmap"))
 
 
 def ydl_options(work: Path, options: DownloadOptions, progress: Progress | None

@@ -1,24 +1,25 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+# ``auto`` precision stays off int8 in the tests (PHD_INT8=0), as on a machine
+# without OpenVINO: building the int8 model and its self-check cost about half
+# a minute per fresh PHD_HOME, so only the tests about int8 (``int8_home``,
+# tests/test_int8.py) pay it. Subprocesses that inherit the environment too.
+os.environ["PHD_INT8"] = "0"
+
 
 @pytest.fixture
 def phd_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An isolated PHD_HOME: history, caches and config live under tmp.
-
-    ``auto`` precision stays fp32 here, as on a machine without OpenVINO:
-    building the int8 model and its self-check cost about half a minute per
-    fresh home, so only the tests about int8 (``int8_home``) pay it.
-    """
+    """An isolated PHD_HOME: history, caches and config live under tmp."""
     home = tmp_path / "phd-home"
     monkeypatch.setenv("PHD_HOME", str(home))
     monkeypatch.delenv("PHD_C3D_WEIGHTS", raising=False)
-    monkeypatch.setattr("phdcli.device.int8_available", lambda: False)
     return home
 
 
@@ -55,9 +56,7 @@ def int8_home(phd_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``phd_home`` where ``auto`` may choose int8 (needs OpenVINO and NNCF)."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    monkeypatch.undo()
-    monkeypatch.setenv("PHD_HOME", str(phd_home))
-    monkeypatch.delenv("PHD_C3D_WEIGHTS", raising=False)
+    monkeypatch.delenv("PHD_INT8")
     return phd_home
 
 
@@ -93,3 +92,24 @@ def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -
     history.mkdir()
     media.gif_from(video, history / "liked.gif", GIF_FROM_S, GIF_LEN_S)
     return {"video": video, "history": history, "weights": mmaction2_weights}
+
+
+@pytest.fixture(scope="session")
+def footage_home(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path
+                 ) -> dict[str, Path]:
+    """Real footage, a history GIF cut from it, and one PHD_HOME for the report and
+    keep tests, so that C3D (RANDOM weights) runs on the footage once a session.
+
+    bikes (0-10 s), bigbuckbunny (10-15.28 s), carphone (15.28-19.28 s): four
+    5 s segments; the history GIF is cut from 10.5-13.5 s.
+    """
+    from tests import media
+
+    root = tmp_path_factory.mktemp("footage-home")
+    video = media.concat_real_footage(
+        root / "footage.mp4", ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"])
+    history = root / "history"
+    history.mkdir()
+    media.gif_from(video, history / "liked.gif", 10.5, 3.0)
+    return {"root": root, "video": video, "history": history, "home": root / "phd-home",
+            "weights": mmaction2_weights}
