@@ -214,6 +214,13 @@ class FeatureExtractor:
             self._backbone_id = f"{self.spec.family}@{digest[:12]}"
         return self._backbone_id
 
+    @property
+    def backbone_sha256(self) -> str:
+        """The full sha256 of the weights file (what model files and the feature store record)."""
+        self.backbone_id  # noqa: B018 - resolves the weights path, or raises
+        assert self._weights_path is not None
+        return cached_sha256(self._weights_path)
+
     def _network(self) -> LoadedC3D:
         if self._c3d is None:
             from phdcli.weights import load_c3d
