@@ -55,7 +55,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("device", "auto", "auto, cpu, cuda or cuda:N"),
     Setting("precision", "auto", "auto, bf16 or fp32"),
     Setting("max_height", 720, "largest video height to download"),
-    Setting("max_filesize", None, "largest video download, MB"),
+    Setting("max_filesize", 4000.0, "largest video download, MB"),
+    Setting("stall_timeout", 60.0, "give up a download after this many seconds without 1 KiB"),
+    Setting("download_timeout", 3600.0, "give up a download after this many seconds in all"),
+    Setting("max_megapixels", 36.0, "largest frame or GIF canvas, megapixels"),
     Setting("c3d_weights", None, "C3D weights file"),
     Setting("model", None, "ranking model file"),
 )

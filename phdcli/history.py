@@ -4,30 +4,41 @@ A managed profile folder holds the GIFs (or short clips) plus ``history.json``
 (name, content hash, frames, duration, when added). ``--history DIR`` reads
 any folder of GIFs instead, without a manifest and without changing it.
 
-Every change is validate-first, write-after: a file that cannot be probed
-or whose features cannot be computed leaves the folder byte-identical.
+Every change is validate-first, write-after: a file that cannot be probed,
+does not decode cleanly or whose features cannot be computed leaves the
+folder byte-identical. Changes are serialised by a lock file in the folder
+(``.history.lock``, an OS lock via filelock): the manifest is re-read,
+changed and written back while holding it, so concurrent ``phd history add``
+runs never lose each other's GIFs. Names read from the manifest must be
+plain file names inside the folder; nothing outside it is ever written or
+deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from phdcli import paths
-from phdcli.errors import HistoryError, InputError
-from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256
+from phdcli import fsutil, paths
+from phdcli.errors import HistoryError, InputError, PhdError
+from phdcli.fsutil import atomic_write_text, cached_sha256
 
 if TYPE_CHECKING:
     from phdcli.features import FeatureExtractor
 
+log = logging.getLogger("phd")
+
 MANIFEST = "history.json"
+LOCK = ".history.lock"
 HISTORY_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".webp")
 # A history item is a GIF-sized moment; longer files are almost surely a
 # whole video added by mistake.
@@ -46,6 +57,26 @@ class HistoryItem:
         return folder / self.name
 
 
+@dataclass(frozen=True)
+class PreparedFile:
+    """A file that probed, decoded cleanly and has its features cached:
+    ready to be copied in (nothing written to the history yet)."""
+
+    source: Path
+    sha256: str
+    frames: int
+    duration_s: float
+
+
+def check_item_name(name: object) -> str:
+    """``name`` if it is a plain file name that stays inside the history folder."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".")
+            or any(c in name for c in "/\\\0") or name == MANIFEST
+            or len(name.encode("utf-8", "surrogateescape")) > 255):
+        raise ValueError(f"item name {name!r} is not a plain file name")
+    return name
+
+
 class History:
     """The GIFs one profile made; ``items`` are oldest first."""
 
@@ -55,7 +86,7 @@ class History:
 
     @classmethod
     def for_user(cls, user: str = "default") -> History:
-        if not user or "/" in user or user.startswith("."):
+        if not user or any(c in user for c in "/\\\0") or user.startswith("."):
             raise HistoryError(f"invalid profile name {user!r}")
         return cls(paths.profile_dir(user), managed=True)
 
@@ -69,15 +100,23 @@ class History:
     # -- reading ----------------------------------------------------------
     def items(self) -> list[HistoryItem]:
         if not self.managed:
-            return [_describe(p) for p in self._unmanaged_files()]
+            return [it for it in map(_describe, self._unmanaged_files()) if it is not None]
         manifest = self.folder / MANIFEST
         if not manifest.exists():
             return []
         try:
             rows = json.loads(manifest.read_text())["items"]
-            return [HistoryItem(**row) for row in rows]
+            items = [HistoryItem(**row) for row in rows]
+            for it in items:
+                check_item_name(it.name)
+            return items
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise HistoryError(f"history manifest {manifest} is unreadable ({exc})") from None
+
+    def missing(self, items: Sequence[HistoryItem] | None = None) -> list[HistoryItem]:
+        """Items whose file is gone from the folder (deleted behind phd's back)."""
+        items = self.items() if items is None else items
+        return [it for it in items if not it.path_in(self.folder).is_file()]
 
     def _unmanaged_files(self) -> list[Path]:
         return sorted(
@@ -86,29 +125,65 @@ class History:
         )
 
     def features(self, extractor: FeatureExtractor) -> np.ndarray:
-        """(m, D) features of every item (cached by content; C3D runs once per GIF)."""
-        from phdcli.video import probe
+        """(m, D) features of every usable item (cached by content; C3D runs once per GIF)."""
+        return self.named_features(extractor)[1]
 
-        rows = [extractor.file_feature(probe(it.path_in(self.folder))) for it in self.items()]
-        if not rows:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack(rows)
+    def named_features(self, extractor: FeatureExtractor) -> tuple[list[str], np.ndarray]:
+        """(names, (m, D) features) of the items that can be used.
 
-    # -- changing ---------------------------------------------------------
-    def add(self, files: Sequence[Path], extractor: FeatureExtractor) -> list[HistoryItem]:
-        """Add GIFs or short clips; returns the items actually added.
-
-        All files are probed and their features computed before anything is
-        copied, so one bad file leaves the history exactly as it was. A file
-        whose content is already in the history is skipped.
+        An item whose file was deleted or damaged behind phd's back is
+        skipped with a warning: one bad GIF must not stop every suggestion.
         """
         from phdcli.video import probe
 
+        names, rows = [], []
+        for it in self.items():
+            path = it.path_in(self.folder)
+            if not path.is_file():
+                log.warning("warning: history GIF %s is missing from %s; skipped "
+                            "(`phd history remove %s` drops it)", it.name, self.folder, it.name)
+                continue
+            try:
+                rows.append(extractor.file_feature(probe(path)))
+            except InputError as exc:
+                log.warning("warning: history GIF skipped: %s", exc)
+                continue
+            names.append(it.name)
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return names, np.stack(rows)
+
+    # -- changing ---------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the history's lock: every change re-reads :meth:`items` inside it."""
+        self._require_managed("change")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with fsutil.locked(self.folder / LOCK, f"the history at {self.folder}"):
+                yield
+        except PhdError:
+            raise
+        except OSError as exc:
+            raise HistoryError(f"cannot change the history at {self.folder} "
+                               f"({exc.strerror or exc})") from None
+
+    def add(self, files: Sequence[Path], extractor: FeatureExtractor) -> list[HistoryItem]:
+        """Add GIFs or short clips; returns the items actually added.
+
+        All files are probed, decoded and featurised before anything is
+        copied, so one bad file leaves the history exactly as it was. A file
+        whose content is already in the history is skipped.
+        """
+        return self.commit(self.prepare(files, extractor))
+
+    def prepare(self, files: Sequence[Path], extractor: FeatureExtractor) -> list[PreparedFile]:
+        """Check every file and compute its features; writes nothing to the history."""
+        from phdcli.video import check_decodes, probe
+
         self._require_managed("add to")
-        existing = self.items()
-        known = {it.sha256 for it in existing}
-        taken = {it.name for it in existing}
-        planned: list[tuple[Path, HistoryItem]] = []
+        prepared: list[PreparedFile] = []
+        seen = {it.sha256 for it in self.items()}  # a hint only: commit checks again
         for file in files:
             file = Path(file)
             info = probe(file)
@@ -117,42 +192,85 @@ class History:
                     f"{file.name}: {info.duration_s:.0f} s is too long for a history GIF "
                     f"(at most {MAX_ITEM_S:.0f} s)"
                 )
+            check_decodes(file)  # a GIF with damaged frames would teach the model noise
             # The memoised hash: the feature cache's key below reuses it.
             digest = cached_sha256(file)
-            if digest in known:
+            if digest in seen:
                 continue
+            seen.add(digest)
             extractor.file_feature(info)  # computed once, kept in the feature cache
-            name = _free_name(file.name, taken)
-            taken.add(name)
-            known.add(digest)
             frames = info.n_frames or round(info.duration_s * info.fps)
-            item = HistoryItem(name, digest, frames, round(info.duration_s, 3), _now())
-            planned.append((file, item))
-        if not planned:
+            prepared.append(PreparedFile(file, digest, frames, round(info.duration_s, 3)))
+        return prepared
+
+    def commit(self, prepared: Sequence[PreparedFile]) -> list[HistoryItem]:
+        """Copy prepared files in and record them, under the lock; returns what was added.
+
+        Copies go to a private temp folder first (outside the lock); under
+        the lock the manifest is re-read, each file takes a free name without
+        replacing anything, and the manifest is written back. Any failure
+        leaves the folder as it was.
+        """
+        if not prepared:
             return []
+        self._require_managed("add to")
         self.folder.mkdir(parents=True, exist_ok=True)
-        copied: list[Path] = []
         try:
-            for src, item in planned:
-                dest = item.path_in(self.folder)
-                with atomic_path(dest) as tmp:
-                    shutil.copyfile(src, tmp)
-                copied.append(dest)
-            self._write_manifest(existing + [item for _, item in planned])
+            with fsutil.temp_dir(self.folder, "add") as staging:
+                staged = []
+                for n, prep in enumerate(prepared):
+                    copy = staging / f"{n}{Path(prep.source.name).suffix.lower()}"
+                    shutil.copyfile(prep.source, copy)
+                    staged.append(copy)
+                with self.locked():
+                    fsutil.clean_stale_temps(self.folder)
+                    return self._commit_locked(prepared, staged)
+        except PhdError:
+            raise
         except OSError as exc:
-            for dest in copied:
-                dest.unlink(missing_ok=True)
-            raise HistoryError(f"could not write to the history at {self.folder} ({exc})") from None
-        return [item for _, item in planned]
+            raise HistoryError(f"could not write to the history at {self.folder} "
+                               f"({exc.strerror or exc})") from None
+
+    def _commit_locked(self, prepared: Sequence[PreparedFile], staged: list[Path]
+                       ) -> list[HistoryItem]:
+        existing = self.items()  # re-read: another phd may have added meanwhile
+        known = {it.sha256 for it in existing}
+        taken = {it.name for it in existing}
+        added: list[HistoryItem] = []
+        claimed: list[tuple[Path, tuple[int, int]]] = []
+        try:
+            for prep, copy in zip(prepared, staged, strict=True):
+                if prep.sha256 in known:
+                    continue
+                while True:  # a stray file of that name is never replaced
+                    name = _free_name(prep.source.name, taken)
+                    taken.add(name)
+                    try:
+                        claimed.append((self.folder / name,
+                                        fsutil.claim(copy, self.folder / name)))
+                        break
+                    except FileExistsError:
+                        continue
+                known.add(prep.sha256)
+                added.append(HistoryItem(name, prep.sha256, prep.frames, prep.duration_s,
+                                         _now()))
+            if added:
+                self._write_manifest(existing + added)
+        except BaseException:
+            for dest, identity in claimed:
+                fsutil.unclaim(dest, identity)
+            raise
+        return added
 
     def remove(self, name: str) -> HistoryItem:
-        self._require_managed("remove from")
-        items = self.items()
-        match = [it for it in items if it.name == name]
-        if not match:
-            raise HistoryError(f"no GIF named {name!r} in the history (see `phd history list`)")
-        self._write_manifest([it for it in items if it.name != name])
-        match[0].path_in(self.folder).unlink(missing_ok=True)
+        with self.locked():
+            items = self.items()
+            match = [it for it in items if it.name == name]
+            if not match:
+                raise HistoryError(
+                    f"no GIF named {name!r} in the history (see `phd history list`)")
+            self._write_manifest([it for it in items if it.name != name])
+            match[0].path_in(self.folder).unlink(missing_ok=True)
         return match[0]
 
     def _write_manifest(self, items: list[HistoryItem]) -> None:
@@ -164,10 +282,14 @@ class History:
             raise HistoryError(f"cannot {verb} --history {self.folder}: it is read-only for phd")
 
 
-def _describe(path: Path) -> HistoryItem:
+def _describe(path: Path) -> HistoryItem | None:
     from phdcli.video import probe
 
-    info = probe(path)
+    try:
+        info = probe(path)
+    except InputError as exc:
+        log.warning("warning: history GIF skipped: %s", exc)
+        return None
     added = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat(timespec="seconds")
     frames = info.n_frames or round(info.duration_s * info.fps)
     return HistoryItem(path.name, "", frames, round(info.duration_s, 3), added)
@@ -178,7 +300,7 @@ def _free_name(name: str, taken: set[str]) -> str:
     stem, suffix = Path(name).stem, Path(name).suffix.lower()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("._") or "gif"
     candidate, n = f"{safe}{suffix}", 2
-    while candidate in taken or candidate == MANIFEST:
+    while candidate in taken or candidate in (MANIFEST, LOCK):
         candidate, n = f"{safe}-{n}{suffix}", n + 1
     return candidate
 
@@ -193,11 +315,14 @@ def add_to_history(
     device: str = "auto",
     c3d_weights: Path | None = None,
     model: Path | None = None,
+    max_megapixels: float | None = None,
 ) -> list[HistoryItem]:
     """``phd history add``: the features follow the ranking model's spec."""
     from phdcli.features import FeatureExtractor
     from phdcli.model import default_model_path, load_model
+    from phdcli.video import DEFAULT_MAX_MEGAPIXELS, PixelBudget, set_pixel_budget
 
+    set_pixel_budget(PixelBudget.from_megapixels(max_megapixels or DEFAULT_MAX_MEGAPIXELS))
     history = History.for_user(user)
     spec = load_model(model or default_model_path()).spec
     extractor = FeatureExtractor(spec, c3d_weights, device)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from phdcli import paths
 from phdcli.c3d_spec import C3D_PARAM_SHAPES, C3DInput
 from phdcli.errors import DownloadError, UsageError, WeightsError
-from phdcli.fsutil import atomic_path, cached_sha256, remember_sha256
+from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256, remember_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -38,6 +38,7 @@ FORMATS = ("mmaction2", "davidea")
 _CHUNK_BYTES = 1 << 20
 _TIMEOUT_S = 30.0
 _USER_AGENT = "phd (phdcli weights fetch)"
+_DEFAULT_POINTER = "fetched.json"  # `phd model fetch --url`: which file later runs use
 
 
 @dataclass(frozen=True)
@@ -158,15 +159,43 @@ def fetch_weights(name: str | None = None, url: str | None = None, sha256: str |
     if url is None:
         if sha256 is not None:
             raise UsageError("--sha256 goes with --url (registry entries carry their own)")
-        return fetch(name or DEFAULT_WEIGHTS, progress=progress, force=force)
+        src = _source(name or DEFAULT_WEIGHTS)
+        return _remember_default(fetch(src, progress=progress, force=force), src.url)
     if name is not None:
         raise UsageError("give a registry name or --url, not both")
     filename = Path(urllib.parse.urlsplit(url).path).name
     if not filename or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise UsageError(f"not an http(s) URL of a file: {url}")
+    if filename.startswith(".") or filename == _DEFAULT_POINTER:
+        raise UsageError(f"cannot save {url} under the name {filename!r}")
     source = WeightsSource(name=filename, url=url, filename=filename, format="auto",
                            sha256=sha256.lower() if sha256 else None, size_bytes=None)
-    return fetch(source, progress=progress, force=force)
+    return _remember_default(fetch(source, progress=progress, force=force), url)
+
+
+def _remember_default(path: Path, url: str) -> Path:
+    """What ``phd model fetch`` fetched last is what later runs use."""
+    atomic_write_text(paths.weights_cache_dir() / _DEFAULT_POINTER,
+                      json.dumps({"file": path.name, "url": url}) + "\n")
+    return path
+
+
+def _fetched_default() -> Path | None:
+    """The file ``phd model fetch --url`` saved last, if it is still there.
+
+    The name is read from a file a user could edit: only a plain file name
+    inside the weights cache is accepted.
+    """
+    folder = paths.weights_cache_dir()
+    try:
+        name = json.loads((folder / _DEFAULT_POINTER).read_text())["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (not isinstance(name, str) or not name or name != Path(name).name
+            or name.startswith(".") or "\\" in name):
+        return None
+    path = folder / name
+    return path if path.is_file() else None
 
 
 def _download(src: WeightsSource, part: Path,
@@ -395,8 +424,14 @@ def _load(path: Path, format: str | None) -> tuple[dict[str, torch.Tensor], C3DI
 
     from safetensors.torch import save_file
 
-    with atomic_path(converted, suffix=".tmp") as tmp:
-        save_file(state, str(tmp), metadata=_spec_to_metadata(spec, fmt, sha256))
+    try:
+        with atomic_path(converted, suffix=".tmp") as tmp:
+            save_file(state, str(tmp), metadata=_spec_to_metadata(spec, fmt, sha256))
+    except OSError as exc:  # disk full: the cache is an optimisation, the run goes on
+        import logging
+
+        logging.getLogger("phd").warning("warning: could not cache the converted C3D weights "
+                                         "(%s)", exc.strerror or exc)
     return state, spec, sha256
 
 
@@ -425,6 +460,9 @@ def resolve_weights_path(explicit: Path | None = None) -> Path:
         if not from_env.is_file():
             raise WeightsError(f"C3D weights file not found: {from_env} (from {ENV_WEIGHTS})")
         return from_env
+    fetched = _fetched_default()
+    if fetched is not None:
+        return fetched
     for name in (DEFAULT_WEIGHTS, *REGISTRY):
         candidate = cached_path(name)
         if candidate.is_file():
