@@ -320,10 +320,11 @@ def add_to_history(
     """``phd history add``: the features follow the ranking model's spec."""
     from phdcli.features import FeatureExtractor
     from phdcli.model import default_model_path, load_model
-    from phdcli.video import DEFAULT_MAX_MEGAPIXELS, PixelBudget, set_pixel_budget
+    from phdcli.video import DEFAULT_MAX_MEGAPIXELS, PixelBudget, using_pixel_budget
 
-    set_pixel_budget(PixelBudget.from_megapixels(max_megapixels or DEFAULT_MAX_MEGAPIXELS))
     history = History.for_user(user)
     spec = load_model(model or default_model_path()).spec
     extractor = FeatureExtractor(spec, c3d_weights, device)
-    return history.add(files, extractor)
+    budget = PixelBudget.from_megapixels(max_megapixels or DEFAULT_MAX_MEGAPIXELS)
+    with using_pixel_budget(budget):
+        return history.add(files, extractor)

@@ -207,11 +207,11 @@ class Suggester:
         from phdcli.features import FeatureExtractor
         from phdcli.history import History
         from phdcli.model import default_model_path, load_model
-        from phdcli.video import PixelBudget, set_pixel_budget
+        from phdcli.video import PixelBudget
 
         self.config = config
         self.progress = progress
-        set_pixel_budget(PixelBudget.from_megapixels(config.max_megapixels))
+        self.pixel_budget = PixelBudget.from_megapixels(config.max_megapixels)
         self._stems: set[str] = set()  # output stems taken in this batch
         self._written: set[Path] = set()  # files this batch claimed
         self.model = load_model(config.model_path or default_model_path())
@@ -246,12 +246,17 @@ class Suggester:
         return candidate
 
     def run(self, item: str | Path, on_suggestion: OnSuggestion | None = None) -> VideoSuggestions:
+        from phdcli.video import using_pixel_budget
+
+        with using_pixel_budget(self.pixel_budget):
+            return self._run(str(item), on_suggestion)
+
+    def _run(self, item: str, on_suggestion: OnSuggestion | None) -> VideoSuggestions:
         from phdcli.segments import fixed_segments, shot_segments
         from phdcli.source import resolve_input
         from phdcli.video import probe
 
         cfg = self.config
-        item = str(item)
         source = resolve_input(item, cfg.download, self._stage_progress("download"))
         stem = self._unique_stem(source.stem)
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -72,14 +73,15 @@ class PixelBudget:
 _budget = PixelBudget()
 
 
-def set_pixel_budget(budget: PixelBudget) -> None:
-    """The budget every later open checks (set once per run from its config)."""
+@contextmanager
+def using_pixel_budget(budget: PixelBudget) -> Iterator[None]:
+    """Every open inside the body (decode threads included) checks ``budget``."""
     global _budget
-    _budget = budget
-
-
-def pixel_budget() -> PixelBudget:
-    return _budget
+    previous, _budget = _budget, budget
+    try:
+        yield
+    finally:
+        _budget = previous
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def _check_pixels(path: Path, width: int, height: int, n_frames: int | None,
     if area > budget.max_frame_pixels:
         what = "GIF canvas" if is_gif else "frame size"
         raise InputError(
-            f"{path}: {what} {width}x{height} ({area / 1e6:.0f} megapixels) is over the "
+            f"{path}: {what} {width}x{height} ({area / 1e6:.3g} megapixels) is over the "
             f"pixel budget of {budget.max_frame_pixels / 1e6:g} megapixels ({hint})"
         )
     total = area * (n_frames or 0)
@@ -257,11 +259,12 @@ def check_decodes(path: Path) -> None:
     if layout is not None and layout.damage is not None:
         raise InputError(f"{path}: damaged GIF ({layout.damage})")
     container = open_video(path)
-    previous = av.logging.get_level()
+    previous = av.logging.get_level(), av.logging.get_skip_repeated()
     try:
         stream = video_stream(container, path)
         decoded = 0
         av.logging.set_level(av.logging.ERROR)
+        av.logging.set_skip_repeated(False)  # the same damage in a second file must show too
         with av.logging.Capture(local=False) as logs:
             try:
                 for _ in container.decode(stream):
@@ -279,7 +282,8 @@ def check_decodes(path: Path) -> None:
             raise InputError(f"{path}: damaged GIF (only {decoded} of its {layout.n_frames} "
                              "frames decode)")
     finally:
-        av.logging.set_level(previous)
+        av.logging.set_level(previous[0])
+        av.logging.set_skip_repeated(previous[1])
         container.close()
 
 

@@ -28,3 +28,10 @@ def davidea_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.c3d_files import write_davidea_pickle
 
     return write_davidea_pickle(tmp_path_factory.mktemp("c3d") / "c3d.pickle")
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One phd cache folder (converted weights, features) for homes made with
+    ``runphd.home_with_cache``: C3D runs once per distinct input per session."""
+    return tmp_path_factory.mktemp("shared-cache")
