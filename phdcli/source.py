@@ -140,7 +140,9 @@ def _cached(folder: Path, url: str) -> ResolvedInput | None:
 def _download(url: str, folder: Path, options: DownloadOptions, progress: Progress | None
               ) -> ResolvedInput:
     folder.mkdir(parents=True, exist_ok=True)
-    fsutil.clean_stale_temps(folder)  # what a killed phd left mid-download
+    for sibling in folder.parent.iterdir():  # what a killed phd left mid-download
+        if sibling.is_dir():
+            fsutil.clean_stale_temps(sibling)
     # A stale source.json must not outlive a failed retry.
     (folder / _SOURCE_JSON).unlink(missing_ok=True)
     try:

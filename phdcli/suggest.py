@@ -453,6 +453,11 @@ def check_name_template(template: str, k: int = 1, n_videos: int = 1, fmt: str =
                           Explanation(0, 0, 0, None, None))
         return output_path(out_dir, template, stem, pick, fmt).name
 
+    longest = render(stem="x" * _STEM_MAX + f"-{n_videos}", rank=k, start_s=999_999.0)
+    limit = fsutil.name_max(out_dir)
+    if len(longest.encode("utf-8", "surrogateescape")) > limit:
+        raise UsageError(f"--name {template!r} gives file names too long for {out_dir} "
+                         f"(up to {len(longest.encode())} bytes; at most {limit})")
     name = render()
     if k > 1 and render(rank=2) == name:
         raise UsageError(f"--name {template!r} gives every GIF of a video the same name: "
@@ -460,11 +465,6 @@ def check_name_template(template: str, k: int = 1, n_videos: int = 1, fmt: str =
     if n_videos > 1 and render(stem="video-2") == name:
         raise UsageError(f"--name {template!r} gives the GIFs of different videos the same "
                          "names: use {stem}")
-    longest = render(stem="x" * _STEM_MAX + f"-{n_videos}", rank=k, start_s=999_999.0)
-    limit = fsutil.name_max(out_dir)
-    if len(longest.encode("utf-8", "surrogateescape")) > limit:
-        raise UsageError(f"--name {template!r} gives file names too long for {out_dir} "
-                         f"(up to {len(longest.encode())} bytes; at most {limit})")
 
 
 def check_outputs(config: SuggestConfig, n_videos: int) -> None:

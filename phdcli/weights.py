@@ -422,16 +422,17 @@ def _load(path: Path, format: str | None) -> tuple[dict[str, torch.Tensor], C3DI
     state = _to_canonical(raw, fmt, path)
     spec = INPUT_SPECS[fmt]
 
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     try:
         with atomic_path(converted, suffix=".tmp") as tmp:
             save_file(state, str(tmp), metadata=_spec_to_metadata(spec, fmt, sha256))
-    except OSError as exc:  # disk full: the cache is an optimisation, the run goes on
+    except (OSError, SafetensorError) as exc:  # disk full: the cache only saves time
         import logging
 
         logging.getLogger("phd").warning("warning: could not cache the converted C3D weights "
-                                         "(%s)", exc.strerror or exc)
+                                         "(%s)", getattr(exc, "strerror", None) or exc)
     return state, spec, sha256
 
 
