@@ -93,19 +93,19 @@ def hidden_files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob(".*")) if folder.exists() else []
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Pids of live processes whose command line contains ``text`` (Linux /proc)."""
+def processes_mentioning(text: str, in_environment: bool = False) -> list[int]:
+    """Pids of live processes whose command line (or environment) contains
+    ``text`` (Linux /proc)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8",
-                                                                                   "replace")
+            raw = (entry / ("environ" if in_environment else "cmdline")).read_bytes()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if text in cmdline and state != "Z":
+        if text in raw.replace(b"\0", b" ").decode("utf-8", "replace") and state != "Z":
             pids.append(int(entry.name))
     return pids
 
