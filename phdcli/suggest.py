@@ -520,7 +520,7 @@ def suggest_batch(
 ) -> BatchResult:
     """Suggest GIFs for many inputs; models load once, one failure stops nothing.
 
-    Usage errors (template, ``--out``) raise before any work. A problem with
+    Usage errors (flags, template) raise before any work. A problem with
     the shared parts (model file, weights, device, history) stops the batch:
     it is ``BatchResult.fatal``, and every input not done is listed with it.
     A problem with one input is recorded and the batch goes on.
@@ -528,8 +528,13 @@ def suggest_batch(
     items, failures = expand_inputs(inputs)
     for failure in failures:
         log.error("error: %s", failure.message)
-    check_outputs(config, len(items))
     batch = BatchResult(failures=failures)
+    try:
+        check_outputs(config, len(items))
+    except UsageError:
+        raise  # the command line itself is wrong: no document, exit 2
+    except PhdError as exc:  # --out cannot be used: every input fails, said once
+        return _stop(batch, items, exc)
     if not items:
         return batch
     try:

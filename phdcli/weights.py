@@ -13,6 +13,7 @@ import hashlib
 import http.client
 import json
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -39,6 +40,8 @@ _CHUNK_BYTES = 1 << 20
 _TIMEOUT_S = 30.0
 _USER_AGENT = "phd (phdcli weights fetch)"
 _DEFAULT_POINTER = "fetched.json"  # `phd model fetch --url`: which file later runs use
+_STALL_S = 60.0  # less than 1 KiB in this long: give up (the .part stays for a resume)
+_MAX_UNKNOWN_BYTES = 2_000_000_000  # C3D weights are 312 MB; an endless body is not them
 
 
 @dataclass(frozen=True)
@@ -229,16 +232,29 @@ def _download(src: WeightsSource, part: Path,
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else src.size_bytes
         done = offset
+        cap = total if total is not None else _MAX_UNKNOWN_BYTES
+        mark, mark_t = done, time.monotonic()
         try:
             with open(part, "ab" if offset > 0 else "wb") as out:
                 if progress is not None:
                     progress(done, total)
-                while chunk := response.read(_CHUNK_BYTES):
+                # read1: whatever arrived, so that a server trickling a byte every
+                # few seconds is noticed (read(n) would wait for all n bytes).
+                while chunk := response.read1(_CHUNK_BYTES):
                     out.write(chunk)
                     digest.update(chunk)
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
+                    if done > cap:
+                        part.unlink(missing_ok=True)
+                        raise DownloadError(f"{src.url}: more than {cap} bytes; not C3D weights "
+                                            "(download deleted)")
+                    now = time.monotonic()
+                    if done - mark >= 1024:
+                        mark, mark_t = done, now
+                    elif now - mark_t > _STALL_S:
+                        raise _interrupted(src.url, done, f"stalled: under 1 KiB in {_STALL_S:g} s")
         except (OSError, http.client.HTTPException) as exc:
             raise _interrupted(src.url, done, type(exc).__name__) from None
     # http.client just stops at EOF when the server hangs up early: compare

@@ -221,3 +221,19 @@ def test_row15_model_fetch_url_is_what_later_runs_use(
         pointer.write_text(f'{{"file": "{hostile}"}}')
         with pytest.raises(WeightsError, match="phd model fetch"):
             weights.resolve_weights_path()
+
+
+def test_model_fetch_has_limits_too(phd_home: Path, server: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`phd model fetch --url`: a trickle is a stall (the .part stays for a resume),
+    an endless body is not C3D weights (deleted)."""
+    monkeypatch.setattr(weights, "_STALL_S", 1.5)
+    monkeypatch.setattr(weights, "_MAX_UNKNOWN_BYTES", 3_000_000)
+    Hostile.trickle_s = 1.0
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="stalled"):
+        weights.fetch_weights(url=f"{server}/trickle.pth")
+    assert time.monotonic() - started < 20
+    with pytest.raises(DownloadError, match="not C3D weights"):
+        weights.fetch_weights(url=f"{server}/endless.pth")
+    assert not (paths.weights_cache_dir() / "endless.pth.part").exists()

@@ -131,9 +131,10 @@ def test_row11_out_that_is_a_file_or_read_only_fails_before_any_work(
     blocker = tmp_path / "a-file"
     blocker.write_text("mine")
     for out in (blocker, blocker / "sub"):
-        code, _, err = run(["suggest", str(clips["a"]), "--out", str(out), "--device", "cpu"],
-                           capsys)
+        code, stdout, err = run(["suggest", str(clips["a"]), "--out", str(out), "--json",
+                                 "--device", "cpu"], capsys)
         assert code == 1 and "not a folder" in err and len(err.strip().splitlines()) == 1
+        assert json_doc(stdout)["errors"][0]["input"] == str(clips["a"])
     assert blocker.read_text() == "mine"
     readonly = tmp_path / "ro"
     readonly.mkdir()
@@ -301,3 +302,30 @@ def test_row19_the_input_is_named_once(home: Path, tmp_path: Path,
     assert code == 1
     (line,) = err.strip().splitlines()
     assert line.startswith(f"phd: error: {blink}: ") and "tiny02:" not in line
+
+
+@pytest.mark.heavy
+def test_row5_damaged_converted_weights_never_put_nan_on_stdout(
+    clips: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
+) -> None:
+    """Row 5 as written: 1 MiB of garbage inside the converted weights. Whether
+    the damage is caught at load (checksums, issue 12) or only at the scores,
+    stdout stays strict JSON and a bad input is an error, never a NaN."""
+    import random
+
+    home = tmp_path / "home"
+    args = ["suggest", "-k", "1", "--dry-run", "--json", "--device", "cpu"]
+    first = phd(*args, str(clips["a"]), home=home, weights=mmaction2_weights)
+    assert first.returncode == 0, first.stderr
+    (converted,) = (home / "cache" / "weights").rglob("*.safetensors")
+    data = bytearray(converted.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + (1 << 20)] = random.Random(0).randbytes(1 << 20)
+    converted.write_bytes(bytes(data))
+    second = phd(*args, str(clips["b"]), home=home, weights=mmaction2_weights)
+    doc = json_doc(second.stdout)  # strict: "NaN" would fail here
+    if second.returncode == 0:
+        assert doc["results"][0]["suggestions"], second.stderr
+    else:
+        assert second.returncode == 1 and doc["errors"], second.stderr
+        assert "Traceback" not in second.stderr
