@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH ?= torch==2.13.0
 
-.PHONY: install suggest test test-heavy lint bench-quick completions clean
+.PHONY: install suggest test test-heavy lint bench-quick completions screenshot dist clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,5 +35,13 @@ bench-quick: $(STAMP)
 completions: $(STAMP)
 	$(BIN)/python scripts/gen_completions.py
 
+# The README's picture of a report: the browser test's own page and screenshot.
+screenshot: $(STAMP)
+	PHD_REPORT_SCREENSHOT=$(CURDIR)/docs/report.png $(BIN)/pytest -q tests/test_report.py -k chromium
+
+# The sdist and the wheel (with the bundled model and its card) in dist/.
+dist: $(STAMP)
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist

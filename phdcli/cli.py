@@ -23,7 +23,7 @@ try:  # typer >= 0.26 vendors its own click
 except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import UsageError as _ClickUsageError
 
-from phdcli import NOTICE, __version__, config, defaults
+from phdcli import NOTICE, config, defaults
 from phdcli.errors import Interrupted, PhdError, UsageError
 
 app = typer.Typer(
@@ -85,7 +85,10 @@ def _show_progress() -> bool:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"phd {__version__}")
+        from phdcli.about import collect  # imports torch: only when asked
+
+        for line in collect().lines():
+            typer.echo(line)
         raise typer.Exit()
 
 
@@ -94,7 +97,8 @@ def _root(
     ctx: typer.Context,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool, typer.Option("--version", callback=_version, is_eager=True,
+                           help="Show the versions, model, device and weights phd uses.")
     ] = False,
 ) -> None:
     _setup_output(quiet)
@@ -107,7 +111,7 @@ UserOpt = Annotated[str, typer.Option("--user", "-u", help="History profile.")]
 HistoryDirOpt = Annotated[
     Path | None, typer.Option("--history", help="Use this folder of GIFs as the history.")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
 WeightsOpt = Annotated[
     Path | None,
     typer.Option("--c3d-weights", help="C3D weights file (also PHD_C3D_WEIGHTS).", dir_okay=False),
@@ -120,6 +124,7 @@ def _env(name: str) -> str:
 
 @app.command()
 def suggest(
+    ctx: typer.Context,
     inputs: Annotated[
         list[str], typer.Argument(help="Videos, folders, URLs; - reads them from stdin.",
                                   metavar="VIDEO")
@@ -149,11 +154,19 @@ def suggest(
         False),
     force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Rank only; write nothing.")] = False,
+    report: Annotated[bool, typer.Option(
+        envvar=_env("report"), help="Also write an HTML contact sheet (index.html) in --out.")] = (
+        False),
+    include_kept: Annotated[bool, typer.Option(
+        help="Also suggest spans of this video you already kept.")] = False,
+    heatmap_weight: Annotated[float, typer.Option(
+        envvar=_env("heatmap_weight"),
+        help="Add W x the site's replay heatmap to the score (hand-set, unmeasured).")] = 0.0,
     user: Annotated[str, typer.Option("--user", "-u", envvar=_env("user"),
                                       help="History profile.")] = "default",
     history: HistoryDirOpt = None,
     device: Annotated[str, typer.Option(envvar=_env("device"),
-                                        help="auto, cpu, cuda or cuda:N.")] = "auto",
+                                        help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
     precision: Annotated[str, typer.Option(envvar=_env("precision"),
                                            help="auto, bf16 or fp32.")] = "auto",
     max_height: Annotated[int, typer.Option(envvar=_env("max_height"),
@@ -201,7 +214,9 @@ def suggest(
                                  stall_timeout_s=stall_timeout, timeout_s=download_timeout,
                                  refresh=refresh),
         device=device, precision=precision, c3d_weights=c3d_weights, model_path=model,
-        user=user, history_dir=history, force=force, dry_run=dry_run,
+        user=user, history_dir=history, force=force, dry_run=dry_run, report=report,
+        include_kept=include_kept, heatmap_weight=heatmap_weight,
+        command=_reproduce_command(ctx) if report else "",
         max_megapixels=max_megapixels,
     )
 
@@ -217,6 +232,8 @@ def suggest(
         typer.echo(json.dumps(batch.to_dict(explain), indent=1, allow_nan=False))
     elif not as_jsonl:
         _print_suggestions(batch, explain)
+    if batch.report is not None:
+        log.log(NOTICE, "report: %s", batch.report)
     if batch.fatal is not None:
         raise batch.fatal
     if batch.failures:
@@ -232,6 +249,42 @@ def _megabytes(flag: str, value: float | None) -> int | None:
     return max(1, int(value * 1_000_000))
 
 
+# Flags that change what is printed, not what is made.
+_NOT_REPRODUCED = {"inputs", "as_json", "as_jsonl", "quiet", "explain"}
+
+
+def _reproduce_command(ctx: typer.Context) -> str:
+    """``phd suggest {input} ...`` with every setting not at its built-in default.
+
+    Values from PHD_* variables and the config file become flags too, so the
+    command gives the same result on a machine without them.
+    """
+    import shlex
+
+    try:  # typer >= 0.26 vendors its own click
+        from typer._click.core import ParameterSource
+    except ImportError:  # pragma: no cover - older typer on real click
+        from click.core import ParameterSource
+
+    words = ["phd", "suggest", "{input}"]
+    for param in ctx.command.params:
+        name = param.name or ""
+        if name in _NOT_REPRODUCED or ctx.get_parameter_source(name) in (
+            None, ParameterSource.DEFAULT
+        ):
+            continue
+        value = ctx.params.get(name)
+        flag = next((o for o in param.opts if o.startswith("--")), param.opts[0])
+        if isinstance(value, bool):
+            off = next((o for o in getattr(param, "secondary_opts", []) if o.startswith("--")),
+                       None)
+            if value or off:
+                words.append(flag if value else str(off))
+        elif value is not None:
+            words += [flag, str(value)]
+    return " ".join(w if w == "{input}" else shlex.quote(w) for w in words)
+
+
 def _print_suggestions(batch: Any, explain: bool) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -241,8 +294,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
         table = Table(title=f"{result.input} ({result.duration_s:.0f} s)")
         for column in ("rank", "start-end", "score"):
             table.add_column(column, justify="right")
+        heat = explain and result.heatmap is not None
         if explain:
-            for column in ("fnn", "svm-d", "prior", "nearest GIF (sim.)"):
+            for column in ("fnn", "svm-d", "prior", *(["heatmap (replay)"] if heat else []),
+                           "nearest GIF (sim.)"):
                 table.add_column(column, justify="right")
         table.add_column("file")
         for s in result.suggestions:
@@ -250,7 +305,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
             if explain:
                 e = s.explanation
                 near = "-" if e.nearest_gif is None else f"{e.nearest_gif} ({e.similarity:.2f})"
-                row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}", near]
+                row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}"]
+                if heat:
+                    row.append(f"{e.heatmap_term:.3f} ({e.heatmap_value:.2f})")
+                row.append(near)
             row.append(str(s.path or "-"))
             table.add_row(*row)
         console.print(table)
@@ -333,7 +391,13 @@ def history_add(
     added = add_to_history(files, user=user, device=device, c3d_weights=c3d_weights, model=model,
                            max_megapixels=max_megapixels)
     for item in added:
-        log.info("added %s (%d frames, %.1f s)", item.name, item.frames, item.duration_s)
+        if item.source is not None:
+            how = ("its features from phd suggest, no C3D" if item.feature is not None
+                   else "features from the GIF")
+            log.info("kept %s: %s %.1f-%.1f s (%s)", item.name, item.source.video,
+                     item.source.start_s, item.source.end_s, how)
+        else:
+            log.info("added %s (%d frames, %.1f s)", item.name, item.frames, item.duration_s)
     if not added:
         log.info("nothing new: every file is already in the history")
 
@@ -362,11 +426,13 @@ def history_list(
     from rich.table import Table
 
     table = Table()
-    for column in ("name", "frames", "duration", "added"):
+    for column in ("name", "frames", "duration", "added", "kept from"):
         table.add_column(column)
     for it in items:
         name = f"{it.name} (missing)" if it.name in missing else it.name
-        table.add_row(name, str(it.frames), f"{it.duration_s:.1f} s", it.added)
+        origin = ("-" if it.source is None else
+                  f"{it.source.video} {it.source.start_s:.1f}-{it.source.end_s:.1f} s")
+        table.add_row(name, str(it.frames), f"{it.duration_s:.1f} s", it.added, origin)
     Console().print(table)
 
 
@@ -417,6 +483,8 @@ def doctor(
     device: DeviceOpt = "auto",
     c3d_weights: WeightsOpt = None,
     model: Annotated[Path | None, typer.Option(help="Ranking model file.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="One JSON document on stdout: the checks and what phd runs with.")] = False,
 ) -> None:
     """Check ffmpeg, packages, device, C3D weights, the model and the history."""
     from rich.console import Console
@@ -425,13 +493,25 @@ def doctor(
     from phdcli.doctor import run_checks
 
     checks = run_checks(user=user, device=device, weights=c3d_weights, model=model)
+    ok = all(c.ok for c in checks)
+    if as_json:
+        from dataclasses import asdict
+
+        from phdcli.about import collect
+
+        about = collect(device=device, weights=c3d_weights, model=model)
+        typer.echo(json.dumps({"version": 1, "ok": ok, **about.to_dict(),
+                               "checks": [asdict(c) for c in checks]}, indent=1))
+        if not ok:
+            raise typer.Exit(1)
+        return
     table = Table()
     for column in ("check", "", "detail", "fix"):
         table.add_column(column)
     for c in checks:
         table.add_row(c.name, "ok" if c.ok else "MISSING", c.detail, c.fix)
     Console().print(table)
-    if not all(c.ok for c in checks):
+    if not ok:
         raise typer.Exit(1)
 
 

@@ -52,7 +52,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_size", None, "largest output file, MB"),
     Setting("name", defaults.NAME_TEMPLATE, "output name template"),
     Setting("user", "default", "history profile"),
-    Setting("device", "auto", "auto, cpu, cuda or cuda:N"),
+    Setting("device", "auto", "auto, cpu, cuda, cuda:N or mps"),
     Setting("precision", "auto", "auto, bf16 or fp32"),
     Setting("max_height", 720, "largest video height to download"),
     Setting("max_filesize", 4000.0, "largest video download, MB"),
@@ -61,6 +61,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_megapixels", 36.0, "largest frame or GIF canvas, megapixels"),
     Setting("c3d_weights", None, "C3D weights file"),
     Setting("model", None, "ranking model file"),
+    Setting("report", False, "write an HTML contact sheet"),
+    Setting("heatmap_weight", 0.0, "weight of the site's replay heatmap (hand-set)"),
 )
 SETTING_NAMES = {s.name for s in SETTINGS}
 

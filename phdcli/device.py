@@ -1,7 +1,11 @@
 """The one place that chooses the compute device and precision, and says why.
 
-``auto`` picks CUDA when there is one; an explicit device that does not exist
-is an error, never a silent fallback (rembg's users were bitten by that).
+``auto`` picks CUDA, then Apple's MPS, then the CPU; an explicit device that
+does not exist is an error, never a silent fallback (rembg's users were
+bitten by that). On MPS, C3D's operations are tried on a tiny tensor first:
+one that this PyTorch lacks there sends the run to the CPU, and the reason is
+said with the device.
+
 bf16 is used where the hardware does it natively: on a CPU without native
 bf16 (AMX-BF16 / AVX512-BF16) PyTorch emulates it and C3D runs hundreds of
 times slower than fp32, so ``auto`` keeps fp32 there.
@@ -10,6 +14,7 @@ times slower than fp32, so ``auto`` keeps fp32 there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +28,20 @@ PRECISIONS = ("bf16", "fp32")
 # (ARMv8.6 BF16) feature in the "Features" line.
 _BF16_CPU_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "bf16": "ARM BF16"}
 
+_DEVICE_RE = re.compile(r"cuda(?::(\d+))?|mps")
+_DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+# What C3D needs from MPS, per PyTorch's release notes (nothing here has an
+# Apple GPU to check it on): Conv3d since 2.2 (pytorch#114183, macOS 13.2+);
+# max_pool3d only since 2.9 (pytorch#156467; 2.9 needs macOS 14+); conv3d
+# under bf16 autocast fixed in 2.9 (pytorch#160423). The probe below decides;
+# this only names the version to upgrade to.
+MPS_C3D_MIN_TORCH = (2, 9)
+
 
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how the network runs: ``device`` "cpu" or "cuda:N",
+    """Where and how the network runs: ``device`` "cpu", "cuda:N" or "mps",
     ``precision`` "bf16" or "fp32", ``reason`` one human phrase."""
 
     device: str
@@ -78,12 +93,22 @@ def _resolve_device(device: str) -> tuple[str, str]:
     if spec == "auto":
         if torch.cuda.is_available():
             return "cuda:0", ""
-        return "cpu", "no CUDA device found"
+        if torch.backends.mps.is_available():
+            return "mps", ""
+        return "cpu", "no CUDA or MPS device found"
     if spec == "cpu":
         return "cpu", ""
-    match = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    match = _DEVICE_RE.fullmatch(spec)
     if match is None:
-        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+        raise UsageError(f"unknown device {device!r}: use {_DEVICE_CHOICES}")
+    if spec == "mps":
+        if not torch.backends.mps.is_available():
+            build = "a build without MPS"
+            if torch.backends.mps.is_built():
+                build = "this machine offers no MPS device: Apple Silicon and macOS 14+ needed"
+            raise DeviceError(f"device 'mps' requested but MPS is not available "
+                              f"(torch {torch.__version__}, {build}); use --device cpu")
+        return "mps", ""
     index = int(match.group(1) or 0)
     if not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
@@ -104,8 +129,8 @@ def check_spec(device: str, precision: str = "auto") -> None:
     (``resolve_runtime``); a warm run that never loads C3D never asks.
     """
     spec = device.strip().lower()
-    if spec not in ("auto", "cpu") and re.fullmatch(r"cuda(?::(\d+))?", spec) is None:
-        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+    if spec not in ("auto", "cpu") and _DEVICE_RE.fullmatch(spec) is None:
+        raise UsageError(f"unknown device {device!r}: use {_DEVICE_CHOICES}")
     if precision.strip().lower() not in ("auto", *PRECISIONS):
         raise UsageError(f"unknown precision {precision!r}: use auto, bf16 or fp32")
 
@@ -118,6 +143,12 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     prec = precision.strip().lower()
     if prec not in ("auto", *PRECISIONS):
         raise UsageError(f"unknown precision {precision!r}: use auto, bf16 or fp32")
+
+    if chosen == "mps":
+        mps = _mps_runtime(prec)
+        if isinstance(mps, Runtime):
+            return mps
+        chosen, device_why = "cpu", mps  # MPS lacks what C3D needs: the CPU, said so
 
     if chosen == "cpu":
         native = cpu_native_bf16()
@@ -139,3 +170,95 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     if device_why:
         reason = f"{device_why}; {reason}"
     return Runtime(device=chosen, precision=prec, reason=reason)
+
+
+def _mps_runtime(precision: str) -> Runtime | str:
+    """The MPS runtime, or why C3D cannot run on MPS here (the caller then uses the CPU).
+
+    fp32 unless bf16 is asked for: bf16 is emulated on M1/M2 GPUs and phd
+    has not been measured on any Apple GPU, so ``auto`` does not bet on it.
+    """
+    if precision not in ("auto", "bf16", "fp32"):
+        raise UsageError(f"precision {precision!r} is not available on MPS: use fp32 or bf16")
+    note = ""
+    if precision == "bf16":
+        problem, on_cpu = _mps_probe("bf16")
+        if problem is None:
+            return Runtime("mps", "bf16", _noting_cpu_ops("bf16 requested; Apple GPU", on_cpu))
+        note = f"bf16 requested, but {problem}: fp32 instead"
+    problem, on_cpu = _mps_probe("fp32")
+    if problem is not None:
+        return f"{problem}: running on the CPU"
+    if not note:
+        note = ("fp32 requested; Apple GPU" if precision == "fp32"
+                else "Apple GPU; fp32 (bf16 is not measured on MPS)")
+    return Runtime("mps", "fp32", _noting_cpu_ops(note, on_cpu))
+
+
+def _noting_cpu_ops(reason: str, on_cpu: list[str]) -> str:
+    if not on_cpu:
+        return reason
+    return f"{reason}; {', '.join(on_cpu)} run on the CPU (PYTORCH_ENABLE_MPS_FALLBACK), slower"
+
+
+# "The operator 'aten::max_pool3d_with_indices' is not currently implemented for
+# the MPS device..." (error), "...is not currently supported on the MPS backend
+# and will fall back to run on the CPU..." (warning, with PYTORCH_ENABLE_MPS_FALLBACK=1).
+_MPS_OP_RE = re.compile(r"operator '([\w:.]+)' is not currently (implemented|supported)")
+
+
+@functools.lru_cache(maxsize=4)
+def _mps_probe(precision: str) -> tuple[str | None, list[str]]:
+    """:func:`probe_c3d_ops` on MPS, once per precision and process."""
+    return probe_c3d_ops("mps", precision)
+
+
+def probe_c3d_ops(device: str, precision: str) -> tuple[str | None, list[str]]:
+    """Run each kind of operation C3D uses (Conv3d, every MaxPool3d variant, ReLU,
+    Linear) on a tiny tensor on ``device`` in ``precision``.
+
+    Returns (a one-line problem, or None; the operations PyTorch ran on the
+    CPU instead, when PYTORCH_ENABLE_MPS_FALLBACK=1 lets it).
+    """
+    import warnings
+
+    import torch
+    from torch.nn import functional as F
+
+    def zeros(*shape: int) -> torch.Tensor:
+        return torch.zeros(*shape, device=device)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with torch.inference_mode(), Runtime(device, precision, "probe").autocast():
+                clip, kernel = zeros(1, 3, 4, 8, 8), zeros(4, 3, 3, 3, 3)
+                h = F.relu(F.conv3d(clip, kernel, zeros(4), padding=1))
+                h = F.max_pool3d(h, kernel_size=(1, 2, 2), stride=(1, 2, 2))  # pool1
+                h = F.max_pool3d(h, kernel_size=2, stride=2, padding=(0, 1, 1))  # pool5 "both"
+                h = F.max_pool3d(h, kernel_size=2, stride=2, ceil_mode=True)  # pool5 "right"
+                F.linear(h.flatten(1), zeros(2, h[0].numel()), zeros(2)).cpu()
+        except (NotImplementedError, RuntimeError, TypeError) as exc:
+            return _mps_problem(str(exc)), []
+    messages = [str(w.message) for w in caught]
+    if any("Disabling autocast" in m for m in messages):
+        # torch < 2.6 (or macOS < 14) turns bf16 autocast off on MPS with a
+        # warning and runs fp32: that is not the bf16 that was asked for.
+        import torch
+
+        return f"MPS autocast lacks {precision} in torch {torch.__version__}", []
+    on_cpu = [m.group(1) for text in messages if (m := _MPS_OP_RE.search(text))]
+    return None, sorted(set(on_cpu))
+
+
+def _mps_problem(message: str) -> str:
+    """One line for an operation MPS refused, naming it and the PyTorch that has it."""
+    import torch
+
+    match = _MPS_OP_RE.search(message)
+    what = match.group(1) if match else " ".join(message.split())[:160]
+    line = f"MPS lacks {what} in torch {torch.__version__}" if match else f"MPS failed: {what}"
+    version = tuple(int(x) for x in re.findall(r"\d+", torch.__version__)[:2])
+    if version < MPS_C3D_MIN_TORCH:
+        line += f", C3D on MPS needs torch {'.'.join(map(str, MPS_C3D_MIN_TORCH))}+"
+    return line

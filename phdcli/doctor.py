@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from phdcli.errors import PhdError
+
+# 0.5 s of ffmpeg's moving test pattern: enough frames for a palette and a GOP.
+_TEST_SOURCE = "testsrc2=size=96x64:rate=10:duration=0.5"
 
 
 @dataclass(frozen=True)
@@ -19,30 +22,38 @@ class Check:
 
 
 def _ffmpeg() -> Check:
-    from phdcli.ffmpeg import ffmpeg_exe
+    """Write a tiny clip in each format with the very command lines ``phd suggest`` runs."""
+    from phdcli.errors import FfmpegError
+    from phdcli.ffgraph import ClipEncoding, clip_args
+    from phdcli.ffmpeg import ffmpeg_exe, run_ffmpeg
+    from phdcli.gifs import FORMAT_SUFFIX, MP4_CRF_LADDER, WEBP_QUALITY_LADDER, GifOptions
 
     exe = ffmpeg_exe()
-    try:
-        filters = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True,
-                                 text=True, timeout=30, check=True).stdout
-        encoders = subprocess.run([exe, "-hide_banner", "-encoders"], capture_output=True,
-                                  text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        return Check("ffmpeg", False, f"{exe} does not run ({exc})",
-                     "pip install --force-reinstall imageio-ffmpeg, or set PHD_FFMPEG")
-    missing = [f for f in ("palettegen", "paletteuse") if f" {f} " not in filters]
-    missing += [e for e in ("libx264", "libwebp") if e not in encoders]
-    if missing:
-        return Check("ffmpeg", False, f"{exe} lacks {', '.join(missing)}",
-                     "use imageio-ffmpeg's bundled binary (unset PHD_FFMPEG)")
-    return Check("ffmpeg", True, f"{exe} (palettegen, paletteuse, libx264, libwebp)")
+    quality = {"gif": GifOptions().colors, "mp4": MP4_CRF_LADDER[0],
+               "webp": WEBP_QUALITY_LADDER[0]}
+    with tempfile.TemporaryDirectory(prefix="phd-doctor-") as tmp:
+        for fmt, suffix in FORMAT_SUFFIX.items():
+            out = Path(tmp) / f"probe{suffix}"
+            args = clip_args(_TEST_SOURCE, 0.0, 0.5, out, ClipEncoding(fmt, 10.0, 64, quality[fmt]),
+                             source_format="lavfi")
+            try:
+                run_ffmpeg(args)
+            except FfmpegError as exc:
+                if str(exc).startswith("cannot run ffmpeg"):
+                    return Check("ffmpeg", False, str(exc),
+                                 "pip install --force-reinstall imageio-ffmpeg, or set PHD_FFMPEG")
+                return Check("ffmpeg", False, f"{exe} cannot write {fmt}: {exc}",
+                             "use imageio-ffmpeg's bundled binary (unset PHD_FFMPEG)")
+    return Check("ffmpeg", True, f"{exe} (wrote gif, mp4, webp: palettegen, paletteuse, "
+                                 "libx264, libwebp_anim)")
 
 
 def _versions() -> Check:
     from importlib.metadata import PackageNotFoundError, version
 
     found, missing = [], []
-    for package in ("av", "yt-dlp", "scenedetect-headless", "safetensors", "torch"):
+    for package in ("av", "ffmpeg-python", "imageio-ffmpeg", "yt-dlp", "scenedetect-headless",
+                    "safetensors", "torch"):
         try:
             found.append(f"{package} {version(package)}")
         except PackageNotFoundError:
@@ -64,21 +75,20 @@ def _device(device: str) -> Check:
 
 
 def _c3d(weights: Path | None) -> Check:
-    from phdcli.weights import REGISTRY, file_sha256, load_c3d_state, resolve_weights_path
+    from phdcli.about import c3d_weights_status
+    from phdcli.weights import load_c3d_state
 
+    status = c3d_weights_status(weights)
+    if not status.ok or status.path is None:
+        return Check("C3D weights", False, status.detail, status.fix)
     try:
-        path = resolve_weights_path(weights)
-        load_c3d_state(path)  # every shape validated
+        load_c3d_state(Path(status.path))  # every shape validated
     except PhdError as exc:
-        return Check("C3D weights", False, str(exc), "phd model fetch")
-    known = {s.filename: s for s in REGISTRY.values()}
-    source = known.get(path.name)
-    if source is not None and source.sha256:
-        if file_sha256(path) != source.sha256:
-            return Check("C3D weights", False, f"{path}: sha256 does not match {source.name}",
-                         "phd model fetch --force")
-        return Check("C3D weights", True, f"{path} (sha256 verified, {source.name})")
-    return Check("C3D weights", True, f"{path} (shapes valid; no published checksum to verify)")
+        return Check("C3D weights", False, str(exc), "phd model fetch --force")
+    detail = status.detail
+    if status.verified is None:
+        detail = f"{status.path} (shapes valid; no published checksum to verify)"
+    return Check("C3D weights", True, detail)
 
 
 def _model(model: Path | None) -> Check:

@@ -69,8 +69,9 @@ _worker: _Worker | None = None
 
 
 def fetch_watched(url: str, work: Path, options: DownloadOptions, progress: Progress | None
-                  ) -> tuple[Path, str]:
-    """Download ``url`` into ``work`` under the limits; return (file, remote title)."""
+                  ) -> tuple[Path, str, Any]:
+    """Download ``url`` into ``work`` under the limits; return (file, remote title,
+    heatmap as JSON or None)."""
     global _worker
     job = {"url": url, "work": str(work), "max_height": options.max_height,
            "max_filesize_bytes": options.max_filesize_bytes}
@@ -111,7 +112,7 @@ def fetch_watched(url: str, work: Path, options: DownloadOptions, progress: Prog
     downloaded = Path(outcome["result"]["file"])
     if not downloaded.resolve().is_relative_to(Path(work).resolve()) or not downloaded.is_file():
         raise DownloadError(f"{url}: download failed: file landed outside the cache")
-    return downloaded, str(outcome["result"]["title"])
+    return downloaded, str(outcome["result"]["title"]), outcome["result"].get("heatmap")
 
 
 def too_large(url: str, options: DownloadOptions) -> DownloadError:
@@ -180,6 +181,7 @@ def worker_main() -> None:
     """The worker: one JSON job per stdin line; JSON messages on stdout."""
     import resource
 
+    from phdcli import heatmap as heatmaps
     from phdcli.source import DownloadOptions, _fetch, _one_line
 
     channel = os.fdopen(os.dup(1), "w", buffering=1)
@@ -225,7 +227,7 @@ def worker_main() -> None:
 
         options = DownloadOptions(max_height=job["max_height"], max_filesize_bytes=limit)
         try:
-            path, title = _fetch(job["url"], Path(job["work"]), options, on_progress)
+            path, title, heatmap = _fetch(job["url"], Path(job["work"]), options, on_progress)
         except DownloadError as exc:
             send({"error": "too-large" if os.strerror(errno.EFBIG) in str(exc) else str(exc)})
             continue
@@ -233,4 +235,5 @@ def worker_main() -> None:
             send({"error": "too-large" if exc.errno == errno.EFBIG else
                   f"{job['url']}: download failed: {_one_line(str(exc))}"})
             continue
-        send({"result": {"file": str(path), "title": title}})
+        send({"result": {"file": str(path), "title": title,
+                         "heatmap": None if heatmap is None else heatmaps.to_json(heatmap)}})

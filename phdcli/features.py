@@ -130,6 +130,11 @@ class FeatureExtractor:
             log.log(NOTICE, "%s", self._runtime.describe())
         return self._runtime
 
+    @property
+    def runtime_in_use(self) -> Runtime | None:
+        """The runtime if C3D was set up in this process; None: all features came from the cache."""
+        return self._runtime
+
     # -- identity ---------------------------------------------------------
     @property
     def backbone_id(self) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phdcli.errors import FfmpegError, InputError, PhdError, UsageError
+from phdcli.ffgraph import ClipEncoding, clip_args
 from phdcli.ffmpeg import run_ffmpeg
 from phdcli.fsutil import atomic_path
 
@@ -126,25 +127,10 @@ def _next_settings(
     return None if new == cur else new
 
 
-def _encode_args(options: GifOptions, s: _Settings) -> list[str]:
-    """ffmpeg output arguments (filter graph and codec) for one attempt."""
-    scale = f"fps={s.fps:g},scale={s.width}:-2:flags=lanczos"
-    knob = _ladder(options)[s.level]
-    if options.format == "gif":
-        # Palette made from this very stretch in the same run (one decode):
-        # stats_mode=diff favours moving parts, bayer dithering with
-        # diff_mode=rectangle only redraws what changed, so GIFs stay small.
-        graph = (
-            f"{scale},split[a][b];[a]palettegen=max_colors={knob}:stats_mode=diff[p];"
-            "[b][p]paletteuse=dither=bayer:bayer_scale=5:diff_mode=rectangle"
-        )
-        return ["-filter_complex", graph, "-loop", "0"]
-    if options.format == "mp4":
-        # faststart moves the index to the front so browsers play while loading.
-        return ["-vf", scale, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(knob),
-                "-movflags", "+faststart"]  # fmt: skip
-    # libwebp_anim (not libwebp) diffs frames against each other: smaller files.
-    return ["-vf", scale, "-c:v", "libwebp_anim", "-quality", str(knob), "-loop", "0"]
+def _encoding(options: GifOptions, s: _Settings) -> ClipEncoding:
+    """One attempt's settings, as phdcli.ffgraph builds its command line."""
+    return ClipEncoding(format=options.format, fps=s.fps, width=s.width,
+                        quality=_ladder(options)[s.level])
 
 
 def _mb(size_bytes: float) -> str:
@@ -207,14 +193,7 @@ def _encode(
     video: Path, start_s: float, end_s: float, tmp: Path, options: GifOptions, s: _Settings
 ) -> int:
     """One ffmpeg run into ``tmp``; returns the size written."""
-    args = [
-        "-ss", f"{start_s:.3f}",  # fast input seek
-        "-t", f"{end_s - start_s:.3f}",
-        "-i", str(video),
-        *_encode_args(options, s),
-        "-an",
-        str(tmp),
-    ]  # fmt: skip
+    args = clip_args(video, start_s, end_s - start_s, tmp, _encoding(options, s))
     try:
         run_ffmpeg(args)
     except FfmpegError as exc:

@@ -4,6 +4,13 @@ A managed profile folder holds the GIFs (or short clips) plus ``history.json``
 (name, content hash, frames, duration, when added). ``--history DIR`` reads
 any folder of GIFs instead, without a manifest and without changing it.
 
+A GIF that ``phd suggest`` wrote is *kept* rather than merely added
+(``phdcli.kept``): its manifest row also holds its provenance (source video,
+start, end) and points to its feature as computed from the original video,
+stored beside the GIFs in ``.features/<sha256>.npy`` with its checksum,
+backbone and spec; that feature is used instead of decoding the GIF while
+the weights and spec match.
+
 Every change is validate-first, write-after: a file that cannot be probed,
 does not decode cleanly or whose features cannot be computed leaves the
 folder byte-identical. Changes are serialised by a lock file in the folder
@@ -18,19 +25,23 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
+import io
 import json
 import logging
+import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phdcli import fsutil, paths
+from phdcli import NOTICE, fsutil, paths
 from phdcli.errors import HistoryError, InputError, PhdError
-from phdcli.fsutil import atomic_write_text, cached_sha256
+from phdcli.fsutil import atomic_write_bytes, atomic_write_text, cached_sha256
+from phdcli.kept import Provenance
 
 if TYPE_CHECKING:
     from phdcli.features import FeatureExtractor
@@ -43,6 +54,35 @@ HISTORY_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".webp")
 # A history item is a GIF-sized moment; longer files are almost surely a
 # whole video added by mistake.
 MAX_ITEM_S = 60.0
+FEATURES_DIR = ".features"
+_FEATURE_FILE = re.compile(r"^\.features/[0-9a-f]{64}\.npy$")
+
+
+@dataclass(frozen=True)
+class StoredFeature:
+    """A kept GIF's feature from its original video, stored in the history folder."""
+
+    file: str  # relative to the folder: ".features/<gif sha256>.npy"
+    backbone: str  # FeatureExtractor.backbone_id that made it
+    spec: dict[str, Any]  # FeatureSpec.to_dict()
+    sha256: str  # of the .npy file's bytes
+
+    @classmethod
+    def from_dict(cls, data: Any) -> StoredFeature:
+        if not isinstance(data, dict) or not _FEATURE_FILE.match(str(data.get("file"))):
+            raise ValueError(f"bad stored feature {data!r}")
+        if not isinstance(data.get("spec"), dict):
+            raise ValueError("stored feature has no spec")
+        return cls(str(data["file"]), str(data["backbone"]), dict(data["spec"]),
+                   str(data["sha256"]))
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """What ``phd suggest`` knows of one of its outputs (from ``phdcli.kept``)."""
+
+    provenance: Provenance
+    feature: np.ndarray | None  # (D,) from the original video; None: decode the file
 
 
 @dataclass(frozen=True)
@@ -52,20 +92,33 @@ class HistoryItem:
     frames: int
     duration_s: float
     added: str  # ISO 8601, UTC
+    source: Provenance | None = None  # where a kept GIF came from
+    feature: StoredFeature | None = None
 
     def path_in(self, folder: Path) -> Path:
         return folder / self.name
 
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> HistoryItem:
+        row = dict(row)
+        source, feature = row.pop("source", None), row.pop("feature", None)
+        return cls(**row,
+                   source=None if source is None else Provenance.from_dict(source),
+                   feature=None if feature is None else StoredFeature.from_dict(feature))
+
 
 @dataclass(frozen=True)
 class PreparedFile:
-    """A file that probed, decoded cleanly and has its features cached:
-    ready to be copied in (nothing written to the history yet)."""
+    """A file that probed, decoded cleanly and has its feature (cached, or stored
+    from ``phd suggest``): ready to be copied in, nothing written yet."""
 
     source: Path
     sha256: str
     frames: int
     duration_s: float
+    provenance: Provenance | None = None  # a kept GIF's origin
+    feature: StoredFeature | None = None
+    feature_blob: bytes = b""  # the .npy bytes of ``feature``
 
 
 def check_item_name(name: object) -> str:
@@ -106,7 +159,7 @@ class History:
             return []
         try:
             rows = json.loads(manifest.read_text())["items"]
-            items = [HistoryItem(**row) for row in rows]
+            items = [HistoryItem.from_row(row) for row in rows]
             for it in items:
                 check_item_name(it.name)
             return items
@@ -143,8 +196,10 @@ class History:
                 log.warning("warning: history GIF %s is missing from %s; skipped "
                             "(`phd history remove %s` drops it)", it.name, self.folder, it.name)
                 continue
+            stored = self._stored_feature(it, extractor)
             try:
-                rows.append(extractor.file_feature(probe(path)))
+                rows.append(stored if stored is not None
+                            else extractor.file_feature(probe(path)))
             except InputError as exc:
                 log.warning("warning: history GIF skipped: %s", exc)
                 continue
@@ -152,6 +207,28 @@ class History:
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32)
         return names, np.stack(rows)
+
+    def _stored_feature(self, item: HistoryItem, extractor: FeatureExtractor) -> np.ndarray | None:
+        """A kept item's feature from its original video, if it is intact and still fits."""
+        meta = item.feature
+        if meta is None:
+            return None
+        if meta.backbone != extractor.backbone_id or meta.spec != extractor.spec.to_dict():
+            log.info("%s: kept with other C3D weights or sampling; using the GIF itself",
+                     item.name)
+            return None
+        try:
+            raw = (self.folder / meta.file).read_bytes()
+            if hashlib.sha256(raw).hexdigest() != meta.sha256:
+                raise ValueError("checksum mismatch")
+            vector = np.load(io.BytesIO(raw), allow_pickle=False)
+            if vector.ndim != 1 or vector.dtype != np.float32 or not np.isfinite(vector).all():
+                raise ValueError("not a finite float32 vector")
+        except (OSError, ValueError) as exc:
+            log.log(NOTICE, "%s: its stored feature is unusable (%s); using the GIF itself",
+                    item.name, exc)
+            return None
+        return vector
 
     # -- changing ---------------------------------------------------------
     @contextlib.contextmanager
@@ -168,16 +245,24 @@ class History:
             raise HistoryError(f"cannot change the history at {self.folder} "
                                f"({exc.strerror or exc})") from None
 
-    def add(self, files: Sequence[Path], extractor: FeatureExtractor) -> list[HistoryItem]:
+    def add(
+        self, files: Sequence[Path], extractor: FeatureExtractor,
+        precomputed: Mapping[Path, Precomputed] | None = None,
+    ) -> list[HistoryItem]:
         """Add GIFs or short clips; returns the items actually added.
 
         All files are probed, decoded and featurised before anything is
         copied, so one bad file leaves the history exactly as it was. A file
-        whose content is already in the history is skipped.
+        whose content is already in the history is skipped. A file in
+        ``precomputed`` (keyed by the path as given) is *kept*: it gets its
+        provenance, and its feature when there is one (no C3D for it).
         """
-        return self.commit(self.prepare(files, extractor))
+        return self.commit(self.prepare(files, extractor, precomputed))
 
-    def prepare(self, files: Sequence[Path], extractor: FeatureExtractor) -> list[PreparedFile]:
+    def prepare(
+        self, files: Sequence[Path], extractor: FeatureExtractor,
+        precomputed: Mapping[Path, Precomputed] | None = None,
+    ) -> list[PreparedFile]:
         """Check every file and compute its features; writes nothing to the history."""
         from phdcli.video import check_decodes, probe
 
@@ -198,10 +283,26 @@ class History:
             if digest in seen:
                 continue
             seen.add(digest)
-            extractor.file_feature(info)  # computed once, kept in the feature cache
+            pre = (precomputed or {}).get(file)
+            stored, blob = None, b""
+            if pre is not None and pre.feature is not None:
+                stored, blob = self._feature_blob(digest, pre.feature, extractor)
+            else:
+                extractor.file_feature(info)  # computed once, kept in the feature cache
             frames = info.n_frames or round(info.duration_s * info.fps)
-            prepared.append(PreparedFile(file, digest, frames, round(info.duration_s, 3)))
+            prepared.append(PreparedFile(file, digest, frames, round(info.duration_s, 3),
+                                         None if pre is None else pre.provenance, stored, blob))
         return prepared
+
+    @staticmethod
+    def _feature_blob(digest: str, vector: np.ndarray, extractor: FeatureExtractor
+                      ) -> tuple[StoredFeature, bytes]:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(vector, dtype=np.float32), allow_pickle=False)
+        blob = buffer.getvalue()
+        meta = StoredFeature(f"{FEATURES_DIR}/{digest}.npy", extractor.backbone_id,
+                             extractor.spec.to_dict(), hashlib.sha256(blob).hexdigest())
+        return meta, blob
 
     def commit(self, prepared: Sequence[PreparedFile]) -> list[HistoryItem]:
         """Copy prepared files in and record them, under the lock; returns what was added.
@@ -238,10 +339,14 @@ class History:
         taken = {it.name for it in existing}
         added: list[HistoryItem] = []
         claimed: list[tuple[Path, tuple[int, int]]] = []
+        blobs: list[Path] = []
         try:
             for prep, copy in zip(prepared, staged, strict=True):
                 if prep.sha256 in known:
                     continue
+                if prep.feature is not None:
+                    blobs.append(self.folder / prep.feature.file)
+                    atomic_write_bytes(blobs[-1], prep.feature_blob)
                 while True:  # a stray file of that name is never replaced
                     name = _free_name(prep.source.name, taken)
                     taken.add(name)
@@ -253,12 +358,14 @@ class History:
                         continue
                 known.add(prep.sha256)
                 added.append(HistoryItem(name, prep.sha256, prep.frames, prep.duration_s,
-                                         _now()))
+                                         _now(), source=prep.provenance, feature=prep.feature))
             if added:
                 self._write_manifest(existing + added)
         except BaseException:
             for dest, identity in claimed:
                 fsutil.unclaim(dest, identity)
+            for blob in blobs:
+                blob.unlink(missing_ok=True)
             raise
         return added
 
@@ -271,6 +378,8 @@ class History:
                     f"no GIF named {name!r} in the history (see `phd history list`)")
             self._write_manifest([it for it in items if it.name != name])
             match[0].path_in(self.folder).unlink(missing_ok=True)
+            if match[0].feature is not None:  # a name checked by StoredFeature.from_dict
+                (self.folder / match[0].feature.file).unlink(missing_ok=True)
         return match[0]
 
     def _write_manifest(self, items: list[HistoryItem]) -> None:
@@ -315,16 +424,46 @@ def add_to_history(
     device: str = "auto",
     c3d_weights: Path | None = None,
     model: Path | None = None,
+    extractor: FeatureExtractor | None = None,
     max_megapixels: float | None = None,
 ) -> list[HistoryItem]:
-    """``phd history add``: the features follow the ranking model's spec."""
+    """``phd history add``: the features follow the ranking model's spec.
+
+    Files that ``phd suggest`` wrote are recognised by their content hash and
+    kept with their provenance and their feature from the original video
+    (``phdcli.kept``); the others are decoded and go through C3D as before.
+    """
     from phdcli.features import FeatureExtractor
     from phdcli.model import default_model_path, load_model
     from phdcli.video import DEFAULT_MAX_MEGAPIXELS, PixelBudget, using_pixel_budget
 
     history = History.for_user(user)
-    spec = load_model(model or default_model_path()).spec
-    extractor = FeatureExtractor(spec, c3d_weights, device)
+    if extractor is None:
+        spec = load_model(model or default_model_path()).spec
+        extractor = FeatureExtractor(spec, c3d_weights, device)
     budget = PixelBudget.from_megapixels(max_megapixels or DEFAULT_MAX_MEGAPIXELS)
     with using_pixel_budget(budget):
-        return history.add(files, extractor)
+        return history.add(files, extractor, recognise_outputs(files, extractor))
+
+
+def recognise_outputs(files: Sequence[Path], extractor: FeatureExtractor
+                      ) -> dict[Path, Precomputed]:
+    """What ``phd suggest`` recorded about each of ``files`` (checked; see ``phdcli.kept``)."""
+    from phdcli.kept import lookup
+
+    found: dict[Path, Precomputed] = {}
+    for file in files:
+        file = Path(file)
+        if not file.is_file():
+            continue  # add() reports it
+        record, why = lookup(cached_sha256(file))
+        if record is None:
+            log.log(NOTICE, "%s: %s; computing its features from the file", file.name, why)
+            continue
+        vector: np.ndarray | None = record.feature.vector
+        if not record.feature.matches(extractor.backbone_id, extractor.spec.to_dict()):
+            log.log(NOTICE, "%s: phd suggest computed its features with other C3D weights "
+                    "or sampling; decoding the GIF instead", file.name)
+            vector = None
+        found[file] = Precomputed(record.provenance, vector)
+    return found

@@ -248,9 +248,10 @@ DEFAULT_MODEL_NAME = "phd-fused-v0.safetensors"
 
 
 def default_model_path() -> Path:
-    from phdcli.paths import bundled_weights_dir
+    """The bundled model, wherever phd is installed (see paths.bundled_file)."""
+    from phdcli.paths import bundled_file
 
-    return bundled_weights_dir() / DEFAULT_MODEL_NAME
+    return bundled_file(DEFAULT_MODEL_NAME)
 
 
 def check_compatible(

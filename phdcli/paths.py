@@ -6,6 +6,8 @@ what tests and portable installs want; otherwise platformdirs decides.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 from pathlib import Path
 
@@ -73,6 +75,30 @@ def profile_dir(user: str = "default") -> Path:
     return data_dir() / "profiles" / user / "history"
 
 
-def bundled_weights_dir() -> Path:
-    """The repository's ``weights/`` folder (our small trained model files)."""
-    return Path(__file__).resolve().parent.parent / "weights"
+BUNDLED_PACKAGE = "phdcli.bundled"  # the repository's weights/, as pyproject.toml maps it
+
+
+def bundled_file(name: str) -> Path:
+    """A file shipped inside phd (the ranking model, its card), as a filesystem path.
+
+    Read through importlib.resources, so it is found in a wheel, a pipx
+    venv or an editable checkout alike. Installed packages are plain files
+    and this is their own path; a zipped install would extract a copy that
+    lives until the process exits.
+    """
+    from importlib.resources import as_file, files
+
+    from phdcli.errors import WeightsError
+
+    try:
+        resource = files(BUNDLED_PACKAGE) / name
+    except ModuleNotFoundError:
+        resource = None
+    if resource is None or not resource.is_file():
+        raise WeightsError(f"{name} is missing from this phd install (package "
+                           f"{BUNDLED_PACKAGE}): reinstall phd, or pass the file explicitly")
+    return _resource_paths.enter_context(as_file(resource))
+
+
+_resource_paths = contextlib.ExitStack()
+atexit.register(_resource_paths.close)

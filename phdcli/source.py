@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from phdcli import fsutil, paths
+from phdcli import heatmap as heatmaps
 from phdcli.errors import DownloadError, InputError, UsageError
 from phdcli.fsutil import atomic_write_text
 
@@ -57,6 +58,7 @@ class ResolvedInput:
     path: Path  # a local video file (not yet probed)
     stem: str  # safe for display and for output file names
     downloaded: bool  # True when ``path`` lives in the downloads cache
+    heatmap: heatmaps.Heatmap | None = None  # "most replayed", when the site publishes it
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,8 @@ def _cached(folder: Path, url: str) -> ResolvedInput | None:
     path = folder / name
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    return ResolvedInput(input=url, path=path, stem=safe_stem(title), downloaded=True)
+    return ResolvedInput(input=url, path=path, stem=safe_stem(title), downloaded=True,
+                         heatmap=heatmaps.parse(meta.get("heatmap")))
 
 
 def _download(url: str, folder: Path, options: DownloadOptions, progress: Progress | None
@@ -152,12 +155,14 @@ def _download(url: str, folder: Path, options: DownloadOptions, progress: Progre
             try:
                 from phdcli.download_worker import fetch_watched
 
-                downloaded, title = fetch_watched(url, work, options, progress)
+                downloaded, title, heatmap_json = fetch_watched(url, work, options, progress)
+                heatmap = heatmaps.parse(heatmap_json)
                 _check_readable(url, downloaded)
                 final = folder / downloaded.name
                 downloaded.replace(final)
                 meta = {"url": url, "title": title, "file": final.name,
-                        "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds")}
+                        "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "heatmap": None if heatmap is None else heatmaps.to_json(heatmap)}
                 atomic_write_text(folder / _SOURCE_JSON, json.dumps(meta, indent=1) + "\n")
             except OSError as exc:  # disk full, permissions: still one line
                 raise DownloadError(f"{url}: download failed: {_one_line(str(exc))}") from exc
@@ -171,7 +176,8 @@ def _download(url: str, folder: Path, options: DownloadOptions, progress: Progre
     finally:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only succeeds when a failure left it empty
-    return ResolvedInput(input=url, path=final, stem=safe_stem(title), downloaded=True)
+    return ResolvedInput(input=url, path=final, stem=safe_stem(title), downloaded=True,
+                         heatmap=heatmap)
 
 
 def _check_readable(url: str, downloaded: Path) -> None:
@@ -188,8 +194,8 @@ def _check_readable(url: str, downloaded: Path) -> None:
 
 
 def _fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | None
-           ) -> tuple[Path, str]:
-    """Download ``url`` into ``work``; return the file and the remote title."""
+           ) -> tuple[Path, str, heatmaps.Heatmap | None]:
+    """Download ``url`` into ``work``; return the file, the remote title and heatmap."""
     # Lazy: `phd --help` must not pay for yt-dlp's import.
     import yt_dlp
 
@@ -214,7 +220,7 @@ def _fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | 
     if not downloaded.resolve().is_relative_to(work.resolve()):
         # Our template uses no remote field but the extension; never trust that blindly.
         raise DownloadError(f"{url}: download failed: file landed outside the cache")
-    return downloaded, str(video.get("title") or "")
+    return downloaded, str(video.get("title") or ""), heatmaps.parse(video.get("heatmap"))
 
 
 def ydl_options(work: Path, options: DownloadOptions, progress: Progress | None

@@ -44,7 +44,8 @@ from phdcli.video import DEFAULT_MAX_MEGAPIXELS
 
 if TYPE_CHECKING:
     from phdcli.features import SegmentFeatures
-    from phdcli.model import ScoreTerms
+    from phdcli.heatmap import Heatmap
+    from phdcli.report import Timeline
     from phdcli.video import VideoInfo
 
 log = logging.getLogger("phd")
@@ -82,6 +83,10 @@ class SuggestConfig:
     force: bool = False
     dry_run: bool = False
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    report: bool = False  # --report: an HTML contact sheet in out_dir
+    include_kept: bool = False  # suggest spans the profile already kept
+    heatmap_weight: float = 0.0  # hand-set, unmeasured (phdcli.heatmap)
+    command: str = ""  # for the report: how to run this again ("{input}" for the video)
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -99,6 +104,10 @@ class SuggestConfig:
             raise UsageError(f"--fps must be at most {MAX_FPS:g}, got {self.gif.fps}")
         if not (math.isfinite(self.max_megapixels) and self.max_megapixels > 0):
             raise UsageError(f"--max-megapixels must be positive, got {self.max_megapixels}")
+        if not math.isfinite(self.heatmap_weight):
+            raise UsageError(f"--heatmap-weight must be a finite number, got {self.heatmap_weight}")
+        if self.report and self.dry_run:
+            raise UsageError("--report shows the written GIFs: it cannot go with --dry-run")
 
 
 @dataclass(frozen=True)
@@ -110,15 +119,21 @@ class Explanation:
     time: float
     nearest_gif: str | None
     similarity: float | None
+    heatmap_value: float | None = None  # replay over the span, when the source has a heatmap
+    heatmap_term: float | None = None  # --heatmap-weight x heatmap_value
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        doc: dict[str, object] = {
             "content_fnn": round(self.fnn, 6),
             "svm_d": round(self.svm, 6),
             "temporal_prior": round(self.time, 6),
             "nearest_history_gif": self.nearest_gif,
             "similarity": None if self.similarity is None else round(self.similarity, 6),
         }
+        if self.heatmap_value is not None and self.heatmap_term is not None:
+            doc["heatmap_value"] = round(self.heatmap_value, 6)
+            doc["heatmap_term"] = round(self.heatmap_term, 6)
+        return doc
 
 
 @dataclass(frozen=True)
@@ -154,6 +169,8 @@ class VideoSuggestions:
     duration_s: float
     n_segments: int
     suggestions: list[Suggestion]
+    heatmap: Heatmap | None = None
+    report: Path | None = None
 
 
 @dataclass
@@ -177,23 +194,31 @@ class BatchResult:
     # A failure of what all inputs share (weights, device, history): the batch
     # stopped there, and every input not done is in ``failures`` with it.
     fatal: PhdError | None = None
+    report: Path | None = None  # --report: index.html
 
     def to_dict(self, explain: bool = False) -> dict[str, object]:
         """The ``--json`` document (schema in the README)."""
-        return {
-            "version": 1,
-            "results": [
-                {
-                    "input": r.input,
-                    "video": str(r.video),
-                    "duration": round(r.duration_s, 3),
-                    "segments": r.n_segments,
-                    "suggestions": [s.to_dict(explain) for s in r.suggestions],
-                }
-                for r in self.results
-            ],
-            "errors": [{"input": f.input, "error": f.message} for f in self.failures],
-        }
+        from phdcli.heatmap import to_json
+
+        results = []
+        for r in self.results:
+            doc: dict[str, object] = {
+                "input": r.input,
+                "video": str(r.video),
+                "duration": round(r.duration_s, 3),
+                "segments": r.n_segments,
+                "suggestions": [s.to_dict(explain) for s in r.suggestions],
+            }
+            if r.heatmap is not None:
+                doc["heatmap"] = to_json(r.heatmap)
+            if r.report is not None:
+                doc["report"] = str(r.report)
+            results.append(doc)
+        doc = {"version": 1, "results": results,
+               "errors": [{"input": f.input, "error": f.message} for f in self.failures]}
+        if self.report is not None:
+            doc["report"] = str(self.report)
+        return doc
 
 
 # on_suggestion(input, suggestion): called as each GIF is written (--jsonl).
@@ -226,6 +251,7 @@ class Suggester:
             else History.for_user(config.user)
         )
         self._history: tuple[list[str], np.ndarray] | None = None
+        self.single_report = True  # --report: index.html, or <stem>.html beside an index
 
     def history_features(self) -> tuple[list[str], np.ndarray]:
         """(names, (m, D) features) of the history, computed once per batch."""
@@ -280,14 +306,27 @@ class Suggester:
             segments = fixed_segments(info.duration_s, cfg.length_s)
         log.info("%s: %.1f s, %d segments", stem, info.duration_s, len(segments))
 
+        from phdcli import heatmap, kept
+        from phdcli.fsutil import cached_sha256
+
         names, history = self.history_features()
         feats = self.extractor.segment_features(info, segments, self._stage_progress("clips"))
         starts = np.array([s.start_s for s in segments])
         ends = np.array([s.end_s for s in segments])
         terms = self.model.score(feats.segments, history, starts, ends, info.duration_s)
-        _check_finite(item, terms)
+        replay, heat_term = heatmap.score_term(source.heatmap, starts, ends, cfg.heatmap_weight)
+        total = terms.total + heat_term
+        video_sha = cached_sha256(info.path)
+        video_id = source.input if source.downloaded else str(info.path.resolve())
+        kept_spans = kept.spans_kept_from(self.history, video_sha, video_id)
+        excluded = kept.same_span(starts, ends, () if cfg.include_kept else kept_spans)
+        _check_finite(item, total)
         # Ties go to the earlier segment: stable and predictable for scripts.
-        order = np.argsort(-terms.total, kind="stable")[: cfg.k]
+        ranked = np.where(excluded, -np.inf, total)
+        order = [i for i in np.argsort(-ranked, kind="stable")[: cfg.k] if ranked[i] > -np.inf]
+        if excluded.any():
+            log.info("%s: %d segment(s) left out: you kept them before (--include-kept)",
+                     stem, int(excluded.sum()))
 
         picks = []
         for rank, idx in enumerate(order, start=1):
@@ -303,16 +342,45 @@ class Suggester:
                 time=float(terms.time[idx]),
                 nearest_gif=names[near] if near >= 0 else None,
                 similarity=float(terms.nearest_similarity[idx]) if near >= 0 else None,
+                heatmap_value=None if replay is None else float(replay[idx]),
+                heatmap_term=None if replay is None else float(heat_term[idx]),
             )
             picks.append(Suggestion(rank, start_s, end_s, float(starts[idx]), float(ends[idx]),
-                                    float(terms.total[idx]), explanation))
+                                    float(total[idx]), explanation))
+        page = self._report_page(stem)
         if cfg.dry_run:
             if on_suggestion is not None:
                 for pick in picks:
                     on_suggestion(item, pick)
         else:
             picks = self._write_gifs(info, stem, picks, item, on_suggestion)
-        return VideoSuggestions(item, info.path, info.duration_s, len(segments), picks)
+            spec = self.model.spec
+            kept.remember_picks(picks, order, feats, spec.clip_frames / spec.clip_fps, video_id,
+                                video_sha, self.extractor.backbone_id, spec.to_dict())
+        result = VideoSuggestions(item, info.path, info.duration_s, len(segments), picks,
+                                  heatmap=source.heatmap)
+        if page is not None:
+            from phdcli.report import Timeline
+
+            result.report = self._write_report(result, page, stem, Timeline(
+                starts, ends, total, excluded, kept_spans, source.heatmap))
+        return result
+
+    def _report_page(self, stem: str) -> Path | None:
+        """--report: this video's page, refused up front if it would overwrite a file."""
+        if not self.config.report:
+            return None
+        from phdcli.report import check_free, page_path
+
+        page = page_path(self.config.out_dir, stem, self.single_report)
+        check_free(page, self.config.force)
+        return page
+
+    def _write_report(self, result: VideoSuggestions, page: Path, title: str,
+                      timeline: Timeline) -> Path:
+        from phdcli.report import run_info, write_video_page
+
+        return write_video_page(result, timeline, run_info(self), page, title)
 
     def _gif_window(
         self, feats: SegmentFeatures, history: np.ndarray, segment: int, nearest: int,
@@ -418,9 +486,9 @@ class Suggester:
         return clips
 
 
-def _check_finite(item: str, terms: ScoreTerms) -> None:
+def _check_finite(item: str, total: np.ndarray) -> None:
     """The last line of defence: a NaN or Inf score never reaches the output."""
-    bad = ~np.isfinite(terms.total)
+    bad = ~np.isfinite(total)
     if bad.any():
         raise InputError(
             f"{item}: the model gave {int(bad.sum())} of {len(bad)} segments a non-finite "
@@ -475,6 +543,10 @@ def check_outputs(config: SuggestConfig, n_videos: int) -> None:
         return
     fsutil.writable_folder(config.out_dir, "--out")
     fsutil.clean_stale_temps(config.out_dir)  # what a killed run left behind
+    if config.report:  # index.html: the page of a lone video, or the batch's index
+        from phdcli.report import INDEX, check_free
+
+        check_free(config.out_dir / INDEX, config.force)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list[Failure]]:
@@ -542,6 +614,7 @@ def suggest_batch(
         suggester.extractor.backbone_id  # noqa: B018 - missing weights fail once, up front
     except SHARED_ERRORS as exc:
         return _stop(batch, items, exc)
+    suggester.single_report = len(items) == 1
     batch.stats.model_loads = 1
     for index, item in enumerate(items):
         try:
@@ -555,6 +628,11 @@ def suggest_batch(
             batch.failures.append(Failure(item, message))
     batch.stats.c3d_loads = suggester.extractor.stats.c3d_loads
     batch.stats.clips_forwarded = suggester.extractor.stats.clips_forwarded
+    if config.report:
+        from phdcli.report import write_index
+
+        batch.report = (write_index(batch, config.out_dir) if len(items) > 1 else
+                        next((r.report for r in batch.results), None))
     return batch
 
 

@@ -35,3 +35,24 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One phd cache folder (converted weights, features) for homes made with
     ``runphd.home_with_cache``: C3D runs once per distinct input per session."""
     return tmp_path_factory.mktemp("shared-cache")
+
+
+@pytest.fixture(scope="session")
+def footage_home(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path
+                 ) -> dict[str, Path]:
+    """Real footage, a history GIF cut from it, and one PHD_HOME for the report and
+    keep tests, so that C3D (RANDOM weights) runs on the footage once a session.
+
+    bikes (0-10 s), bigbuckbunny (10-15.28 s), carphone (15.28-19.28 s): four
+    5 s segments; the history GIF is cut from 10.5-13.5 s.
+    """
+    from tests import media
+
+    root = tmp_path_factory.mktemp("footage-home")
+    video = media.concat_real_footage(
+        root / "footage.mp4", ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"])
+    history = root / "history"
+    history.mkdir()
+    media.gif_from(video, history / "liked.gif", 10.5, 3.0)
+    return {"root": root, "video": video, "history": history, "home": root / "phd-home",
+            "weights": mmaction2_weights}

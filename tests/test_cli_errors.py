@@ -122,7 +122,8 @@ def test_help_does_not_import_heavy_modules() -> None:
         "import sys\n"
         "from phdcli.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = {'torch', 'av', 'cv2', 'yt_dlp', 'scenedetect', 'numpy', 'safetensors'}\n"
+        "heavy = {'torch', 'av', 'cv2', 'yt_dlp', 'scenedetect', 'numpy', 'safetensors',\n"
+        "         'ffmpeg', 'imageio_ffmpeg'}\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -13,6 +13,7 @@ from phdcli.errors import DeviceError, UsageError
 @pytest.fixture
 def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def test_cpu_resolves() -> None:
 def test_auto_without_cuda_is_cpu_and_says_why(no_cuda: None) -> None:
     rt = resolve_runtime("auto")
     assert rt.device == "cpu"
-    assert "no CUDA" in rt.reason
+    assert rt.reason.startswith("no CUDA or MPS device found; ")
 
 
 @pytest.mark.parametrize("spec", ["cuda", "cuda:0", "CUDA:1"])
@@ -51,7 +52,7 @@ def test_cuda_index_checked(two_gpus: None) -> None:
         resolve_runtime("cuda:2")
 
 
-@pytest.mark.parametrize("spec", ["gpu", "cuda:x", "cuda:-1", "mps", ""])
+@pytest.mark.parametrize("spec", ["gpu", "cuda:x", "cuda:-1", "mps:0", "metal", ""])
 def test_bogus_device_is_usage_error(spec: str) -> None:
     with pytest.raises(UsageError):
         resolve_runtime(spec)
@@ -97,3 +98,142 @@ def test_autocast_bf16_on_cpu() -> None:
         assert (a @ b).dtype == torch.bfloat16
     with Runtime("cpu", "fp32", "test").autocast():
         assert (a @ b).dtype == torch.float32
+
+
+# --- Apple's MPS (availability monkeypatched: no Apple GPU here) -----------------
+
+LACKS_POOL = ("MPS lacks aten::max_pool3d_with_indices in torch 2.7.1, "
+              "C3D on MPS needs torch 2.9+")
+
+
+@pytest.fixture
+def mps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A Mac: no CUDA, MPS present, and every C3D operation runs there.
+
+    Returns the list of precisions the MPS probe was asked about."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: True)
+    asked: list[str] = []
+
+    def probe(precision: str) -> tuple[str | None, list[str]]:
+        asked.append(precision)
+        return None, []
+
+    monkeypatch.setattr(device_mod, "_mps_probe", probe)
+    return asked
+
+
+def test_auto_picks_mps_without_cuda_in_fp32(mps: list[str]) -> None:
+    rt = resolve_runtime("auto")
+    assert rt == Runtime("mps", "fp32", "Apple GPU; fp32 (bf16 is not measured on MPS)")
+    assert rt.describe().startswith("device mps, precision fp32 (Apple GPU")
+    assert mps == ["fp32"]  # C3D's operations were tried before MPS was trusted
+    assert resolve_runtime("mps") == rt
+    assert resolve_runtime("MPS", "fp32").reason == "fp32 requested; Apple GPU"
+
+
+def test_auto_prefers_cuda_over_mps(two_gpus: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_runtime("auto").device == "cuda:0"
+
+
+def test_mps_bf16_only_when_asked_and_it_runs(mps: list[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert resolve_runtime("mps", "bf16") == Runtime("mps", "bf16", "bf16 requested; Apple GPU")
+    monkeypatch.setattr(device_mod, "_mps_probe", lambda p: (
+        ("MPS failed: conv3d bias dtype mismatch", []) if p == "bf16" else (None, [])))
+    rt = resolve_runtime("mps", "bf16")
+    assert (rt.device, rt.precision) == ("mps", "fp32")
+    assert rt.reason == "bf16 requested, but MPS failed: conv3d bias dtype mismatch: fp32 instead"
+
+
+@pytest.mark.parametrize("spec", ["auto", "mps"])
+def test_op_mps_lacks_sends_c3d_to_the_cpu_and_says_so(
+    mps: list[str], monkeypatch: pytest.MonkeyPatch, spec: str
+) -> None:
+    monkeypatch.setattr(device_mod, "_mps_probe", lambda p: (LACKS_POOL, []))
+    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
+    rt = resolve_runtime(spec)
+    assert (rt.device, rt.precision) == ("cpu", "fp32")
+    assert rt.reason == f"{LACKS_POOL}: running on the CPU; CPU lacks native bf16"
+
+
+def test_ops_torch_runs_on_the_cpu_are_named(mps: list[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(device_mod, "_mps_probe",
+                        lambda p: (None, ["aten::max_pool3d_with_indices"]))
+    rt = resolve_runtime("auto")
+    assert rt.device == "mps"
+    assert rt.reason.endswith("; aten::max_pool3d_with_indices run on the CPU "
+                              "(PYTORCH_ENABLE_MPS_FALLBACK), slower")
+
+
+def test_explicit_mps_without_mps_is_an_error(no_cuda: None,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: False)
+    with pytest.raises(DeviceError, match="MPS is not available .*a build without MPS"):
+        resolve_runtime("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_built", lambda: True)
+    with pytest.raises(DeviceError, match="no MPS device: Apple Silicon and macOS 14"):
+        resolve_runtime("mps")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_probe_runs_every_c3d_operation(precision: str) -> None:
+    """The probe itself is real PyTorch: on the CPU every operation runs."""
+    assert device_mod.probe_c3d_ops("cpu", precision) == (None, [])
+
+
+MPS_MISSING = ("The operator 'aten::max_pool3d_with_indices' is not currently implemented for "
+               "the MPS device. If you want this op to be considered for addition please comment "
+               "on https://github.com/pytorch/pytorch/issues/141287 ...")
+MPS_FALLBACK = ("The operator 'aten::max_pool3d_with_indices' is not currently supported on the "
+                "MPS backend and will fall back to run on the CPU. This may have performance "
+                "implications.")
+
+
+def test_probe_names_the_operation_mps_lacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyTorch's own words when MPS lacks an operation, raised where C3D would meet it."""
+    def missing(*args: object, **kwargs: object) -> None:
+        raise NotImplementedError(MPS_MISSING)
+
+    monkeypatch.setattr(torch.nn.functional, "max_pool3d", missing)
+    monkeypatch.setattr(torch, "__version__", "2.7.1")
+    assert device_mod.probe_c3d_ops("cpu", "fp32") == (LACKS_POOL, [])
+    monkeypatch.setattr(torch, "__version__", "2.9.0")
+    problem, _ = device_mod.probe_c3d_ops("cpu", "fp32")
+    assert problem == "MPS lacks aten::max_pool3d_with_indices in torch 2.9.0"
+
+
+def test_probe_names_operations_torch_moved_to_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = torch.nn.functional.max_pool3d
+
+    def falls_back(*args: object, **kwargs: object) -> torch.Tensor:
+        import warnings
+
+        warnings.warn(MPS_FALLBACK, UserWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "max_pool3d", falls_back)
+    assert device_mod.probe_c3d_ops("cpu", "fp32") == (None, ["aten::max_pool3d_with_indices"])
+
+
+def test_probe_notices_autocast_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older torch warns and runs fp32 when MPS autocast lacks the dtype: not bf16."""
+    real = torch.nn.functional.conv3d
+
+    def warns(*args: object, **kwargs: object) -> torch.Tensor:
+        import warnings
+
+        warnings.warn("In MPS autocast, but the target dtype is not supported. Disabling "
+                      "autocast.", UserWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv3d", warns)
+    monkeypatch.setattr(torch, "__version__", "2.5.1")
+    assert device_mod.probe_c3d_ops("cpu", "bf16") == (
+        "MPS autocast lacks bf16 in torch 2.5.1", [])

@@ -2,21 +2,82 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from phdcli import __version__
+from phdcli import device as device_mod
 from phdcli.cli import main
 from phdcli.doctor import run_checks
+from tests.media import ffmpeg_exe
 
 
-def test_all_present(phd_home: Path, davidea_weights: Path) -> None:
-    checks = {c.name: c for c in run_checks(device="cpu", weights=davidea_weights)}
-    assert set(checks) == {"ffmpeg", "packages", "device", "C3D weights", "ranking model",
-                           "history"}
-    assert all(c.ok for c in checks.values()), [c for c in checks.values() if not c.ok]
-    assert "palettegen" in checks["ffmpeg"].detail
-    assert "no published checksum" in checks["C3D weights"].detail
+@pytest.fixture
+def plain_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CUDA, no MPS, no native bf16: what `auto` picks is known."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
+
+
+def test_all_present_as_json_for_scripts(
+    phd_home: Path, plain_cpu: None, davidea_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["doctor", "--json", "--c3d-weights", str(davidea_weights)])
+    doc = json.loads(capsys.readouterr().out)  # stdout holds the JSON document, nothing else
+    assert info.value.code in (0, None) and doc["ok"] is True and doc["version"] == 1
+    checks = {c["name"]: c for c in doc["checks"]}
+    assert list(checks) == ["ffmpeg", "packages", "device", "C3D weights", "ranking model",
+                            "history"]
+    assert all(c["ok"] for c in checks.values()), [c for c in checks.values() if not c["ok"]]
+    assert "palettegen" in checks["ffmpeg"]["detail"]
+    assert "no published checksum" in checks["C3D weights"]["detail"]
+    # What phd runs with (the same facts as `phd --version`).
+    assert doc["phd"] == __version__
+    assert doc["model"]["name"] == "phd-fused-v0"
+    assert Path(doc["model"]["path"]).name == "phd-fused-v0.safetensors"
+    assert Path(doc["model"]["path"]).is_file()
+    assert doc["model"]["trained_on"] == ("temporal prior trained on phd2-test-dev.csv "
+                                          "(all users); SVM-D untrained; PHD-CA absent")
+    assert doc["torch"]["version"] == torch.__version__
+    assert doc["runtime"] == {"requested": "auto", "device": "cpu", "precision": "fp32",
+                              "reason": "no CUDA or MPS device found; CPU lacks native bf16"}
+    assert doc["c3d_weights"]["path"] == str(davidea_weights)
+    assert (doc["c3d_weights"]["present"], doc["c3d_weights"]["verified"]) == (True, None)
+
+
+def test_ffmpeg_that_cannot_run_is_named_with_its_fix(
+    phd_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHD_FFMPEG", str(tmp_path / "no-ffmpeg-here"))
+    check = run_checks(device="cpu")[0]
+    assert (check.name, check.ok) == ("ffmpeg", False)
+    assert check.detail.startswith("cannot run ffmpeg at ")
+    assert "imageio-ffmpeg" in check.fix
+
+
+def test_ffmpeg_without_the_palette_filters_is_named(
+    phd_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ffmpeg built without palettegen (the real one behind a wrapper that refuses it)."""
+    wrapper = tmp_path / "ffmpeg"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "case \"$*\" in *palettegen*)\n"
+        "  echo \"[AVFilterGraph @ 0x5581] No such filter: 'palettegen'\" >&2; exit 1;;\n"
+        "esac\n"
+        f"exec {ffmpeg_exe()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PHD_FFMPEG", str(wrapper))
+    check = run_checks(device="cpu")[0]
+    assert (check.name, check.ok) == ("ffmpeg", False)
+    assert check.detail == (f"{wrapper} cannot write gif: "
+                            "ffmpeg failed: No such filter: 'palettegen'")
+    assert "unset PHD_FFMPEG" in check.fix
 
 
 def test_missing_weights_and_broken_history(

