@@ -225,17 +225,21 @@ def suggest(
         typer.echo(json.dumps(doc, allow_nan=False))  # NaN is not JSON: never print it
         sys.stdout.flush()
 
-    with _Progress() as progress:
-        batch = suggest_batch(inputs, cfg, progress=progress.update,
-                              on_suggestion=print_line if as_jsonl else None)
+    try:
+        with _Progress() as progress:
+            batch = suggest_batch(inputs, cfg, progress=progress.update,
+                                  on_suggestion=print_line if as_jsonl else None)
+    except PhdError as exc:  # the whole run stopped: --json still gets its document
+        if as_json and exc.partial is not None:
+            typer.echo(json.dumps(exc.partial.to_dict(explain), indent=1,  # type: ignore[attr-defined]
+                                  allow_nan=False))
+        raise
     if as_json:
         typer.echo(json.dumps(batch.to_dict(explain), indent=1, allow_nan=False))
     elif not as_jsonl:
         _print_suggestions(batch, explain)
     if batch.report is not None:
         log.log(NOTICE, "report: %s", batch.report)
-    if batch.fatal is not None:
-        raise batch.fatal
     if batch.failures:
         raise typer.Exit(1)
 

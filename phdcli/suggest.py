@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -191,9 +191,6 @@ class BatchResult:
     results: list[VideoSuggestions] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     stats: BatchStats = field(default_factory=BatchStats)
-    # A failure of what all inputs share (weights, device, history): the batch
-    # stopped there, and every input not done is in ``failures`` with it.
-    fatal: PhdError | None = None
     report: Path | None = None  # --report: index.html
 
     def to_dict(self, explain: bool = False) -> dict[str, object]:
@@ -593,9 +590,10 @@ def suggest_batch(
     """Suggest GIFs for many inputs; models load once, one failure stops nothing.
 
     Usage errors (flags, template) raise before any work. A problem with
-    the shared parts (model file, weights, device, history) stops the batch:
-    it is ``BatchResult.fatal``, and every input not done is listed with it.
-    A problem with one input is recorded and the batch goes on.
+    ``--out`` or the shared parts (model file, weights, device, history)
+    raises too, with ``exc.partial`` the batch so far (every input not done
+    listed as failed with it). A problem with one input is recorded and the
+    batch goes on.
     """
     items, failures = expand_inputs(inputs)
     for failure in failures:
@@ -606,14 +604,14 @@ def suggest_batch(
     except UsageError:
         raise  # the command line itself is wrong: no document, exit 2
     except PhdError as exc:  # --out cannot be used: every input fails, said once
-        return _stop(batch, items, exc)
+        _stop(batch, items, exc)
     if not items:
         return batch
     try:
         suggester = Suggester(config, progress)
         suggester.extractor.backbone_id  # noqa: B018 - missing weights fail once, up front
     except SHARED_ERRORS as exc:
-        return _stop(batch, items, exc)
+        _stop(batch, items, exc)
     suggester.single_report = len(items) == 1
     batch.stats.model_loads = 1
     for index, item in enumerate(items):
@@ -621,7 +619,6 @@ def suggest_batch(
             batch.results.append(suggester.run(item, on_suggestion))
         except SHARED_ERRORS as exc:
             _stop(batch, items[index:], exc)
-            break
         except (PhdError, OSError) as exc:
             message = failure_message(item, exc)
             log.error("error: %s", message)
@@ -636,11 +633,12 @@ def suggest_batch(
     return batch
 
 
-def _stop(batch: BatchResult, remaining: list[str], exc: PhdError) -> BatchResult:
+def _stop(batch: BatchResult, remaining: list[str], exc: PhdError) -> NoReturn:
+    """Re-raise ``exc`` carrying the batch so far, every remaining input failed with it."""
     message = " ".join(str(exc).split()) or type(exc).__name__
     batch.failures.extend(Failure(item, message) for item in remaining)
-    batch.fatal = exc
-    return batch
+    exc.partial = batch
+    raise exc
 
 
 def suggest(video: str | Path, config: SuggestConfig) -> VideoSuggestions:
