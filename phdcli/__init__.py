@@ -1,7 +1,7 @@
 """phd: personalized highlight detection for automatic GIF creation.
 
 A library first (``phdcli.suggest.suggest``, ``phdcli.history``,
-``phdcli.evaluate``); ``phdcli.cli`` is a thin command line over it. Nothing
+``phdcli.training.evaluate``); ``phdcli.cli`` is a thin command line over it. Nothing
 heavy is imported here so that ``phd --help`` stays fast.
 """
 

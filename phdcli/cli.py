@@ -533,10 +533,10 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """Evaluate on PHD^2 annotations: mAP, nMSD, Recall@5 (the paper's protocol)."""
-    from phdcli.evaluate import evaluate
+    from phdcli.training.evaluate import evaluate
 
     if dataset is not None:
-        from phdcli.train import evaluate_dataset
+        from phdcli.training.train import evaluate_dataset
 
         if model in ("random", "prior"):
             raise UsageError("--dataset needs --model FILE (a ranking model file)")
@@ -568,7 +568,7 @@ def train_prior_command(
     seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
 ) -> None:
     """Fit the temporal prior (where in a video people make GIFs)."""
-    from phdcli.evaluate import train_prior, validate_prior
+    from phdcli.training.evaluate import train_prior, validate_prior
 
     train_prior(annotations, out, seed=seed)
     log.log(NOTICE, "wrote %s", out)
@@ -585,21 +585,47 @@ def dataset_build(
     annotations: Annotated[Path, typer.Argument(help="PHD^2-format annotations CSV.")],
     videos: Annotated[Path, typer.Option(help="Folder of videos named <youtubeId>.<ext>.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
-    download: Annotated[bool, typer.Option(help="Fetch missing videos with yt-dlp.")] = False,
+    download: Annotated[bool, typer.Option(help="Fetch missing videos with yt-dlp (360p).")] = (
+        False),
     device: DeviceOpt = "auto",
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
     c3d_weights: WeightsOpt = None,
+    store: Annotated[Path | None, typer.Option(
+        help="Feature store folder (default OUT/store); may be shared by builds.")] = None,
+    engine: Annotated[str, typer.Option(help="local, or ray (pip install 'phdcli[ray]').")] = (
+        "local"),
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join (with --engine ray; default: start one here).")] = None,
+    max_history_videos: Annotated[int | None, typer.Option(
+        help="Keep only the N most recent history videos per user (default: all).")] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        help="Try again the videos an earlier run recorded as failed.")] = True,
+    batch_clips: Annotated[int, typer.Option(help="Clips per C3D batch.")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Extract the features of a training or test set (resumable)."""
-    from phdcli.dataset import build_dataset
+    """Fill the per-video feature store, then assemble the training samples (resumable)."""
+    from phdcli.training.dataset import BuildConfig, build_dataset
 
+    cfg = BuildConfig(annotations=annotations, videos_dir=videos, out=out, store=store,
+                      c3d_weights=c3d_weights, device=device, precision=precision,
+                      batch_clips=batch_clips, download=download,
+                      history_cap=max_history_videos, retry_failed=retry_failed, engine=engine,
+                      address=address)
     with _Progress() as progress:
-        summary = build_dataset(annotations, videos, out, runtime_device=device,
-                                c3d_weights=c3d_weights, download=download,
-                                progress=lambda d, t: progress.update("users", d, t))
-    log.log(NOTICE, "%d users built, %d already done, %d skipped (%d videos missing)",
-            summary.n_built, summary.n_already_done, summary.n_skipped,
-            len(summary.missing_videos))
-    if summary.n_skipped or summary.n_download_failed:
+        summary = build_dataset(cfg, progress=progress.update)
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), indent=1))
+    log.log(NOTICE, "videos: %d done, %d already in the store, %d failed; %d clips, %.1f h of "
+            "video in %.0f s; users: %d built, %d skipped", summary.videos_done,
+            summary.videos_skipped, summary.videos_failed, summary.clips_forwarded,
+            summary.hours_done, summary.wall_s, summary.n_users_built, summary.n_users_skipped)
+    for failure in summary.failures[:10]:
+        log.log(NOTICE, "failed: %s (%s): %s", failure["youtube_id"], failure["stage"],
+                failure["reason"])
+    if len(summary.failures) > 10:
+        log.log(NOTICE, "... %d more failures in %s", len(summary.failures) - 10,
+                summary.out / "dataset.json")
+    if summary.videos_failed or summary.n_users_skipped:
         raise typer.Exit(1)
 
 
@@ -613,14 +639,12 @@ def train_content_command(
         help="Take the temporal prior from this model file.")] = None,
 ) -> None:
     """Train PHD-CA and SVM-D, fit the fusion weights on validation users."""
-    from phdcli.train import train_content
+    from phdcli.training.train import train_content
 
     with _Progress() as progress:
         summary = train_content(dataset, out, seed=seed, epochs=epochs, base_model=base_model,
                                 progress=progress.update)
-    typer.echo(json.dumps({"out": str(summary.out), "omega": summary.omega,
-                           "omega_t": summary.omega_t, "validation": summary.val_metrics},
-                          indent=1))
+    typer.echo(json.dumps(summary.to_dict(), indent=1))
 
 
 # -- main --------------------------------------------------------------------

@@ -148,6 +148,13 @@ class FeatureExtractor:
             self._backbone_id = f"{self.spec.family}@{digest[:12]}"
         return self._backbone_id
 
+    @property
+    def backbone_sha256(self) -> str:
+        """The full sha256 of the weights file (what model files and the feature store record)."""
+        self.backbone_id  # noqa: B018 - resolves the weights path, or raises
+        assert self._weights_path is not None
+        return cached_sha256(self._weights_path)
+
     def _network(self) -> LoadedC3D:
         if self._c3d is None:
             from phdcli.weights import load_c3d
@@ -189,8 +196,6 @@ class FeatureExtractor:
     def _extract(
         self, video: VideoInfo, segments: Sequence[Segment], progress: ClipProgress | None
     ) -> SegmentFeatures:
-        from phdcli.video import decode_clips
-
         spec = self.spec
         owners: list[int] = []
         starts: list[float] = []
@@ -204,7 +209,22 @@ class FeatureExtractor:
         sorted_starts = [starts[i] for i in order]
         sorted_owners = [owners[i] for i in order]
 
-        clips = decode_clips(video.path, sorted_starts, spec.clip_fps, spec.clip_frames)
+        clip_feats = self.clip_features(video.path, sorted_starts, progress)
+        owner = np.asarray(sorted_owners, dtype=np.int64)
+        return SegmentFeatures(
+            segments=pool_segments(clip_feats, owner, len(segments)),
+            clips=l2_normalise(clip_feats).astype(np.float32),
+            clip_starts_s=np.asarray(sorted_starts, dtype=np.float64),
+            clip_owner=owner,
+        )
+
+    def clip_features(
+        self, path: Path, starts_s: Sequence[float], progress: ClipProgress | None = None
+    ) -> np.ndarray:
+        """(c, D) float32 raw features of the clips starting at ``starts_s`` (ascending)."""
+        from phdcli.video import decode_clips
+
+        clips = decode_clips(path, starts_s, self.spec.clip_fps, self.spec.clip_frames)
         rows: list[np.ndarray] = []
         # The decode thread starts first, so that loading C3D (and converting
         # its weights on first use) overlaps decoding.
@@ -213,23 +233,17 @@ class FeatureExtractor:
             for batch in _batched(iter(decoded), self.batch_clips):
                 rows.append(self._forward(net, np.stack(batch)))
                 if progress is not None:
-                    progress(sum(len(r) for r in rows), len(sorted_starts))
+                    progress(sum(len(r) for r in rows), len(starts_s))
         clip_feats = np.concatenate(rows) if rows else np.zeros((0, 0), np.float32)
-        if len(clip_feats) != len(sorted_starts):
-            raise PhdError(
-                f"{video.path.name}: decoded {len(clip_feats)} of {len(sorted_starts)} clips"
-            )
-        owner = np.asarray(sorted_owners, dtype=np.int64)
-        sums = np.zeros((len(segments), clip_feats.shape[1]), dtype=np.float64)
-        np.add.at(sums, owner, clip_feats)
-        counts = np.bincount(owner, minlength=len(segments))
-        means = sums / np.maximum(counts, 1)[:, None]
-        return SegmentFeatures(
-            segments=l2_normalise(means).astype(np.float32),
-            clips=l2_normalise(clip_feats).astype(np.float32),
-            clip_starts_s=np.asarray(sorted_starts, dtype=np.float64),
-            clip_owner=owner,
-        )
+        if len(clip_feats) != len(starts_s):
+            raise PhdError(f"{Path(path).name}: decoded {len(clip_feats)} of {len(starts_s)} clips")
+        return clip_feats
+
+    def forward_clips(self, clips: np.ndarray) -> np.ndarray:
+        """uint8 clips (B, 16, 128, 171, 3) decoded elsewhere -> float32 (B, D) raw features."""
+        if not clips.flags.writeable:  # e.g. zero-copy from Ray's object store
+            clips = clips.copy()
+        return self._forward(self._network(), clips)
 
     def _forward(self, net: LoadedC3D, clips: np.ndarray) -> np.ndarray:
         """clips: uint8 (B, 16, 128, 171, 3) -> float32 (B, D)."""
@@ -281,6 +295,14 @@ class FeatureExtractor:
 
 
 _CACHED_ARRAYS = ("segments", "clips", "clip_starts_s", "clip_owner")
+
+
+def pool_segments(clip_feats: np.ndarray, owner: np.ndarray, n_segments: int) -> np.ndarray:
+    """Segment features (n, D) float32: the L2-normalised mean of each segment's clip rows."""
+    sums = np.zeros((n_segments, clip_feats.shape[1]), dtype=np.float64)
+    np.add.at(sums, owner, clip_feats)
+    counts = np.bincount(owner, minlength=n_segments)
+    return l2_normalise(sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
 
 
 def l2_normalise(x: np.ndarray, axis: int = -1) -> np.ndarray:

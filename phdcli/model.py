@@ -6,6 +6,12 @@ Pure numpy at inference: scoring needs no torch, so a warm ``phd suggest``
 (features cached) never imports it. A model file is safetensors (the
 tensors) with one JSON document in its metadata under ``"phd"`` (the feature
 spec, k, fusion weights, the prior and where it all came from).
+
+A model also records the backbone its content terms were fitted on: the
+sha256 of the C3D weights file (``backbone_sha256``), or ``"any"`` for a
+model whose content terms were fitted on no features (the bundled model:
+hand-set max-similarity, no FNN), which works with any weights of its
+family. ``check_compatible`` refuses features of other weights.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from phdcli.prior import TemporalPrior
 
 MODEL_FORMAT = "phd-fused/1"
 CENTRE_MODES = ("none", "video_mean")
+ANY_BACKBONE = "any"
 
 
 @dataclass
@@ -76,6 +83,7 @@ class FusedModel:
     prior: TemporalPrior | None = None
     centre: str = "video_mean"
     provenance: dict[str, Any] = field(default_factory=dict)
+    backbone_sha256: str = ANY_BACKBONE  # the C3D weights its content terms were fitted on
 
     def score(
         self,
@@ -168,6 +176,7 @@ class FusedModel:
             "omega": self.omega,
             "omega_t": self.omega_t,
             "centre": self.centre,
+            "backbone_sha256": self.backbone_sha256,
             "fnn": None
             if self.fnn is None
             else {"layers": len(self.fnn.weights), "activation": self.fnn.activation},
@@ -237,11 +246,22 @@ def load_model(path: Path) -> FusedModel:
             prior=TemporalPrior.from_dict(meta["prior"]) if meta.get("prior") else None,
             centre=centre,
             provenance=dict(meta.get("provenance", {})),
+            backbone_sha256=_recorded_backbone(meta),
         )
     except WeightsError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"{path.name}: malformed model file ({exc!r})") from None
+
+
+def _recorded_backbone(meta: dict[str, Any]) -> str:
+    """The backbone a file records; files from before the field: the sha prefix that
+    ``phd train content`` put in the provenance ("family@sha12"), else any."""
+    if "backbone_sha256" in meta:
+        return str(meta["backbone_sha256"])
+    legacy = str(meta.get("provenance", {}).get("backbone", ""))
+    prefix = legacy.rpartition("@")[2]
+    return prefix if meta.get("fnn") and len(prefix) >= 12 else ANY_BACKBONE
 
 
 DEFAULT_MODEL_NAME = "phd-fused-v0.safetensors"
@@ -255,9 +275,22 @@ def default_model_path() -> Path:
 
 
 def check_compatible(
-    model: FusedModel, features: FeatureSpec, source: str = "the features"
+    model: FusedModel, features: FeatureSpec, source: str = "the features",
+    backbone_sha256: str | None = None,
 ) -> None:
-    """Refuse features made another way than the model's: backbone, layer, sampling."""
+    """Refuse features made another way than the model's: backbone weights, layer, sampling.
+
+    ``backbone_sha256`` is the sha256 of the C3D weights the features come
+    from (None: not known to the caller, only the spec is checked).
+    """
+    mine = model.backbone_sha256
+    if (backbone_sha256 is not None and mine != ANY_BACKBONE
+            and backbone_sha256 != ANY_BACKBONE and not backbone_sha256.startswith(mine)):
+        raise WeightsError(
+            f"the model was trained on features of C3D weights {mine[:12]}, {source} come from "
+            f"weights {backbone_sha256[:12]}: use the weights it was trained with "
+            "(--c3d-weights) or a model trained on these"
+        )
     if (features.family, features.layer) != (model.spec.family, model.spec.layer):
         raise WeightsError(
             f"the model expects {model.spec.family}/{model.spec.layer} features, "

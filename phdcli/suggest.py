@@ -610,6 +610,11 @@ def suggest_batch(
     try:
         suggester = Suggester(config, progress)
         suggester.extractor.backbone_id  # noqa: B018 - missing weights fail once, up front
+        from phdcli.model import check_compatible
+
+        # A model trained on one backbone's features must not score another's.
+        check_compatible(suggester.model, suggester.extractor.spec,
+                         "the features of these weights", suggester.extractor.backbone_sha256)
     except SHARED_ERRORS as exc:
         _stop(batch, items, exc)
     suggester.single_report = len(items) == 1

@@ -8,7 +8,10 @@ What it holds (and the model card, weights/README.md, says the same):
   nearest history GIF and 0 on the other 19 (the paper's Max Similarity
   baseline), on features centred on the video's mean segment feature;
 - no FNN: PHD-CA contributes nothing until it is trained on real C3D features
-  (`phd train content`, which needs Sports-1M weights and PHD^2's videos).
+  (`phd train content`, which needs Sports-1M weights and PHD^2's videos);
+- backbone "any": no content term was fitted on any weights' features, so it
+  serves any C3D weights of its family (a trained model records the sha256
+  of the weights it was trained on, and refuses others).
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from phdcli.evaluate import fit_prior
 from phdcli.features import FeatureSpec
-from phdcli.model import FusedModel, default_model_path, save_model
-from phdcli.phd2 import load_annotations
+from phdcli.model import ANY_BACKBONE, FusedModel, default_model_path, save_model
+from phdcli.training.annotations import load_annotations
+from phdcli.training.evaluate import fit_prior
 
 K = 20
 # The prior's scores span about +-1 within a video; the similarity term's top
@@ -52,7 +55,9 @@ def build(annotations: Path, out: Path) -> FusedModel:
             "h_svm": "untrained: Max Similarity (w = -1 on the nearest distance), not fitted",
             "h_fnn": "absent: PHD-CA not trained (no Sports-1M weights or PHD^2 videos here)",
             "omega": "set by hand, not fitted on validation users",
+            "backbone": "any: no content term was fitted on features of particular weights",
         },
+        backbone_sha256=ANY_BACKBONE,
     )
     save_model(model, out)
     return model

@@ -1,46 +1,47 @@
-"""phdcli.dataset: labels and spans, then a whole build -> train -> model file run.
+"""phdcli.training: labels and spans, the store, then a whole build -> train -> model file run.
 
 The end-to-end test uses generated videos served over loopback HTTP (real
 yt-dlp, generic extractor) and RANDOM C3D weights (tests/c3d_files.py): it
-proves the plumbing (download archive, resume, missing videos, file
-formats), not that the features or the model mean anything.
+proves the plumbing (downloads and retries, the store, resume, failures,
+file formats), not that the features or the model mean anything.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from media import run_ffmpeg
+from dataset_media import ANNOTATIONS, VideoServer, three_videos
 
-from phdcli.dataset import (
-    AMBIGUOUS,
-    ARCHIVE,
-    NEGATIVE,
-    POSITIVE,
-    archived_ids,
-    build_dataset,
-    find_video,
-    history_spans,
-    load_dataset,
-    merge_spans,
-    recent_history,
-    segment_labels,
-    user_file_name,
-)
 from phdcli.errors import UsageError, WeightsError
 from phdcli.features import FeatureSpec
-from phdcli.model import check_compatible, load_model
-from phdcli.phd2 import Gif, User, UserVideo
-from phdcli.train import train_content
+from phdcli.model import check_compatible, load_model, save_model
+from phdcli.training.annotations import Gif, User, UserVideo, load_annotations
+from phdcli.training.dataset import BuildConfig, build_dataset, load_dataset
+from phdcli.training.download import (
+    ARCHIVE,
+    PermanentDownloadError,
+    archived_ids,
+    fetch_with_retries,
+    find_video,
+)
+from phdcli.training.jobs import plan_jobs
+from phdcli.training.labels import (
+    AMBIGUOUS,
+    NEGATIVE,
+    POSITIVE,
+    history_spans,
+    history_videos,
+    merge_spans,
+    segment_labels,
+)
+from phdcli.training.store import FeatureStore, Shard, StoreKey, safe_name
+from phdcli.training.train import evaluate_dataset, train_content
 
-# One clip per segment: C3D costs ~2.5 s a clip on a 2-core CPU.
+# One clip per segment: C3D costs ~1 s a clip on a 2-core CPU.
 SPEC = FeatureSpec(clips_per_segment=1)
 
 
@@ -69,16 +70,31 @@ def test_history_spans_clip_to_the_file_and_drop_gifs_past_its_end() -> None:
     assert history_spans(video, duration_s=10.0).tolist() == [[2.0, 6.0], [9.0, 10.0]]
 
 
-def test_recent_history_is_the_first_videos_in_file_order() -> None:
+def test_history_is_every_video_unless_capped() -> None:
     history = [UserVideo(f"v{i}", 10.0, [Gif(0, 1)]) for i in range(25)]
     user = User("u", UserVideo("last", 10.0), history)
-    assert [v.youtube_id for v in recent_history(user)] == [f"v{i}" for i in range(20)]
+    assert [v.youtube_id for v in history_videos(user)] == [f"v{i}" for i in range(25)]
+    assert [v.youtube_id for v in history_videos(user, 20)] == [f"v{i}" for i in range(20)]
+    # The cap decides which videos a build fetches at all.
+    assert [j.youtube_id for j in plan_jobs([user], 2)] == ["last", "v0", "v1"]
+    assert len(plan_jobs([user])) == 26
+
+
+def test_plan_asks_each_video_once_for_every_user_who_needs_it(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text(ANNOTATIONS)
+    jobs = {j.youtube_id: j for j in plan_jobs(load_annotations(tmp_path / "a.csv"))}
+    assert list(jobs) == ["vidA", "vidB", "gone2", "vidC", "gone1"]
+    assert jobs["vidA"].segments and not jobs["vidC"].segments
+    # vidA: history of users 103 and 104; vidC: user 101's two overlapping GIFs are one span.
+    assert jobs["vidA"].spans(15.0).tolist() == [[1.0, 3.0], [6.0, 8.0]]
+    assert jobs["vidC"].spans(10.0).tolist() == [[0.0, 2.0], [2.0, 6.0]]
+    assert jobs["vidC"].spans(5.0).tolist() == [[0.0, 2.0], [2.0, 5.0]]  # clipped to the file
 
 
 def test_file_names(tmp_path: Path) -> None:
-    assert user_file_name("13000") == "13000.npz"
-    odd = user_file_name("a/../b c")
-    assert "/" not in odd and odd.endswith(".npz") and odd != user_file_name("a/../b_c")
+    assert safe_name("13000") == "13000"
+    odd = safe_name("a/../b c")
+    assert "/" not in odd and odd != safe_name("a/../b_c")
     (tmp_path / "abc.mp4.part").write_bytes(b"x")
     assert find_video(tmp_path, "abc") is None
     (tmp_path / "abc.webm").write_bytes(b"x")
@@ -87,77 +103,69 @@ def test_file_names(tmp_path: Path) -> None:
     assert archived_ids(tmp_path / ARCHIVE) == {"abc", "def"}
 
 
+# -- the store --------------------------------------------------------------------
+def _shard(youtube_id: str = "vid", dim: int = 8, seed: int = 0) -> Shard:
+    rng = np.random.default_rng(seed)
+    shard = Shard(youtube_id, 15.0, info={"clips": 5})
+    for kind, n in (("fixed", 3), ("shots", 2), ("spans", 1)):
+        shard.rows[kind] = rng.standard_normal((n, dim)).astype(np.float16)
+        shard.bounds[kind] = np.arange(2 * n, dtype=float).reshape(n, 2)
+    return shard
+
+
+def test_shards_round_trip_and_damaged_ones_are_never_read_as_done(tmp_path: Path) -> None:
+    key = StoreKey(SPEC, "ab" * 32)
+    store = FeatureStore(tmp_path, key).open()
+    path = store.write(_shard())
+    back = store.read("vid")
+    assert back is not None and back.has_segments() and back.duration_s == 15.0
+    assert np.array_equal(back.rows["fixed"], _shard().rows["fixed"])
+    assert back.rows["fixed"].dtype == np.float16
+    header = store.header("vid")
+    assert header is not None and header.segments and header.spans == {(0.0, 1.0)}
+    good = path.read_bytes()
+
+    path.write_bytes(good[:-100])  # half-written (a copy cut short, not our rename)
+    assert store.header("vid") is None and store.read("vid") is None
+    assert not path.exists() and list(path.parent.glob("vid.safetensors.bad-*"))
+    flipped = bytearray(good)
+    flipped[-3] ^= 0xFF  # same size, one byte wrong: only the sha256 can tell
+    path.write_bytes(bytes(flipped))
+    assert store.header("vid") is not None and store.read("vid") is None
+
+    # Another spec or other weights: another folder; a shard copied across is not trusted.
+    other = FeatureStore(tmp_path, StoreKey(SPEC, "cd" * 32)).open()
+    assert other.dir != store.dir
+    other.shard_path("vid").parent.mkdir(parents=True, exist_ok=True)
+    other.shard_path("vid").write_bytes(good)
+    assert other.header("vid") is None and other.read("vid") is None
+
+
+def test_failures_are_recorded_with_their_reason_and_cleared_by_success(tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path, StoreKey(SPEC, "ab" * 32)).open()
+    store.record_failure("vid", "fetch", "HTTP Error 404:\n Not Found", 3)
+    store.record_failure("vid", "fetch", "HTTP Error 404: Not Found", 2)
+    record = store.failure("vid")
+    assert record is not None and record["attempts"] == 5
+    assert record["reason"] == "HTTP Error 404: Not Found" and record["stage"] == "fetch"
+    store.write(_shard())
+    assert store.failure("vid") is None
+
+
+def test_archived_but_deleted_video_is_not_fetched_again(tmp_path: Path) -> None:
+    (tmp_path / ARCHIVE).write_text("generic vidB\n")
+    with pytest.raises(PermanentDownloadError, match="deleted since"):
+        fetch_with_retries("vidB", tmp_path, "http://127.0.0.1:9/{id}.mp4", backoff_s=0)
+    with pytest.raises(PermanentDownloadError, match="not a YouTube video id"):
+        fetch_with_retries("../x", tmp_path, "http://127.0.0.1:9/{id}.mp4", backoff_s=0)
+
+
 # -- end to end -------------------------------------------------------------------
-def cut_video(out: Path, sources: list[str], shot_s: float = 5.0) -> Path:
-    """Shots of ``shot_s`` from different lavfi sources, hard cuts between them (160x120)."""
-    args: list[str] = []
-    for source in sources:
-        args += ["-t", str(shot_s), "-f", "lavfi", "-i", f"{source}=size=160x120:rate=25"]
-    joined = "".join(f"[{i}:v]" for i in range(len(sources)))
-    graph = f"{joined}concat=n={len(sources)}:v=1:a=0,format=yuv420p[out]"
-    run_ffmpeg(*args, "-filter_complex", graph, "-map", "[out]",
-               "-c:v", "libx264", "-preset", "ultrafast", str(out))
-    return out
-
-
-class _VideoServer:
-    """Serves ``/<id>.mp4`` for the given files, 404 otherwise; counts requests per path."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.requests: Counter[str] = Counter()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                path = self.path.split("?")[0]
-                server.requests[path] += 1
-                body = files.get(path)
-                if body is None:
-                    self.send_error(404, "Not Found")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "video/mp4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.template = f"http://127.0.0.1:{self.httpd.server_address[1]}/{{id}}.mp4"
-
-
 @pytest.fixture
-def video_server(tmp_path: Path) -> Iterator[_VideoServer]:
-    src = tmp_path / "src"
-    src.mkdir()
-    files = {
-        "/vidA.mp4": cut_video(src / "a.mp4", ["testsrc2", "smptebars", "rgbtestsrc"]),
-        "/vidB.mp4": cut_video(src / "b.mp4", ["testsrc", "smptehdbars", "testsrc2"]),
-        "/vidC.mp4": cut_video(src / "c.mp4", ["rgbtestsrc", "testsrc"]),
-    }
-    srv = _VideoServer({k: v.read_bytes() for k, v in files.items()})
-    thread = threading.Thread(target=srv.httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
+def video_server(tmp_path: Path) -> Iterator[VideoServer]:
+    srv = VideoServer(three_videos(tmp_path / "src"))
     yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
-
-
-ANNOTATIONS = """youtubeId,start,duration,user_id,video_duration,is_last
-vidA,5.5,3.5,101,15.0,True
-vidB,1.0,2.0,101,15.0,False
-vidC,2.0,2.0,101,10.0,False
-vidC,3.0,3.0,101,10.0,False
-vidA,11.0,3.0,102,15.0,True
-vidC,0.0,2.0,102,10.0,False
-gone1,1.0,1.0,102,20.0,False
-vidB,0.5,3.5,103,15.0,True
-vidA,6.0,2.0,103,15.0,False
-gone2,3.0,3.0,104,-1,True
-vidA,1.0,2.0,104,15.0,False
-"""
+    srv.close()
 
 
 @pytest.fixture(scope="session")
@@ -166,28 +174,43 @@ def c3d_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return c3d_files.write_mmaction2_pth(tmp_path_factory.mktemp("c3d") / "c3d.pth")
 
 
-def test_build_resume_train_end_to_end(
-    tmp_path: Path, phd_home: Path, video_server: _VideoServer, c3d_weights: Path
-) -> None:
+def build_config(tmp_path: Path, weights: Path, template: str, **kw: object) -> BuildConfig:
     annotations = tmp_path / "phd2.csv"
     annotations.write_text(ANNOTATIONS)
-    videos, out = tmp_path / "videos", tmp_path / "dataset"
-    first = build_dataset(annotations, videos, out, runtime_device="cpu", c3d_weights=c3d_weights,
-                          download=True, spec=SPEC, url_template=video_server.template)
+    base = {"annotations": annotations, "videos_dir": tmp_path / "videos",
+            "out": tmp_path / "dataset", "c3d_weights": weights, "device": "cpu", "spec": SPEC,
+            "download": True, "url_template": template, "download_attempts": 2,
+            "backoff_s": 0.0}
+    return BuildConfig(**{**base, **kw})  # type: ignore[arg-type]
 
-    assert (first.n_users, first.n_built, first.n_already_done, first.n_skipped) == (4, 3, 0, 1)
-    assert first.missing_videos == ["gone1", "gone2"]
-    assert (first.n_downloaded, first.n_download_failed) == (3, 2)
-    assert first.n_history_spans_missing == 1  # user 102's GIF on gone1
-    # vidA's shots are its fixed 5 s segments, so the test features come from the cache:
-    # 3 + 3 clips for the last videos, 4 history spans (user 104 was skipped).
-    assert first.clips_forwarded == 10
+
+def test_build_resume_train_end_to_end(
+    tmp_path: Path, phd_home: Path, video_server: VideoServer, c3d_weights: Path
+) -> None:
+    cfg = build_config(tmp_path, c3d_weights, video_server.template)
+    videos, out = cfg.videos_dir, cfg.out
+    first = build_dataset(cfg)
+
+    assert (first.n_users, first.n_users_built, first.n_users_skipped) == (4, 3, 1)
+    assert (first.videos_total, first.videos_done, first.videos_skipped) == (5, 3, 0)
+    assert first.videos_failed == 2 and first.n_downloaded == 3
+    assert [(f["youtube_id"], f["stage"]) for f in first.failures] == [("gone1", "fetch"),
+                                                                      ("gone2", "fetch")]
+    assert all("HTTP Error 404" in f["reason"] for f in first.failures)
+    assert video_server.requests["/gone1.mp4"] == 2  # retried once, then recorded
+    assert first.history_spans_missing == 1  # user 102's GIF on gone1
+    # vidA: 3 fixed segments = its 3 shots (clips shared) + 2 history spans; vidB: 3 + 1;
+    # vidC: 2 spans (user 101's overlapping GIFs are one).
+    assert first.clips_forwarded == 11
+    assert first.hours_done == pytest.approx(40.0 / 3600, abs=1e-3)
     assert sorted(p.name for p in videos.iterdir()) == [ARCHIVE, "vidA.mp4", "vidB.mp4",
                                                          "vidC.mp4"]
     manifest = json.loads((out / "dataset.json").read_text())
     assert manifest["status"] == "complete" and manifest["features"] == SPEC.to_dict()
     assert manifest["backbone"].startswith("c3d-sports1m@")
-    assert manifest["counts"]["user_files"] == 3
+    assert manifest["counts"]["n_users_built"] == 3 and len(manifest["failures"]) == 2
+    store_manifest = json.loads((first.store / "manifest.json").read_text())
+    assert store_manifest["summary"]["failures"] == first.failures
 
     data = load_dataset(out)
     by_id = {s.user_id: s for s in data.samples}
@@ -199,51 +222,90 @@ def test_build_resume_train_end_to_end(
                                                                               [10, 15]]
     # vidB's GIF and the union of the two overlapping GIFs on vidC.
     assert u101.history.shape == (2, 4096) and u101.segments.shape == (3, 4096)
-    assert np.allclose(np.linalg.norm(u101.history, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(np.linalg.norm(u101.history, axis=1), 1.0, atol=2e-3)  # fp16 rows
     assert by_id["102"].history.shape == (1, 4096)  # gone1 is missing
 
-    # A re-run does nothing: every user is done, no video is requested again.
-    files = sorted((out / "users").iterdir())
-    mtimes = [f.stat().st_mtime_ns for f in files]
+    # A re-run computes nothing and fetches no video again; failed videos are retried.
     requests_before = dict(video_server.requests)
-    again = build_dataset(annotations, videos, out, runtime_device="cpu", c3d_weights=c3d_weights,
-                          download=True, spec=SPEC, url_template=video_server.template)
-    assert (again.n_built, again.n_already_done, again.clips_forwarded) == (0, 3, 0)
-    assert again.n_downloaded == 0
-    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    again = build_dataset(cfg)
+    assert (again.videos_done, again.videos_skipped, again.clips_forwarded) == (0, 3, 0)
+    assert again.videos_failed == 2 and again.n_downloaded == 0
     for name in ("/vidA.mp4", "/vidB.mp4", "/vidC.mp4"):
         assert video_server.requests[name] == requests_before[name]
+    assert video_server.requests["/gone1.mp4"] == 4
+    skip = build_dataset(build_config(tmp_path, c3d_weights, video_server.template,
+                                      retry_failed=False))
+    assert skip.videos_failed == 2 and video_server.requests["/gone1.mp4"] == 4
 
-    # The archive stops a second download even of a video deleted since; a new dataset
-    # over the same videos then misses it, and takes every feature from the cache.
+    # A damaged shard is not done: only that video is computed again.
+    store = FeatureStore(out / "store", StoreKey(SPEC, data.backbone_sha256))
+    shard = store.shard_path("vidC")
+    shard.write_bytes(shard.read_bytes()[:-10])
+    redo = build_dataset(cfg)
+    assert (redo.videos_done, redo.videos_skipped, redo.clips_forwarded) == (1, 2, 2)
+
+    # Another dataset over the same store: nothing to compute, even with vidB deleted.
     (videos / "vidB.mp4").unlink()
-    other = build_dataset(annotations, videos, tmp_path / "dataset2", runtime_device="cpu",
-                          c3d_weights=c3d_weights, download=True, spec=SPEC,
-                          url_template=video_server.template)
-    assert video_server.requests["/vidB.mp4"] == requests_before["/vidB.mp4"]
-    assert find_video(videos, "vidB") is None and "vidB" in archived_ids(videos / ARCHIVE)
-    assert (other.n_built, other.n_skipped, other.n_downloaded) == (2, 2, 0)
-    assert "vidB" in other.missing_videos and other.clips_forwarded == 0
+    other = build_dataset(build_config(tmp_path, c3d_weights, video_server.template,
+                                       out=tmp_path / "dataset2", store=out / "store"))
+    assert (other.videos_done, other.clips_forwarded, other.n_users_built) == (0, 0, 3)
     with pytest.raises(UsageError, match="another feature spec"):
-        build_dataset(annotations, videos, out, runtime_device="cpu", c3d_weights=c3d_weights,
-                      spec=FeatureSpec(clips_per_segment=2))
+        build_dataset(build_config(tmp_path, c3d_weights, video_server.template,
+                                   spec=FeatureSpec(clips_per_segment=2)))
 
     model_path = tmp_path / "model.safetensors"
     summary = train_content(out, model_path, seed=0, epochs=2)
     assert (summary.n_train, summary.n_val) == (2, 1)
     model = load_model(model_path)
     prov = model.provenance
+    assert model.backbone_sha256 == data.backbone_sha256 == manifest["backbone_sha256"]
     assert prov["backbone"] == manifest["backbone"] and prov["layer"] == "fc6"
     assert prov["k"] == 20 and prov["seed"] == 0 and prov["epochs"] == 2
     assert prov["training_data"]["annotations"] == "phd2.csv"
     assert set(prov["validation"]["fused"]) >= {"map", "nmsd", "recall5"}
     assert model.spec == SPEC and model.fnn is not None
     assert model.prior is not None  # fitted on the training users' annotations
-    check_compatible(model, SPEC)
+    check_compatible(model, SPEC, backbone_sha256=data.backbone_sha256)
     with pytest.raises(WeightsError, match="fc6"):
         check_compatible(model, FeatureSpec(clips_per_segment=1, layer="pool5"))
     with pytest.raises(WeightsError, match="sampled"):
         check_compatible(model, FeatureSpec(clips_per_segment=2))
+    assert np.isfinite(evaluate_dataset(out, model_path)["map"])
+    # The backbone check: a model trained on other weights' features is refused.
+    model.backbone_sha256 = "f" * 64
+    save_model(model, tmp_path / "other.safetensors")
+    with pytest.raises(WeightsError, match="trained on features of C3D weights ffffffffffff"):
+        evaluate_dataset(out, tmp_path / "other.safetensors")
+    with pytest.raises(WeightsError, match="C3D weights"):
+        train_content(out, tmp_path / "x.safetensors", epochs=1,
+                      base_model=tmp_path / "other.safetensors")
     scores = model.score(u101.test_segments, u101.history, u101.test_bounds_s[:, 0],
                          u101.test_bounds_s[:, 1], u101.duration_s)
     assert np.isfinite(scores.total).all()
+
+
+def test_dataset_build_cli_reports_failures_as_json_and_exits_1(
+    tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No video is on disk and --download is off: every video fails with its reason
+    (C3D is never loaded, so a placeholder weights file does)."""
+    from phdcli.cli import main
+
+    weights = tmp_path / "weights.pth"
+    weights.write_bytes(b"placeholder: never loaded, only hashed")
+    annotations = tmp_path / "phd2.csv"
+    annotations.write_text(ANNOTATIONS)
+    args = ["dataset", "build", str(annotations), "--videos", str(tmp_path / "videos"),
+            "-o", str(tmp_path / "ds"), "--c3d-weights", str(weights), "--json"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--max-history-videos", "1"])
+    assert exit_info.value.code == 1
+    doc = json.loads(capsys.readouterr().out)
+    # The cap keeps each user's most recent history video: gone1 is not needed any more.
+    assert doc["videos_total"] == 4 and doc["videos_failed"] == 4 and doc["videos_done"] == 0
+    assert (doc["n_users_built"], doc["n_users_skipped"], doc["clips_forwarded"]) == (0, 4, 0)
+    assert all("--download fetches it" in f["reason"] for f in doc["failures"])
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--engine", "spark"])
+    assert exit_info.value.code == 2
+    assert "phd: error: --engine must be one of local, ray" in capsys.readouterr().err

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from phdcli import metrics
+from phdcli.training import metrics
 
 
 def test_ap_perfect_ranking_is_one() -> None:

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from phdcli import metrics
 from phdcli.errors import InputError, UsageError, WeightsError
 from phdcli.fsutil import atomic_write_text
-from phdcli.phd2 import User, UserVideo, load_annotations
 from phdcli.prior import TemporalPrior, fit_listwise
+from phdcli.training import metrics
+from phdcli.training.annotations import User, UserVideo, load_annotations
 
 SEGMENT_S = 5.0
 CONTENT_FREE_NOTE = (

@@ -1,9 +1,11 @@
-"""Train the fused content model, PHD-CA + SVM-D (paper sections 4-5, method.md).
+"""Fit the fused content model, PHD-CA + SVM-D (paper sections 4-5, method.md).
 
-Everything here works on ``UserSample`` values (features, labels, bounds):
-``fit_fused`` learns from samples in memory, so tests can prove the code
-learns on synthetic users with no video; ``train_content`` reads a dataset
-folder (``phdcli.dataset``), calls it and writes the model file.
+Everything here reads users through a ``SampleSet`` (``phdcli.training.samples``):
+a list of ``UserSample`` in memory, so tests can prove the code learns on
+synthetic users with no video, or a pack on disk that is read a batch at a
+time, so memory does not grow with the number of users. The same users give
+the same model either way. ``phdcli.training.train`` wraps this for a dataset
+folder and writes the model file.
 
 1. PHD-CA: an FNN on ``[s; mean(G)]`` (512-64, SELU, dropout 0.7 on the
    input and 0.2 between layers), trained on 5 positive/negative pairs per
@@ -14,6 +16,10 @@ folder (``phdcli.dataset``), calls it and writes the model file.
    as at inference), same pairwise loss plus L2: a ranking SVM.
 3. Late fusion: omega (and omega_t for the temporal prior) picked on
    validation users by the pairwise ranking accuracy they give.
+
+What stays in memory: per user its labels, one batch of rows, and at most
+``svm_max_pairs`` SVM-D pairs (k distances each): a linear ranker of k = 20
+weights needs no more, and it bounds memory on PHD^2's 12k users.
 """
 
 from __future__ import annotations
@@ -21,19 +27,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phdcli import metrics
-from phdcli.dataset import NEGATIVE, POSITIVE, UserSample
 from phdcli.errors import InputError, UsageError
-from phdcli.evaluate import VideoCase, case_metrics, random_scores
 from phdcli.features import FeatureSpec
 from phdcli.model import Fnn, FusedModel
 from phdcli.prior import TemporalPrior
+from phdcli.training import metrics
+from phdcli.training.evaluate import VideoCase, case_metrics, random_scores
+from phdcli.training.labels import NEGATIVE, POSITIVE
+from phdcli.training.samples import SampleSet, UserSample, as_sample_set
+
+Samples = SampleSet | Sequence[UserSample]
 
 if TYPE_CHECKING:
     import torch
@@ -64,6 +72,7 @@ class TrainConfig:
     svm_steps: int = 300
     svm_l2: float = 1e-3
     svm_pairs_per_user: int = 50
+    svm_max_pairs: int = 200_000  # fewer per user past 4,000 users: bounded memory
 
     def __post_init__(self) -> None:
         if self.loss not in ("hinge", "logistic"):
@@ -82,18 +91,6 @@ class FitReport:
     epoch_losses: list[float] = field(default_factory=list)
     val_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     val_pair_accuracy: float = float("nan")
-
-
-@dataclass
-class TrainSummary:
-    out: Path
-    n_train: int
-    n_val: int
-    omega: float
-    omega_t: float
-    epochs: int
-    seed: int
-    val_metrics: dict[str, dict[str, float]]  # model part -> {"map", "nmsd", "recall5"} in %
 
 
 # -- pairs and losses -----------------------------------------------------------
@@ -124,13 +121,6 @@ def pairwise_loss(diff: torch.Tensor, kind: str, margin: float) -> torch.Tensor:
     return F.softplus(-diff).mean()
 
 
-def _mean_history(sample: UserSample, dim: int) -> np.ndarray:
-    """p = mean(G); zeros for an empty history (the cold start, method.md)."""
-    if len(sample.history) == 0:
-        return np.zeros(dim, dtype=np.float32)
-    return sample.history.mean(axis=0).astype(np.float32)
-
-
 # -- PHD-CA ---------------------------------------------------------------------
 def _build_fnn(dim_in: int, config: TrainConfig) -> torch.nn.Sequential:
     from torch import nn
@@ -148,7 +138,7 @@ def _build_fnn(dim_in: int, config: TrainConfig) -> torch.nn.Sequential:
 
 
 def train_fnn(
-    samples: Sequence[UserSample],
+    samples: Samples,
     config: TrainConfig,
     epochs: int,
     rng: np.random.Generator,
@@ -157,15 +147,11 @@ def train_fnn(
     """PHD-CA on the samples' labelled segments; returns the net and the mean loss per epoch."""
     import torch
 
-    dim = samples[0].segments.shape[1]
-    # All segments in one tensor: a batch is then two index lookups, not a Python loop.
-    feats = torch.from_numpy(np.concatenate([s.segments for s in samples]).astype(np.float32))
-    offsets = np.r_[0, np.cumsum([len(s.segments) for s in samples])[:-1]]
-    hist = torch.from_numpy(np.stack([_mean_history(s, dim) for s in samples]))
-    net = _build_fnn(2 * dim, config)
+    users = as_sample_set(samples)
+    net = _build_fnn(2 * users.dim, config)
     opt = torch.optim.RMSprop(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_halve_every, gamma=0.5)
-    labels = [s.labels for s in samples]
+    labels = users.labels()
     losses = []
     for epoch in range(epochs):
         net.train()
@@ -176,9 +162,9 @@ def train_fnn(
         total = 0.0
         for start in range(0, len(pairs), config.batch_pairs):
             batch = pairs[start:start + config.batch_pairs]
-            p = hist[batch[:, 0]]
-            pos = feats[offsets[batch[:, 0]] + batch[:, 1]]
-            neg = feats[offsets[batch[:, 0]] + batch[:, 2]]
+            p = torch.from_numpy(users.mean_history(batch[:, 0]))
+            pos = torch.from_numpy(users.segment_rows(batch[:, 0], batch[:, 1]))
+            neg = torch.from_numpy(users.segment_rows(batch[:, 0], batch[:, 2]))
             # One forward pass over both sides keeps dropout masks independent per row.
             scores = net(torch.cat([torch.cat([pos, p], 1), torch.cat([neg, p], 1)]))[:, 0]
             loss = pairwise_loss(scores[: len(batch)] - scores[len(batch):],
@@ -210,27 +196,42 @@ def _distances(sample: UserSample, shell: FusedModel, which: str) -> np.ndarray:
     return shell.history_distances(feats, sample.history)[0]
 
 
+def svm_pairs_per_user(labels: Sequence[np.ndarray], config: TrainConfig) -> int:
+    """``svm_pairs_per_user``, lowered so that all users' pairs fit ``svm_max_pairs``."""
+    n_users = sum(1 for lab in labels if (lab == POSITIVE).any() and (lab == NEGATIVE).any())
+    return max(1, min(config.svm_pairs_per_user, config.svm_max_pairs // max(n_users, 1)))
+
+
 def train_svm(
-    samples: Sequence[UserSample], shell: FusedModel, config: TrainConfig,
-    rng: np.random.Generator,
+    samples: Samples, shell: FusedModel, config: TrainConfig, rng: np.random.Generator,
 ) -> tuple[np.ndarray, float]:
     """Ranking SVM on d(s, G): (w (k,), b) in the raw distance units the model scores.
 
     The distances are standardised for the fit (they differ by hundredths
     of a cosine, far below a hinge margin of 1), then the scale is folded
-    back into w and b.
+    back into w and b. Users are read one at a time: what stays is the
+    distance differences of the sampled pairs and running moments.
     """
     import torch
 
-    dists = [_distances(s, shell, "train") for s in samples]
-    pairs = sample_pairs([s.labels for s in samples], config.svm_pairs_per_user, rng)
+    users = as_sample_set(samples)
+    labels = users.labels()
+    pairs = sample_pairs(labels, svm_pairs_per_user(labels, config), rng)
     k = shell.k
     if len(pairs) == 0:
         return np.zeros(k), 0.0
-    all_d = np.concatenate(dists)
-    mu, sd = all_d.mean(axis=0), np.maximum(all_d.std(axis=0), 1e-6)
-    delta = np.stack([(dists[u][i] - dists[u][j]) / sd for u, i, j in pairs])
-    x = torch.from_numpy(delta)
+    moments = _Moments(k)
+    diffs = np.zeros((len(pairs), k))
+    by_user = np.split(np.arange(len(pairs)), np.flatnonzero(np.diff(pairs[:, 0])) + 1)
+    rows_of = {int(pairs[r[0], 0]): r for r in by_user if len(r)}
+    for u in range(len(users)):
+        d = _distances(users.sample(u), shell, "train")
+        moments.add(d)
+        if u in rows_of:
+            r = rows_of[u]
+            diffs[r] = d[pairs[r, 1]] - d[pairs[r, 2]]
+    mu, sd = moments.mean, np.maximum(moments.std, 1e-6)
+    x = torch.from_numpy(diffs / sd)
     w = torch.zeros(k, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.Adam([w], lr=0.05)
     for _ in range(config.svm_steps):
@@ -241,6 +242,28 @@ def train_svm(
     w_raw = w.detach().numpy() / sd
     # The bias is free under a pairwise loss; centre the scores at the mean distance.
     return w_raw, float(-(w_raw @ mu))
+
+
+class _Moments:
+    """Column mean and std of rows added in chunks (Chan et al.'s pairwise update)."""
+
+    def __init__(self, k: int) -> None:
+        self.n, self.mean, self._m2 = 0, np.zeros(k), np.zeros(k)
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        n_b, mean_b = len(rows), rows.mean(axis=0)
+        m2_b = ((rows - mean_b) ** 2).sum(axis=0)
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self._m2 = self._m2 + m2_b + delta**2 * (self.n * n_b / n)
+        self.n = n
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.sqrt(self._m2 / max(self.n, 1))
 
 
 # -- fusion and evaluation ------------------------------------------------------
@@ -265,17 +288,16 @@ def pair_accuracy(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) ->
     return float(np.mean(accs)) if accs else float("nan")
 
 
-def fit_fusion(
-    model: FusedModel, samples: Sequence[UserSample]
-) -> tuple[float, float, float]:
+def fit_fusion(model: FusedModel, samples: Samples) -> tuple[float, float, float]:
     """(omega, omega_t, accuracy): the grid point with the best validation pair accuracy.
 
     The grid is relative to each term's spread, so it fits any scale; ties
     go to the most balanced weights (omega nearest the spread ratio), which
     matters when a few validation users cannot tell the options apart.
     """
-    terms = [_terms(model, s, "train") for s in samples]
-    labels = [s.labels for s in samples]
+    users = as_sample_set(samples)
+    terms = [_terms(model, users.sample(i), "train") for i in range(len(users))]
+    labels = users.labels()
     spread = np.array([np.concatenate([t[:, j] - t[:, j].mean() for t in terms]).std()
                        for j in range(3)])
     ratios = np.r_[0.0, np.logspace(-2, 2, 25)]
@@ -335,11 +357,13 @@ def part_models(model: FusedModel) -> dict[str, FusedModel | None]:
 
 
 def evaluate_samples(
-    model: FusedModel | None, samples: Sequence[UserSample], seed: int = 0
+    model: FusedModel | None, samples: Samples, seed: int = 0
 ) -> dict[str, float]:
     """mAP / nMSD / R@5 in percent over the samples' eval segments (None: random scores)."""
+    users = as_sample_set(samples)
     rows = []
-    for sample in samples:
+    for i in range(len(users)):
+        sample = users.sample(i)
         case = sample_case(sample)
         if case is None:
             continue
@@ -357,25 +381,33 @@ def evaluate_samples(
 
 
 # -- the whole fit ---------------------------------------------------------------
-def split_samples(
-    samples: Sequence[UserSample], val_fraction: float, seed: int
-) -> tuple[list[UserSample], list[UserSample]]:
-    """Seeded split by user id into (train, validation); at least one user on each side."""
-    if len(samples) < 2:
-        raise InputError(f"need at least 2 users (train and validation), got {len(samples)}")
+def split_indices(
+    user_ids: Sequence[str], val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Seeded split of users (by id) into (train, validation) indices; one at least on each side."""
+    if len(user_ids) < 2:
+        raise InputError(f"need at least 2 users (train and validation), got {len(user_ids)}")
     if not 0.0 < val_fraction < 1.0:
         raise UsageError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    order = sorted(range(len(samples)), key=lambda i: samples[i].user_id)
+    order = sorted(range(len(user_ids)), key=lambda i: user_ids[i])
     perm = np.random.default_rng([seed, 1]).permutation(len(order))
     n_val = max(1, min(len(order) - 1, round(val_fraction * len(order))))
     val_idx = {order[i] for i in perm[:n_val]}
-    return ([s for i, s in enumerate(samples) if i not in val_idx],
-            [s for i, s in enumerate(samples) if i in val_idx])
+    return ([i for i in range(len(user_ids)) if i not in val_idx],
+            [i for i in range(len(user_ids)) if i in val_idx])
+
+
+def split_samples(
+    samples: Sequence[UserSample], val_fraction: float, seed: int
+) -> tuple[list[UserSample], list[UserSample]]:
+    """``split_indices`` on a list of samples."""
+    train, val = split_indices([s.user_id for s in samples], val_fraction, seed)
+    return [samples[i] for i in train], [samples[i] for i in val]
 
 
 def fit_fused(
-    train: Sequence[UserSample],
-    val: Sequence[UserSample],
+    train: Samples,
+    val: Samples,
     spec: FeatureSpec,
     seed: int = 0,
     epochs: int = 16,
@@ -386,7 +418,8 @@ def fit_fused(
     """Train PHD-CA and SVM-D on ``train``, fit the fusion on ``val``; deterministic in ``seed``."""
     import torch
 
-    if not train or not val:
+    train, val = as_sample_set(train), as_sample_set(val)
+    if not len(train) or not len(val):
         raise InputError("need training and validation users")
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -401,114 +434,10 @@ def fit_fused(
     model = FusedModel(spec, config.k, svm_w, svm_b, 1.0, 0.0, fnn_to_numpy(net, config.activation),
                        prior, config.centre)
     model.omega, model.omega_t, acc = fit_fusion(model, val)
-    report = FitReport(len(train), len(val), [s.user_id for s in val], model.omega,
+    report = FitReport(len(train), len(val), val.user_ids(), model.omega,
                        model.omega_t, losses, val_pair_accuracy=acc)
     report.val_metrics = {name: evaluate_samples(part, val, seed)
                           for name, part in part_models(model).items()}
     return model, report
 
 
-def config_dict(config: TrainConfig) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
-
-
-def _has_pairs(sample: UserSample) -> bool:
-    return bool((sample.labels == POSITIVE).any() and (sample.labels == NEGATIVE).any())
-
-
-def train_content(
-    dataset: Path,
-    out: Path,
-    seed: int = 0,
-    epochs: int = 16,
-    val_fraction: float = 0.1,
-    progress: TrainProgress | None = None,
-    base_model: Path | None = None,
-    config: TrainConfig = TrainConfig(),  # noqa: B008 (frozen)
-) -> TrainSummary:
-    """Train PHD-CA + SVM-D on a dataset folder and write the model file ``out`` atomically.
-
-    The temporal prior comes from ``base_model`` when given (whose feature
-    spec must then equal the dataset's), else it is fitted on the training
-    users' annotations (the copy inside the dataset), else there is none.
-    Validation users take no part in any fit but the fusion weights.
-    """
-    import torch
-
-    from phdcli.dataset import load_dataset
-    from phdcli.evaluate import fit_prior
-    from phdcli.model import check_compatible, load_model, save_model
-    from phdcli.phd2 import load_annotations
-
-    if epochs < 1:
-        raise UsageError(f"epochs must be at least 1, got {epochs}")
-    data = load_dataset(Path(dataset))
-    prior: TemporalPrior | None = None
-    prior_note = "none: no base model and no annotations in the dataset"
-    if base_model is not None:
-        base = load_model(Path(base_model))
-        check_compatible(base, data.spec, f"{Path(dataset).name}'s features")
-        prior = base.prior
-        prior_note = f"taken from {Path(base_model).name}"
-
-    samples = [s for s in data.samples if len(s.segments)]
-    train, val = split_samples(samples, val_fraction, seed)
-    if not any(_has_pairs(s) for s in train):
-        raise InputError("no training user has both a positive and a negative segment")
-    val_ids = {s.user_id for s in val}
-    if prior is None and data.annotations is not None:
-        users = [u for u in load_annotations(data.annotations) if u.user_id not in val_ids]
-        try:
-            prior = fit_prior(users)
-            prior.fit_info.update({"annotations": data.manifest.get("annotations"),
-                                   "excluded": "validation users"})
-            prior_note = "fitted on the annotations of all but the validation users"
-        except InputError as exc:
-            log.warning("no temporal prior: %s", exc)
-
-    model, report = fit_fused(train, val, data.spec, seed, epochs, config, prior, progress)
-    model.provenance = {
-        "trained_by": "phd train content",
-        "backbone": data.backbone,
-        "layer": data.spec.layer,
-        "k": model.k,
-        "training_data": {
-            "dataset": Path(dataset).resolve().name,
-            "annotations": data.manifest.get("annotations"),
-            "annotations_sha256": data.manifest.get("annotations_sha256"),
-            "n_train_users": report.n_train,
-            "n_val_users": report.n_val,
-            "val_users": sorted(val_ids),
-        },
-        "validation": report.val_metrics,
-        "validation_pair_accuracy": report.val_pair_accuracy,
-        "seed": seed,
-        "epochs": epochs,
-        "epoch_losses": report.epoch_losses,
-        "config": config_dict(config),
-        "h_time": prior_note,
-        "omega": "grid search on validation users' pair accuracy",
-        "torch": torch.__version__,
-    }
-    save_model(model, Path(out))
-    fused = report.val_metrics["fused"]
-    log.info("validation (%d users): mAP %.2f%%, nMSD %.2f%%, R@5 %.2f%%",
-             report.n_val, fused["map"], fused["nmsd"], fused["recall5"])
-    return TrainSummary(Path(out), report.n_train, report.n_val, model.omega, model.omega_t,
-                        epochs, seed, report.val_metrics)
-
-
-def evaluate_dataset(dataset: Path, model: Path) -> dict[str, float]:
-    """`phd eval --dataset`: a model file with content terms on a built dataset.
-
-    The measurement this repository cannot make without Sports-1M weights and
-    PHD^2's videos; the dataset's feature spec must equal the model's.
-    """
-    from phdcli.dataset import load_dataset
-    from phdcli.model import check_compatible, load_model
-
-    data = load_dataset(Path(dataset))
-    fused = load_model(Path(model))
-    check_compatible(fused, data.spec, f"{Path(dataset).name}'s features")
-    return {"model": str(model), **evaluate_samples(fused, data.samples),
-            "random": evaluate_samples(None, data.samples)["map"]}
