@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import UsageError as _ClickUsageError
 
 from phdcli import NOTICE, config, defaults
-from phdcli.errors import PhdError, UsageError
+from phdcli.errors import Interrupted, PhdError, UsageError
 
 app = typer.Typer(
     name="phd",
@@ -173,8 +174,19 @@ def suggest(
         help="Full C3D features for every segment (no coarse-to-fine pass).")] = False,
     max_height: Annotated[int, typer.Option(envvar=_env("max_height"),
                                             help="Largest video height to download.")] = 720,
-    max_filesize: Annotated[float | None, typer.Option(
-        envvar=_env("max_filesize"), help="Largest video download, MB.")] = None,
+    max_filesize: Annotated[float, typer.Option(
+        envvar=_env("max_filesize"), help="Largest video download, MB.")] = 4000.0,
+    stall_timeout: Annotated[float, typer.Option(
+        envvar=_env("stall_timeout"),
+        help="Give up a download after this many seconds without 1 KiB.")] = 60.0,
+    download_timeout: Annotated[float, typer.Option(
+        envvar=_env("download_timeout"),
+        help="Give up a download after this many seconds in all.")] = 3600.0,
+    refresh: Annotated[bool, typer.Option(
+        help="Download URLs again even if they are cached.")] = False,
+    max_megapixels: Annotated[float, typer.Option(
+        envvar=_env("max_megapixels"),
+        help="Largest frame or GIF canvas, megapixels (frames x area scale with it).")] = 36.0,
     c3d_weights: Annotated[Path | None, typer.Option(
         envvar=_env("c3d_weights"), dir_okay=False, help="C3D weights file.")] = None,
     model: Annotated[Path | None, typer.Option(envvar=_env("model"),
@@ -195,37 +207,54 @@ def suggest(
             raise UsageError("- reads inputs from stdin, but stdin is a terminal")
         piped = [line.strip() for line in sys.stdin if line.strip()]
         inputs = [x for item in inputs for x in (piped if item == "-" else [item])]
-    mb = 1_000_000
     cfg = SuggestConfig(
         k=k, out_dir=out.expanduser(), segments=segments, length_s=length,
         gif=GifOptions(fps=fps, width=width, format=fmt,
-                       max_size_bytes=None if max_size is None else int(max_size * mb)),
+                       max_size_bytes=_megabytes("--max-size", max_size)),
         gif_length_s=gif_length, name_template=name,
-        download=DownloadOptions(max_height=max_height, max_filesize_bytes=(
-            None if max_filesize is None else int(max_filesize * mb))),
+        download=DownloadOptions(max_height=max_height,
+                                 max_filesize_bytes=_megabytes("--max-filesize", max_filesize),
+                                 stall_timeout_s=stall_timeout, timeout_s=download_timeout,
+                                 refresh=refresh),
         device=device, precision=precision, c3d_weights=c3d_weights, model_path=model,
         user=user, history_dir=history, force=force, dry_run=dry_run, report=report,
         exhaustive=exhaustive,
         include_kept=include_kept, heatmap_weight=heatmap_weight,
         command=_reproduce_command(ctx) if report else "",
+        max_megapixels=max_megapixels,
     )
 
     def print_line(source: str, suggestion: Any) -> None:
         doc = {"input": source, **suggestion.to_dict(explain)}
-        typer.echo(json.dumps(doc))
+        typer.echo(json.dumps(doc, allow_nan=False))  # NaN is not JSON: never print it
         sys.stdout.flush()
 
-    with _Progress() as progress:
-        batch = suggest_batch(inputs, cfg, progress=progress.update,
-                              on_suggestion=print_line if as_jsonl else None)
+    try:
+        with _Progress() as progress:
+            batch = suggest_batch(inputs, cfg, progress=progress.update,
+                                  on_suggestion=print_line if as_jsonl else None)
+    except PhdError as exc:  # the whole run stopped: --json still gets its document
+        if as_json and exc.partial is not None:
+            typer.echo(json.dumps(exc.partial.to_dict(explain), indent=1,  # type: ignore[attr-defined]
+                                  allow_nan=False))
+        raise
     if as_json:
-        typer.echo(json.dumps(batch.to_dict(explain), indent=1))
+        typer.echo(json.dumps(batch.to_dict(explain), indent=1, allow_nan=False))
     elif not as_jsonl:
         _print_suggestions(batch, explain)
     if batch.report is not None:
         log.log(NOTICE, "report: %s", batch.report)
     if batch.failures:
         raise typer.Exit(1)
+
+
+def _megabytes(flag: str, value: float | None) -> int | None:
+    """MB (10**6 bytes) to bytes; inf, nan and non-positive sizes are usage errors."""
+    if value is None:
+        return None
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"{flag} must be a positive number of MB, got {value}")
+    return max(1, int(value * 1_000_000))
 
 
 # Flags that change what is printed, not what is made.
@@ -359,11 +388,16 @@ def history_add(
     device: DeviceOpt = "auto",
     c3d_weights: WeightsOpt = None,
     model: Annotated[Path | None, typer.Option(help="Ranking model (sets the features).")] = None,
+    max_megapixels: Annotated[float, typer.Option(
+        help="Largest frame or GIF canvas, megapixels (frames x area scale with it).")] = 36.0,
 ) -> None:
     """Copy GIFs into the history and compute their features once."""
     from phdcli.history import add_to_history
 
-    added = add_to_history(files, user=user, device=device, c3d_weights=c3d_weights, model=model)
+    if not (math.isfinite(max_megapixels) and max_megapixels > 0):
+        raise UsageError(f"--max-megapixels must be positive, got {max_megapixels}")
+    added = add_to_history(files, user=user, device=device, c3d_weights=c3d_weights, model=model,
+                           max_megapixels=max_megapixels)
     for item in added:
         if item.source is not None:
             how = ("its features from phd suggest, no C3D" if item.feature is not None
@@ -383,11 +417,18 @@ def history_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
 ) -> None:
     """List the GIFs in the history."""
-    items = _history(user, history).items()
+    store = _history(user, history)
+    items = store.items()
+    # A file deleted behind phd's back: said here, skipped by `suggest`.
+    missing = {it.name for it in store.missing(items)}
+    for name in sorted(missing):
+        log.warning("warning: %s is listed but missing from %s (`phd history remove %s` "
+                    "drops it)", name, store.folder, name)
     if as_json:
         from dataclasses import asdict
 
-        typer.echo(json.dumps([asdict(it) for it in items], indent=1))
+        typer.echo(json.dumps([{**asdict(it), "missing": it.name in missing} for it in items],
+                              indent=1))
         return
     from rich.console import Console
     from rich.table import Table
@@ -396,9 +437,10 @@ def history_list(
     for column in ("name", "frames", "duration", "added", "kept from"):
         table.add_column(column)
     for it in items:
+        name = f"{it.name} (missing)" if it.name in missing else it.name
         origin = ("-" if it.source is None else
                   f"{it.source.video} {it.source.start_s:.1f}-{it.source.end_s:.1f} s")
-        table.add_row(it.name, str(it.frames), f"{it.duration_s:.1f} s", it.added, origin)
+        table.add_row(name, str(it.frames), f"{it.duration_s:.1f} s", it.added, origin)
     Console().print(table)
 
 
@@ -612,16 +654,26 @@ def train_content_command(
 # -- main --------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and map failures to one line and an exit code."""
+    from phdcli import fsutil, procs
+
     debug = os.environ.get("PHD_DEBUG", "") not in ("", "0")
     if not log.handlers:
         _setup_output(quiet=False)
     try:
-        code = app(args=argv, prog_name="phd", standalone_mode=False)
+        with procs.handle_signals():
+            code = app(args=argv, prog_name="phd", standalone_mode=False)
+    except Interrupted as exc:
+        # The handler has killed the children; temp files still open go now.
+        procs.stop_all()
+        fsutil.remove_live_temps()
+        name = {1: "SIGHUP", 2: None, 15: "SIGTERM"}.get(exc.signum)
+        print(f"phd: interrupted{f' ({name})' if name else ''}", file=sys.stderr)
+        code = exc.exit_code
     except _ClickUsageError as exc:
-        exc.show()
-        code = 2
-    except typer.Abort:
-        print("phd: aborted", file=sys.stderr)
+        code = _usage_error(exc)
+    except typer.Abort as exc:
+        interrupted = isinstance(exc.__context__, KeyboardInterrupt)
+        print("phd: interrupted" if interrupted else "phd: aborted", file=sys.stderr)
         code = 130
     except PhdError as exc:
         if debug:
@@ -631,6 +683,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("phd: interrupted", file=sys.stderr)
         code = 130
+    except OSError as exc:  # disk full, permissions, a file that is a folder
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"phd: error: {where}{exc.strerror or _one_line(exc)}", file=sys.stderr)
+        code = 1
     except Exception as exc:  # the last net: one line, never a traceback
         if debug:
             raise
@@ -643,6 +701,18 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _one_line(exc: BaseException) -> str:
+def _usage_error(exc: _ClickUsageError) -> int:
+    """click's four-line usage error as our one line (help stays help)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `phd` or `phd history` alone
+        exc.show()
+        return exc.exit_code
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "phd"
+    print(f"phd: error: {_one_line(exc.format_message())} (see `{command} --help`)",
+          file=sys.stderr)
+    return exc.exit_code
+
+
+def _one_line(exc: BaseException | str) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__

@@ -11,6 +11,10 @@ class PhdError(Exception):
     """Base class: a failure the user can understand and act on."""
 
     exit_code = 1
+    # What was done before a whole run stopped (phd suggest: the BatchResult
+    # with every input not done listed as failed), so that --json can still
+    # print its document.
+    partial: object = None
 
 
 class UsageError(PhdError):
@@ -45,3 +49,20 @@ class DeviceError(PhdError):
 
 class HistoryError(PhdError):
     """The user's history cannot be read or changed as asked."""
+
+
+class Interrupted(BaseException):  # noqa: N818 - named for what the user did
+    """SIGINT, SIGTERM or SIGHUP arrived; raised in the main thread.
+
+    A BaseException (like KeyboardInterrupt) so that no ``except Exception``
+    swallows it, and not a KeyboardInterrupt so that click does not turn it
+    into a silent exit: the CLI prints ``phd: interrupted`` and exits 128+N.
+    """
+
+    def __init__(self, signum: int = 2) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

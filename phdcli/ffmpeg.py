@@ -3,7 +3,9 @@
 Every ffmpeg invocation in phdcli goes through :func:`run_ffmpeg`, so the
 binary choice (``PHD_FFMPEG``, else the one bundled with imageio-ffmpeg) and
 the error handling (one readable line, the full stderr kept for ``--debug``)
-live here and nowhere else.
+live here and nowhere else. The process itself is started by
+:func:`phdcli.procs.child`: its own process group, killed on SIGINT, SIGTERM
+and SIGHUP, so an interrupted run never leaves an ffmpeg writing behind it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import os
 import re
 import subprocess
 
-from phdcli.errors import FfmpegError
+from phdcli import procs
+from phdcli.errors import FfmpegError, Interrupted
 
 # Lines ffmpeg prints at loglevel "error" that say nothing about the cause;
 # the line before them is the one worth showing.
@@ -63,9 +66,13 @@ def run_ffmpeg(args: list[str]) -> None:
     exe = ffmpeg_exe()
     cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args]
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        with procs.child(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE) as proc:
+            _, err = proc.communicate()
     except OSError as exc:  # missing or non-executable binary
         raise FfmpegError(f"cannot run ffmpeg at {exe}: {exc.strerror or exc}") from exc
-    stderr = proc.stderr.decode("utf-8", errors="replace")
+    if procs.stopping():
+        raise Interrupted()  # killed by our own signal handler: not ffmpeg's failure
+    stderr = err.decode("utf-8", errors="replace")
     if proc.returncode != 0:
         raise FfmpegError(_summary(stderr, proc.returncode), stderr=stderr)

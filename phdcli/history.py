@@ -11,12 +11,19 @@ stored beside the GIFs in ``.features/<sha256>.npy`` with its checksum,
 backbone and spec; that feature is used instead of decoding the GIF while
 the weights and spec match.
 
-Every change is validate-first, write-after: a file that cannot be probed
-or whose features cannot be computed leaves the folder byte-identical.
+Every change is validate-first, write-after: a file that cannot be probed,
+does not decode cleanly or whose features cannot be computed leaves the
+folder byte-identical. Changes are serialised by a lock file in the folder
+(``.history.lock``, an OS lock via filelock): the manifest is re-read,
+changed and written back while holding it, so concurrent ``phd history add``
+runs never lose each other's GIFs. Names read from the manifest must be
+plain file names inside the folder; nothing outside it is ever written or
+deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -24,24 +31,25 @@ import json
 import logging
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from phdcli import NOTICE, paths
-from phdcli.errors import HistoryError, InputError
-from phdcli.fsutil import atomic_path, atomic_write_bytes, atomic_write_text, cached_sha256
+from phdcli import NOTICE, fsutil, paths
+from phdcli.errors import HistoryError, InputError, PhdError
+from phdcli.fsutil import atomic_write_bytes, atomic_write_text, cached_sha256
 from phdcli.kept import Provenance
-
-log = logging.getLogger("phd")
 
 if TYPE_CHECKING:
     from phdcli.features import FeatureExtractor
 
+log = logging.getLogger("phd")
+
 MANIFEST = "history.json"
+LOCK = ".history.lock"
 HISTORY_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".webp")
 # A history item is a GIF-sized moment; longer files are almost surely a
 # whole video added by mistake.
@@ -99,6 +107,29 @@ class HistoryItem:
                    feature=None if feature is None else StoredFeature.from_dict(feature))
 
 
+@dataclass(frozen=True)
+class PreparedFile:
+    """A file that probed, decoded cleanly and has its feature (cached, or stored
+    from ``phd suggest``): ready to be copied in, nothing written yet."""
+
+    source: Path
+    sha256: str
+    frames: int
+    duration_s: float
+    provenance: Provenance | None = None  # a kept GIF's origin
+    feature: StoredFeature | None = None
+    feature_blob: bytes = b""  # the .npy bytes of ``feature``
+
+
+def check_item_name(name: object) -> str:
+    """``name`` if it is a plain file name that stays inside the history folder."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".")
+            or any(c in name for c in "/\\\0") or name == MANIFEST
+            or len(name.encode("utf-8", "surrogateescape")) > 255):
+        raise ValueError(f"item name {name!r} is not a plain file name")
+    return name
+
+
 class History:
     """The GIFs one profile made; ``items`` are oldest first."""
 
@@ -108,7 +139,7 @@ class History:
 
     @classmethod
     def for_user(cls, user: str = "default") -> History:
-        if not user or "/" in user or user.startswith("."):
+        if not user or any(c in user for c in "/\\\0") or user.startswith("."):
             raise HistoryError(f"invalid profile name {user!r}")
         return cls(paths.profile_dir(user), managed=True)
 
@@ -122,15 +153,23 @@ class History:
     # -- reading ----------------------------------------------------------
     def items(self) -> list[HistoryItem]:
         if not self.managed:
-            return [_describe(p) for p in self._unmanaged_files()]
+            return [it for it in map(_describe, self._unmanaged_files()) if it is not None]
         manifest = self.folder / MANIFEST
         if not manifest.exists():
             return []
         try:
             rows = json.loads(manifest.read_text())["items"]
-            return [HistoryItem.from_row(row) for row in rows]
+            items = [HistoryItem.from_row(row) for row in rows]
+            for it in items:
+                check_item_name(it.name)
+            return items
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise HistoryError(f"history manifest {manifest} is unreadable ({exc})") from None
+
+    def missing(self, items: Sequence[HistoryItem] | None = None) -> list[HistoryItem]:
+        """Items whose file is gone from the folder (deleted behind phd's back)."""
+        items = self.items() if items is None else items
+        return [it for it in items if not it.path_in(self.folder).is_file()]
 
     def _unmanaged_files(self) -> list[Path]:
         return sorted(
@@ -139,17 +178,35 @@ class History:
         )
 
     def features(self, extractor: FeatureExtractor) -> np.ndarray:
-        """(m, D) features of every item (cached by content; C3D runs once per GIF)."""
+        """(m, D) features of every usable item (cached by content; C3D runs once per GIF)."""
+        return self.named_features(extractor)[1]
+
+    def named_features(self, extractor: FeatureExtractor) -> tuple[list[str], np.ndarray]:
+        """(names, (m, D) features) of the items that can be used.
+
+        An item whose file was deleted or damaged behind phd's back is
+        skipped with a warning: one bad GIF must not stop every suggestion.
+        """
         from phdcli.video import probe
 
-        rows = []
+        names, rows = [], []
         for it in self.items():
+            path = it.path_in(self.folder)
+            if not path.is_file():
+                log.warning("warning: history GIF %s is missing from %s; skipped "
+                            "(`phd history remove %s` drops it)", it.name, self.folder, it.name)
+                continue
             stored = self._stored_feature(it, extractor)
-            rows.append(stored if stored is not None
-                        else extractor.file_feature(probe(it.path_in(self.folder))))
+            try:
+                rows.append(stored if stored is not None
+                            else extractor.file_feature(probe(path)))
+            except InputError as exc:
+                log.warning("warning: history GIF skipped: %s", exc)
+                continue
+            names.append(it.name)
         if not rows:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack(rows)
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return names, np.stack(rows)
 
     def _stored_feature(self, item: HistoryItem, extractor: FeatureExtractor) -> np.ndarray | None:
         """A kept item's feature from its original video, if it is intact and still fits."""
@@ -174,25 +231,44 @@ class History:
         return vector
 
     # -- changing ---------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the history's lock: every change re-reads :meth:`items` inside it."""
+        self._require_managed("change")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with fsutil.locked(self.folder / LOCK, f"the history at {self.folder}"):
+                yield
+        except PhdError:
+            raise
+        except OSError as exc:
+            raise HistoryError(f"cannot change the history at {self.folder} "
+                               f"({exc.strerror or exc})") from None
+
     def add(
         self, files: Sequence[Path], extractor: FeatureExtractor,
         precomputed: Mapping[Path, Precomputed] | None = None,
     ) -> list[HistoryItem]:
         """Add GIFs or short clips; returns the items actually added.
 
-        All files are probed and their features computed before anything is
+        All files are probed, decoded and featurised before anything is
         copied, so one bad file leaves the history exactly as it was. A file
         whose content is already in the history is skipped. A file in
         ``precomputed`` (keyed by the path as given) is *kept*: it gets its
         provenance, and its feature when there is one (no C3D for it).
         """
-        from phdcli.video import probe
+        return self.commit(self.prepare(files, extractor, precomputed))
+
+    def prepare(
+        self, files: Sequence[Path], extractor: FeatureExtractor,
+        precomputed: Mapping[Path, Precomputed] | None = None,
+    ) -> list[PreparedFile]:
+        """Check every file and compute its features; writes nothing to the history."""
+        from phdcli.video import check_decodes, probe
 
         self._require_managed("add to")
-        existing = self.items()
-        known = {it.sha256 for it in existing}
-        taken = {it.name for it in existing}
-        planned: list[tuple[Path, HistoryItem, bytes]] = []
+        prepared: list[PreparedFile] = []
+        seen = {it.sha256 for it in self.items()}  # a hint only: commit checks again
         for file in files:
             file = Path(file)
             info = probe(file)
@@ -201,42 +277,22 @@ class History:
                     f"{file.name}: {info.duration_s:.0f} s is too long for a history GIF "
                     f"(at most {MAX_ITEM_S:.0f} s)"
                 )
+            check_decodes(file)  # a GIF with damaged frames would teach the model noise
             # The memoised hash: the feature cache's key below reuses it.
             digest = cached_sha256(file)
-            if digest in known:
+            if digest in seen:
                 continue
+            seen.add(digest)
             pre = (precomputed or {}).get(file)
             stored, blob = None, b""
             if pre is not None and pre.feature is not None:
                 stored, blob = self._feature_blob(digest, pre.feature, extractor)
             else:
                 extractor.file_feature(info)  # computed once, kept in the feature cache
-            name = _free_name(file.name, taken)
-            taken.add(name)
-            known.add(digest)
             frames = info.n_frames or round(info.duration_s * info.fps)
-            item = HistoryItem(name, digest, frames, round(info.duration_s, 3), _now(),
-                               source=None if pre is None else pre.provenance, feature=stored)
-            planned.append((file, item, blob))
-        if not planned:
-            return []
-        self.folder.mkdir(parents=True, exist_ok=True)
-        copied: list[Path] = []
-        try:
-            for src, item, blob in planned:
-                if item.feature is not None:
-                    copied.append(self.folder / item.feature.file)
-                    atomic_write_bytes(copied[-1], blob)
-                dest = item.path_in(self.folder)
-                with atomic_path(dest) as tmp:
-                    shutil.copyfile(src, tmp)
-                copied.append(dest)
-            self._write_manifest(existing + [item for _, item, _ in planned])
-        except OSError as exc:
-            for dest in copied:
-                dest.unlink(missing_ok=True)
-            raise HistoryError(f"could not write to the history at {self.folder} ({exc})") from None
-        return [item for _, item, _ in planned]
+            prepared.append(PreparedFile(file, digest, frames, round(info.duration_s, 3),
+                                         None if pre is None else pre.provenance, stored, blob))
+        return prepared
 
     @staticmethod
     def _feature_blob(digest: str, vector: np.ndarray, extractor: FeatureExtractor
@@ -248,16 +304,82 @@ class History:
                              extractor.spec.to_dict(), hashlib.sha256(blob).hexdigest())
         return meta, blob
 
+    def commit(self, prepared: Sequence[PreparedFile]) -> list[HistoryItem]:
+        """Copy prepared files in and record them, under the lock; returns what was added.
+
+        Copies go to a private temp folder first (outside the lock); under
+        the lock the manifest is re-read, each file takes a free name without
+        replacing anything, and the manifest is written back. Any failure
+        leaves the folder as it was.
+        """
+        if not prepared:
+            return []
+        self._require_managed("add to")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with fsutil.temp_dir(self.folder, "add") as staging:
+                staged = []
+                for n, prep in enumerate(prepared):
+                    copy = staging / f"{n}{Path(prep.source.name).suffix.lower()}"
+                    shutil.copyfile(prep.source, copy)
+                    staged.append(copy)
+                with self.locked():
+                    fsutil.clean_stale_temps(self.folder)
+                    return self._commit_locked(prepared, staged)
+        except PhdError:
+            raise
+        except OSError as exc:
+            raise HistoryError(f"could not write to the history at {self.folder} "
+                               f"({exc.strerror or exc})") from None
+
+    def _commit_locked(self, prepared: Sequence[PreparedFile], staged: list[Path]
+                       ) -> list[HistoryItem]:
+        existing = self.items()  # re-read: another phd may have added meanwhile
+        known = {it.sha256 for it in existing}
+        taken = {it.name for it in existing}
+        added: list[HistoryItem] = []
+        claimed: list[tuple[Path, tuple[int, int]]] = []
+        blobs: list[Path] = []
+        try:
+            for prep, copy in zip(prepared, staged, strict=True):
+                if prep.sha256 in known:
+                    continue
+                if prep.feature is not None:
+                    blobs.append(self.folder / prep.feature.file)
+                    atomic_write_bytes(blobs[-1], prep.feature_blob)
+                while True:  # a stray file of that name is never replaced
+                    name = _free_name(prep.source.name, taken)
+                    taken.add(name)
+                    try:
+                        claimed.append((self.folder / name,
+                                        fsutil.claim(copy, self.folder / name)))
+                        break
+                    except FileExistsError:
+                        continue
+                known.add(prep.sha256)
+                added.append(HistoryItem(name, prep.sha256, prep.frames, prep.duration_s,
+                                         _now(), source=prep.provenance, feature=prep.feature))
+            if added:
+                self._write_manifest(existing + added)
+        except BaseException:
+            for dest, identity in claimed:
+                fsutil.unclaim(dest, identity)
+            for blob in blobs:
+                blob.unlink(missing_ok=True)
+            raise
+        return added
+
     def remove(self, name: str) -> HistoryItem:
-        self._require_managed("remove from")
-        items = self.items()
-        match = [it for it in items if it.name == name]
-        if not match:
-            raise HistoryError(f"no GIF named {name!r} in the history (see `phd history list`)")
-        self._write_manifest([it for it in items if it.name != name])
-        match[0].path_in(self.folder).unlink(missing_ok=True)
-        if match[0].feature is not None:
-            (self.folder / match[0].feature.file).unlink(missing_ok=True)
+        with self.locked():
+            items = self.items()
+            match = [it for it in items if it.name == name]
+            if not match:
+                raise HistoryError(
+                    f"no GIF named {name!r} in the history (see `phd history list`)")
+            self._write_manifest([it for it in items if it.name != name])
+            match[0].path_in(self.folder).unlink(missing_ok=True)
+            if match[0].feature is not None:  # a name checked by StoredFeature.from_dict
+                (self.folder / match[0].feature.file).unlink(missing_ok=True)
         return match[0]
 
     def _write_manifest(self, items: list[HistoryItem]) -> None:
@@ -269,10 +391,14 @@ class History:
             raise HistoryError(f"cannot {verb} --history {self.folder}: it is read-only for phd")
 
 
-def _describe(path: Path) -> HistoryItem:
+def _describe(path: Path) -> HistoryItem | None:
     from phdcli.video import probe
 
-    info = probe(path)
+    try:
+        info = probe(path)
+    except InputError as exc:
+        log.warning("warning: history GIF skipped: %s", exc)
+        return None
     added = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).isoformat(timespec="seconds")
     frames = info.n_frames or round(info.duration_s * info.fps)
     return HistoryItem(path.name, "", frames, round(info.duration_s, 3), added)
@@ -283,7 +409,7 @@ def _free_name(name: str, taken: set[str]) -> str:
     stem, suffix = Path(name).stem, Path(name).suffix.lower()
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip("._") or "gif"
     candidate, n = f"{safe}{suffix}", 2
-    while candidate in taken or candidate == MANIFEST:
+    while candidate in taken or candidate in (MANIFEST, LOCK):
         candidate, n = f"{safe}-{n}{suffix}", n + 1
     return candidate
 
@@ -299,6 +425,7 @@ def add_to_history(
     c3d_weights: Path | None = None,
     model: Path | None = None,
     extractor: FeatureExtractor | None = None,
+    max_megapixels: float | None = None,
 ) -> list[HistoryItem]:
     """``phd history add``: the features follow the ranking model's spec.
 
@@ -308,12 +435,15 @@ def add_to_history(
     """
     from phdcli.features import FeatureExtractor
     from phdcli.model import default_model_path, load_model
+    from phdcli.video import DEFAULT_MAX_MEGAPIXELS, PixelBudget, using_pixel_budget
 
     history = History.for_user(user)
     if extractor is None:
         spec = load_model(model or default_model_path()).spec
         extractor = FeatureExtractor(spec, c3d_weights, device)
-    return history.add(files, extractor, recognise_outputs(files, extractor))
+    budget = PixelBudget.from_megapixels(max_megapixels or DEFAULT_MAX_MEGAPIXELS)
+    with using_pixel_budget(budget):
+        return history.add(files, extractor, recognise_outputs(files, extractor))
 
 
 def recognise_outputs(files: Sequence[Path], extractor: FeatureExtractor

@@ -11,6 +11,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from phdcli.errors import UsageError
+
 APP_NAME = "phd"
 
 
@@ -19,9 +21,17 @@ def _home() -> Path | None:
     return Path(home).expanduser() if home else None
 
 
+def _home_for_writing() -> Path | None:
+    """PHD_HOME, refused at once when it is something other than a folder."""
+    home = _home()
+    if home is not None and home.exists() and not home.is_dir():
+        raise UsageError(f"PHD_HOME={home} is not a folder")
+    return home
+
+
 def data_dir() -> Path:
     """User data: histories (one folder per profile)."""
-    home = _home()
+    home = _home_for_writing()
     if home is not None:
         return home / "data"
     import platformdirs
@@ -31,7 +41,7 @@ def data_dir() -> Path:
 
 def cache_dir() -> Path:
     """Re-creatable files: weights, converted weights, features, downloads."""
-    home = _home()
+    home = _home_for_writing()
     if home is not None:
         return home / "cache"
     import platformdirs

@@ -5,6 +5,13 @@ are downloaded with yt-dlp *as a library* into a cache folder keyed by the URL,
 so a second run on the same URL costs no network at all. The remote title is
 only ever used for display and output names, and only after sanitising: it
 never takes part in building a path.
+
+yt-dlp runs in a watched worker process (:mod:`phdcli.download_worker`)
+that is killed when a download passes ``--max-filesize``, stalls or runs
+past ``--download-timeout``. Partial files live in a private folder that is
+removed on every failure and interrupt (and by the next run if phd itself
+was killed). A download must probe as a readable video before it enters the
+cache; ``--refresh`` ignores what is cached.
 """
 
 from __future__ import annotations
@@ -13,18 +20,17 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from phdcli import fsutil, paths
 from phdcli import heatmap as heatmaps
-from phdcli import paths
-from phdcli.errors import DownloadError
+from phdcli.errors import DownloadError, InputError, UsageError
 from phdcli.fsutil import atomic_write_text
 
 log = logging.getLogger("phd")
@@ -39,6 +45,12 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _STEM_MAX = 80
 _SOURCE_JSON = "source.json"
 
+# Defaults of the download limits (all on unless raised): yt-dlp's own
+# --max-filesize has no default, but "never fill the disk" needs one.
+MAX_FILESIZE_BYTES = 4_000_000_000
+STALL_TIMEOUT_S = 60.0
+DOWNLOAD_TIMEOUT_S = 3600.0
+
 
 @dataclass(frozen=True)
 class ResolvedInput:
@@ -52,7 +64,20 @@ class ResolvedInput:
 @dataclass(frozen=True)
 class DownloadOptions:
     max_height: int = 720
-    max_filesize_bytes: int | None = None
+    max_filesize_bytes: int | None = MAX_FILESIZE_BYTES  # None: no limit
+    stall_timeout_s: float = STALL_TIMEOUT_S
+    timeout_s: float = DOWNLOAD_TIMEOUT_S  # the whole download, extraction included
+    refresh: bool = False  # download again even if cached
+
+    def __post_init__(self) -> None:
+        if self.max_height < 1:
+            raise UsageError(f"--max-height must be at least 1, got {self.max_height}")
+        if self.max_filesize_bytes is not None and self.max_filesize_bytes <= 0:
+            raise UsageError("--max-filesize must be positive")
+        for flag, value in (("--stall-timeout", self.stall_timeout_s),
+                            ("--download-timeout", self.timeout_s)):
+            if not (math.isfinite(value) and value > 0):
+                raise UsageError(f"{flag} must be a positive number of seconds, got {value}")
 
 
 def is_url(text: str) -> bool:
@@ -93,7 +118,7 @@ def resolve_input(
         path = Path(text).expanduser()
         return ResolvedInput(input=text, path=path, stem=safe_stem(path.stem), downloaded=False)
     folder = paths.downloads_cache_dir() / hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-    cached = _cached(folder, text)
+    cached = None if options.refresh else _cached(folder, text)
     if cached is not None:
         return cached
     return _download(text, folder, options, progress)
@@ -118,35 +143,54 @@ def _cached(folder: Path, url: str) -> ResolvedInput | None:
 def _download(url: str, folder: Path, options: DownloadOptions, progress: Progress | None
               ) -> ResolvedInput:
     folder.mkdir(parents=True, exist_ok=True)
+    for sibling in folder.parent.iterdir():  # what a killed phd left mid-download
+        if sibling.is_dir():
+            fsutil.clean_stale_temps(sibling)
     # A stale source.json must not outlive a failed retry.
     (folder / _SOURCE_JSON).unlink(missing_ok=True)
-    # yt-dlp writes into a private temp folder: a failure removes it whole, and
-    # nothing half-downloaded ever sits beside a finished file.
-    work = Path(tempfile.mkdtemp(prefix=".dl-", dir=folder))
     try:
-        try:
-            downloaded, title, heatmap = _fetch(url, work, options, progress)
-            final = folder / downloaded.name
-            downloaded.replace(final)
-            meta = {"url": url, "title": title, "file": final.name,
-                    "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    "heatmap": None if heatmap is None else heatmaps.to_json(heatmap)}
-            atomic_write_text(folder / _SOURCE_JSON, json.dumps(meta, indent=1) + "\n")
-        except OSError as exc:  # disk full, permissions: still one line
-            raise DownloadError(f"{url}: download failed: {_one_line(str(exc))}") from exc
+        # yt-dlp writes into a private temp folder: a failure removes it whole,
+        # and nothing half-downloaded ever sits beside a finished file.
+        with fsutil.temp_dir(folder, "dl") as work:
+            try:
+                from phdcli.download_worker import fetch_watched
+
+                downloaded, title, heatmap_json = fetch_watched(url, work, options, progress)
+                heatmap = heatmaps.parse(heatmap_json)
+                _check_readable(url, downloaded)
+                final = folder / downloaded.name
+                downloaded.replace(final)
+                meta = {"url": url, "title": title, "file": final.name,
+                        "downloaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "heatmap": None if heatmap is None else heatmaps.to_json(heatmap)}
+                atomic_write_text(folder / _SOURCE_JSON, json.dumps(meta, indent=1) + "\n")
+            except OSError as exc:  # disk full, permissions: still one line
+                raise DownloadError(f"{url}: download failed: {_one_line(str(exc))}") from exc
     except BaseException:
         # Nothing from a failed attempt may remain (a stale video included).
         with contextlib.suppress(OSError):
             for leftover in folder.iterdir():
-                if leftover != work and leftover.is_file():
+                if leftover.is_file():
                     leftover.unlink()
         raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
         with contextlib.suppress(OSError):
             folder.rmdir()  # only succeeds when a failure left it empty
     return ResolvedInput(input=url, path=final, stem=safe_stem(title), downloaded=True,
                          heatmap=heatmap)
+
+
+def _check_readable(url: str, downloaded: Path) -> None:
+    """A download enters the cache only if it probes as a video (an HTML error
+    page served as video/mp4 would otherwise be "cached" forever)."""
+    from phdcli.video import probe
+
+    try:
+        probe(downloaded)
+    except InputError as exc:
+        reason = str(exc).removeprefix(f"{downloaded}: ")
+        raise DownloadError(f"{url}: the download is not a readable video ({reason}); "
+                            "nothing was cached") from None
 
 
 def _fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | None

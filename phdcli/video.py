@@ -4,11 +4,19 @@ PyAV is imported inside the functions: `phd --help` must not load FFmpeg's
 libraries. Times are seconds from the video stream's first timestamp, which
 is also what ffmpeg's input ``-ss`` counts from, so a clip decoded here and a
 GIF cut by :mod:`phdcli.gifs` at the same start show the same frames.
+
+Hostile files are refused before they cost anything: every open checks a
+pixel budget (the frame or GIF canvas area, and frames x area) from the
+headers, before a single frame is decoded, and tells the decoder the same
+limit as a backstop. Rotation metadata (phone videos) is applied to the
+frames C3D sees, like ffmpeg applies it to the GIFs.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -39,16 +47,61 @@ SEEK_AHEAD_S = 2.0
 # as a plain end of stream, so it is checked here.
 TRUNCATION_SLACK_S = 1.0
 
+# The pixel budget (Pillow's MAX_IMAGE_PIXELS idea, for moving pictures).
+# 36 MP holds 8K UHD (33.2 MP); an 85-byte GIF declaring a 16000x16000
+# canvas (256 MP, 1 GB per decoded frame) is refused from its header.
+# A GIF decodes every frame on its whole canvas: at most 60 full frames'
+# worth by default (2.2 gigapixels: 4700 frames of 480x960). A video may
+# hold 120000 (two hours of 4K at 60 fps). --max-megapixels scales all three.
+DEFAULT_MAX_MEGAPIXELS = 36.0
+GIF_FRAMES_OF_BUDGET = 60
+VIDEO_FRAMES_OF_BUDGET = 120_000
+
+
+@dataclass(frozen=True)
+class PixelBudget:
+    max_frame_pixels: int = int(DEFAULT_MAX_MEGAPIXELS * 1e6)
+
+    @classmethod
+    def from_megapixels(cls, megapixels: float) -> PixelBudget:
+        return cls(max_frame_pixels=int(megapixels * 1e6))
+
+    def total_pixels(self, is_gif: bool) -> int:
+        return self.max_frame_pixels * (GIF_FRAMES_OF_BUDGET if is_gif else VIDEO_FRAMES_OF_BUDGET)
+
+
+_budget = PixelBudget()
+
+
+@contextmanager
+def using_pixel_budget(budget: PixelBudget) -> Iterator[None]:
+    """Every open inside the body (decode threads included) checks ``budget``."""
+    global _budget
+    previous, _budget = _budget, budget
+    try:
+        yield
+    finally:
+        _budget = previous
+
 
 @dataclass(frozen=True)
 class VideoInfo:
     path: Path
     duration_s: float
     fps: float
-    width: int
+    width: int  # as stored; see display_width for what a viewer shows
     height: int
     n_frames: int | None
     codec: str
+    rotation_deg: int = 0  # counterclockwise, a multiple of 90 (phone videos)
+
+    @property
+    def display_width(self) -> int:
+        return self.height if self.rotation_deg % 180 else self.width
+
+    @property
+    def display_height(self) -> int:
+        return self.width if self.rotation_deg % 180 else self.height
 
 
 def _describe_av_error(exc: Exception) -> str:
@@ -59,7 +112,11 @@ def _describe_av_error(exc: Exception) -> str:
 
 
 def open_video(path: Path) -> av.container.InputContainer:
-    """Open ``path`` for reading or raise a one-line InputError."""
+    """Open ``path`` for reading or raise a one-line InputError.
+
+    The pixel budget is checked here, from headers only, before any frame
+    is decoded.
+    """
     import av
 
     path = Path(path)
@@ -67,14 +124,167 @@ def open_video(path: Path) -> av.container.InputContainer:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, not a video file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
+    budget = _budget
+    layout = read_gif_layout(path)
+    if layout is not None:
+        _check_pixels(path, layout.width, layout.height, layout.n_frames, budget, is_gif=True)
     try:
-        return av.open(str(path), mode="r")
+        container = av.open(str(path), mode="r")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise InputError(
             f"{path}: not a readable video file ({_describe_av_error(exc)})"
         ) from exc
+    try:
+        if container.streams.video:
+            _check_stream_pixels(path, container, budget)
+    except BaseException:
+        container.close()
+        raise
+    return container
+
+
+def _check_pixels(path: Path, width: int, height: int, n_frames: int | None,
+                  budget: PixelBudget, is_gif: bool) -> None:
+    area = width * height
+    hint = "--max-megapixels raises it"
+    if area > budget.max_frame_pixels:
+        what = "GIF canvas" if is_gif else "frame size"
+        raise InputError(
+            f"{path}: {what} {width}x{height} ({area / 1e6:.3g} megapixels) is over the "
+            f"pixel budget of {budget.max_frame_pixels / 1e6:g} megapixels ({hint})"
+        )
+    total = area * (n_frames or 0)
+    if total > budget.total_pixels(is_gif):
+        raise InputError(
+            f"{path}: {n_frames} frames of {width}x{height} ({total / 1e9:.1f} gigapixels) are "
+            f"over the pixel budget of {budget.total_pixels(is_gif) / 1e9:.1f} gigapixels "
+            f"({hint})"
+        )
+
+
+def _check_stream_pixels(path: Path, container: av.container.InputContainer,
+                         budget: PixelBudget) -> None:
+    """The budget from the stream's header; the decoder gets it too (a backstop
+    for headers that lie: FFmpeg then refuses to open the codec)."""
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    is_gif = ctx.name == "gif"
+    n_frames = stream.frames or None
+    if not n_frames:
+        rate = stream.average_rate or stream.guessed_rate
+        seconds = (float(stream.duration * stream.time_base) if stream.duration and
+                   stream.time_base else (container.duration or 0) / 1e6)
+        n_frames = int(seconds * float(rate)) if rate and seconds > 0 else None
+    _check_pixels(path, int(ctx.width or 0), int(ctx.height or 0), n_frames, budget, is_gif)
+    ctx.options = {**ctx.options, "max_pixels": str(budget.max_frame_pixels)}
+
+
+@dataclass(frozen=True)
+class GifLayout:
+    width: int  # the logical screen (canvas) every frame is drawn on
+    height: int
+    n_frames: int
+    damage: str | None  # why the block structure is broken, None when it is sound
+
+
+def read_gif_layout(path: Path) -> GifLayout | None:
+    """Canvas size and frame count of a GIF from its blocks, without decoding
+    (None when the file is not a GIF). Streams through the file: bounded memory."""
+    with open(path, "rb") as fh:
+        head = fh.read(13)
+        if len(head) < 13 or head[:6] not in (b"GIF87a", b"GIF89a"):
+            return None
+        width, height, flags = struct.unpack("<HHB", head[6:11])
+        n_frames = 0
+
+        def skip(n: int) -> bool:
+            fh.seek(n, 1)
+            return fh.tell() <= size
+
+        def sub_blocks() -> bool:
+            while True:
+                length = fh.read(1)
+                if not length:
+                    return False
+                if length[0] == 0:
+                    return True
+                if not skip(length[0]):
+                    return False
+
+        size = fh.seek(0, 2)
+        fh.seek(13)
+        if flags & 0x80 and not skip(3 << ((flags & 7) + 1)):
+            return GifLayout(width, height, 0, "ends inside its colour table")
+        while True:
+            block = fh.read(1)
+            if not block or block == b"\x3b":  # end of file (lenient) or trailer
+                return GifLayout(width, height, n_frames, None)
+            if block == b"\x21":  # extension: label, then sub-blocks
+                if not fh.read(1) or not sub_blocks():
+                    return GifLayout(width, height, n_frames, f"ends inside a block at "
+                                                              f"byte {fh.tell()}")
+            elif block == b"\x2c":  # image: descriptor, local table, LZW sub-blocks
+                desc = fh.read(9)
+                if len(desc) < 9:
+                    return GifLayout(width, height, n_frames, "ends inside a frame header")
+                local = desc[8]
+                if local & 0x80 and not skip(3 << ((local & 7) + 1)):
+                    return GifLayout(width, height, n_frames, "ends inside a colour table")
+                if not fh.read(1) or not sub_blocks():
+                    return GifLayout(width, height, n_frames,
+                                     f"frame {n_frames + 1} is cut off")
+                n_frames += 1
+            else:
+                return GifLayout(width, height, n_frames,
+                                 f"damaged data at byte {fh.tell() - 1} (after frame {n_frames})")
+
+
+def check_decodes(path: Path) -> None:
+    """Decode every frame and refuse the file if FFmpeg reports damage.
+
+    FFmpeg conceals damage quietly (a GIF with broken LZW data decodes 11 of
+    its 30 frames, no exception), so its error log is captured and the GIF
+    block structure and frame count are checked as well. For files that
+    must be whole, like a history GIF.
+    """
+    import av
+    import av.logging
+
+    path = Path(path)
+    layout = read_gif_layout(path)
+    if layout is not None and layout.damage is not None:
+        raise InputError(f"{path}: damaged GIF ({layout.damage})")
+    container = open_video(path)
+    previous = av.logging.get_level(), av.logging.get_skip_repeated()
+    try:
+        stream = video_stream(container, path)
+        decoded = 0
+        av.logging.set_level(av.logging.ERROR)
+        av.logging.set_skip_repeated(False)  # the same damage in a second file must show too
+        with av.logging.Capture(local=False) as logs:
+            try:
+                for _ in container.decode(stream):
+                    decoded += 1
+            except av.error.FFmpegError as exc:
+                raise InputError(f"{path}: damaged video data ({_describe_av_error(exc)})"
+                                 ) from exc
+        errors = [" ".join(str(msg).split()) for level, _, msg in logs
+                  if level is not None and level <= av.logging.ERROR]
+        if errors:
+            raise InputError(f"{path}: damaged video data ({errors[0]})")
+        if decoded == 0:
+            raise InputError(f"{path}: no decodable video frame")
+        if layout is not None and decoded < layout.n_frames:
+            raise InputError(f"{path}: damaged GIF (only {decoded} of its {layout.n_frames} "
+                             "frames decode)")
+    finally:
+        av.logging.set_level(previous[0])
+        av.logging.set_skip_repeated(previous[1])
+        container.close()
 
 
 def video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
@@ -138,9 +348,16 @@ def probe(path: Path) -> VideoInfo:
             height=int(stream.codec_context.height),
             n_frames=n_frames,
             codec=str(stream.codec_context.name),
+            rotation_deg=90 * _quarter_turns(first),
         )
     finally:
         container.close()
+
+
+def _quarter_turns(frame: Any) -> int:
+    """Counterclockwise quarter turns the frame's display matrix asks for (0-3)."""
+    rotation = getattr(frame, "rotation", 0) or 0
+    return int(round(float(rotation) / 90.0)) % 4
 
 
 def _duration_from_packets(
@@ -301,9 +518,16 @@ class _ClipDecoder:
         # for the whole decode: frame.to_ndarray(width=...) builds a new
         # swscale context per call, 26x slower per frame (measured, bench/).
         if self._converted is None or self._converted[0] is not frame:
+            # A phone video stored sideways: scale to the transposed size, then
+            # turn, so C3D sees what a viewer (and the GIF) shows.
+            turns = _quarter_turns(frame)
+            width, height = (FRAME_HEIGHT, FRAME_WIDTH) if turns % 2 else (FRAME_WIDTH,
+                                                                           FRAME_HEIGHT)
             rgb = self._reformatter.reformat(
-                frame, width=FRAME_WIDTH, height=FRAME_HEIGHT, format="rgb24"
+                frame, width=width, height=height, format="rgb24"
             ).to_ndarray()
+            if turns:
+                rgb = np.ascontiguousarray(np.rot90(rgb, k=turns))
             self._converted = (frame, rgb)
         return self._converted[1]
 

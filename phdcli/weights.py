@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import os
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING
 from phdcli import paths
 from phdcli.c3d_spec import C3D_PARAM_SHAPES, C3DInput
 from phdcli.errors import DownloadError, UsageError, WeightsError
-from phdcli.fsutil import atomic_path, cached_sha256, remember_sha256
+from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256, remember_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +42,9 @@ FORMATS = ("mmaction2", "davidea")
 _CHUNK_BYTES = 1 << 20
 _TIMEOUT_S = 30.0
 _USER_AGENT = "phd (phdcli weights fetch)"
+_DEFAULT_POINTER = "fetched.json"  # `phd model fetch --url`: which file later runs use
+_STALL_S = 60.0  # less than 1 KiB in this long: give up (the .part stays for a resume)
+_MAX_UNKNOWN_BYTES = 2_000_000_000  # C3D weights are 312 MB; an endless body is not them
 
 
 @dataclass(frozen=True)
@@ -161,15 +165,43 @@ def fetch_weights(name: str | None = None, url: str | None = None, sha256: str |
     if url is None:
         if sha256 is not None:
             raise UsageError("--sha256 goes with --url (registry entries carry their own)")
-        return fetch(name or DEFAULT_WEIGHTS, progress=progress, force=force)
+        src = _source(name or DEFAULT_WEIGHTS)
+        return _remember_default(fetch(src, progress=progress, force=force), src.url)
     if name is not None:
         raise UsageError("give a registry name or --url, not both")
     filename = Path(urllib.parse.urlsplit(url).path).name
     if not filename or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise UsageError(f"not an http(s) URL of a file: {url}")
+    if filename.startswith(".") or filename == _DEFAULT_POINTER:
+        raise UsageError(f"cannot save {url} under the name {filename!r}")
     source = WeightsSource(name=filename, url=url, filename=filename, format="auto",
                            sha256=sha256.lower() if sha256 else None, size_bytes=None)
-    return fetch(source, progress=progress, force=force)
+    return _remember_default(fetch(source, progress=progress, force=force), url)
+
+
+def _remember_default(path: Path, url: str) -> Path:
+    """What ``phd model fetch`` fetched last is what later runs use."""
+    atomic_write_text(paths.weights_cache_dir() / _DEFAULT_POINTER,
+                      json.dumps({"file": path.name, "url": url}) + "\n")
+    return path
+
+
+def _fetched_default() -> Path | None:
+    """The file ``phd model fetch --url`` saved last, if it is still there.
+
+    The name is read from a file a user could edit: only a plain file name
+    inside the weights cache is accepted.
+    """
+    folder = paths.weights_cache_dir()
+    try:
+        name = json.loads((folder / _DEFAULT_POINTER).read_text())["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if (not isinstance(name, str) or not name or name != Path(name).name
+            or name.startswith(".") or "\\" in name):
+        return None
+    path = folder / name
+    return path if path.is_file() else None
 
 
 def _download(src: WeightsSource, part: Path,
@@ -203,16 +235,29 @@ def _download(src: WeightsSource, part: Path,
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else src.size_bytes
         done = offset
+        cap = total if total is not None else _MAX_UNKNOWN_BYTES
+        mark, mark_t = done, time.monotonic()
         try:
             with open(part, "ab" if offset > 0 else "wb") as out:
                 if progress is not None:
                     progress(done, total)
-                while chunk := response.read(_CHUNK_BYTES):
+                # read1: whatever arrived, so that a server trickling a byte every
+                # few seconds is noticed (read(n) would wait for all n bytes).
+                while chunk := response.read1(_CHUNK_BYTES):
                     out.write(chunk)
                     digest.update(chunk)
                     done += len(chunk)
                     if progress is not None:
                         progress(done, total)
+                    if done > cap:
+                        part.unlink(missing_ok=True)
+                        raise DownloadError(f"{src.url}: more than {cap} bytes; not C3D weights "
+                                            "(download deleted)")
+                    now = time.monotonic()
+                    if done - mark >= 1024:
+                        mark, mark_t = done, now
+                    elif now - mark_t > _STALL_S:
+                        raise _interrupted(src.url, done, f"stalled: under 1 KiB in {_STALL_S:g} s")
         except (OSError, http.client.HTTPException) as exc:
             raise _interrupted(src.url, done, type(exc).__name__) from None
     # http.client just stops at EOF when the server hangs up early: compare
@@ -419,11 +464,16 @@ def _load(path: Path, format: str | None) -> tuple[dict[str, torch.Tensor], C3DI
     state = _to_canonical(raw, fmt, path)
     spec = INPUT_SPECS[fmt]
 
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     meta = _spec_to_metadata(spec, fmt, sha256, state_sha256(state))
-    with atomic_path(converted, suffix=".tmp") as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    try:
+        with atomic_path(converted, suffix=".tmp") as tmp:
+            save_file(state, str(tmp), metadata=meta)
+    except (OSError, SafetensorError) as exc:  # disk full: the cache only saves time
+        log.warning("warning: could not cache the converted C3D weights (%s)",
+                    getattr(exc, "strerror", None) or exc)
     return state, spec, sha256
 
 
@@ -457,6 +507,9 @@ def resolve_weights_path(explicit: Path | None = None) -> Path:
         if not from_env.is_file():
             raise WeightsError(f"C3D weights file not found: {from_env} (from {ENV_WEIGHTS})")
         return from_env
+    fetched = _fetched_default()
+    if fetched is not None:
+        return fetched
     for name in (DEFAULT_WEIGHTS, *REGISTRY):
         candidate = cached_path(name)
         if candidate.is_file():

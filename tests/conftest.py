@@ -95,6 +95,13 @@ def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -
 
 
 @pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One phd cache folder (converted weights, features) for homes made with
+    ``runphd.home_with_cache``: C3D runs once per distinct input per session."""
+    return tmp_path_factory.mktemp("shared-cache")
+
+
+@pytest.fixture(scope="session")
 def footage_home(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path
                  ) -> dict[str, Path]:
     """Real footage, a history GIF cut from it, and one PHD_HOME for the report and

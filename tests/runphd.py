@@ -1,0 +1,124 @@
+"""Running the real ``phd`` as a user would, for the failure-behaviour tests.
+
+``phd`` runs as a subprocess (``python -m phdcli``) with its own PHD_HOME.
+``home_with_cache`` shares one cache folder (converted weights, features)
+between the homes of a test module, so each test pays for C3D only where it
+needs new features. ``without_root_powers`` makes permission bits bite even
+when the tests run as root (CAP_DAC_OVERRIDE dropped), so read-only folders
+can be tested anywhere.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def phd(*args: str, home: Path, weights: Path | None = None, env: dict[str, str] | None = None,
+        stdin: str | None = None, timeout: float = 300, drop_root: bool = False,
+        preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "OMP_NUM_THREADS": "2",
+                **({"PHD_C3D_WEIGHTS": str(weights)} if weights is not None else {}),
+                **(env or {})}
+    cmd = [sys.executable, "-m", "phdcli", *args]
+    if drop_root:
+        cmd = without_root_powers(cmd)
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=full_env,
+                          timeout=timeout, preexec_fn=preexec_fn)
+
+
+def phd_popen(*args: str, home: Path, weights: Path | None = None,
+              env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    full_env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "OMP_NUM_THREADS": "1",
+                **({"PHD_C3D_WEIGHTS": str(weights)} if weights is not None else {}),
+                **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "phdcli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=full_env)
+
+
+def without_root_powers(cmd: list[str]) -> list[str]:
+    """``cmd`` unchanged for a normal user; for root, run without the
+    capabilities that ignore file permissions."""
+    if os.geteuid() != 0:
+        return cmd
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        import pytest
+
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    return [setpriv, "--inh-caps=-all",
+            "--bounding-set=-dac_override,-dac_read_search,-fowner,-linux_immutable", *cmd]
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "error" in line.lower()]
+
+
+def one_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    """The single ``phd: error:`` line of a failed run (and no traceback)."""
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("phd: error: "), lines
+    return lines[0]
+
+
+def json_doc(stdout: str) -> dict[str, Any]:
+    """stdout as strict JSON (NaN and Infinity are not JSON)."""
+    def refuse(token: str) -> Any:
+        raise AssertionError(f"non-JSON number {token} on stdout")
+
+    doc: dict[str, Any] = json.loads(stdout, parse_constant=refuse)
+    return doc
+
+
+def home_with_cache(tmp_path: Path, shared_cache: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "cache").symlink_to(shared_cache, target_is_directory=True)
+    return home
+
+
+def hidden_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*")) if folder.exists() else []
+
+
+def processes_mentioning(text: str, in_environment: bool = False) -> list[int]:
+    """Pids of live processes whose command line (or environment) contains
+    ``text`` (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / ("environ" if in_environment else "cmdline")).read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in raw.replace(b"\0", b" ").decode("utf-8", "replace") and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+@contextmanager
+def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A loopback HTTP server running ``handler``; yields its base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
