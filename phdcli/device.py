@@ -169,8 +169,13 @@ def check_spec(device: str, precision: str = "auto") -> None:
         raise UsageError(f"unknown precision {precision!r}: use auto, bf16, fp32 or int8")
 
 
-def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
-    """Turn --device / --precision into a Runtime; raise rather than guess."""
+def resolve_runtime(device: str = "auto", precision: str = "auto",
+                    auto_int8: bool = True) -> Runtime:
+    """Turn --device / --precision into a Runtime; raise rather than guess.
+
+    ``auto_int8=False`` keeps ``auto`` on a float precision: training
+    features (``phd dataset build``) are never int8, whatever the CPU.
+    """
     import torch
 
     chosen, device_why = _resolve_device(device)
@@ -180,7 +185,7 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     if prec == "int8" and chosen != "cpu":
         raise UsageError(f"--precision int8 runs on the CPU only (device {chosen}): "
                          "use --device cpu, or bf16/fp32 on the GPU")
-    if prec == "int8" and not int8_available():
+    if prec == "int8" and not int8_installed():
         raise DeviceError("--precision int8 needs OpenVINO and NNCF "
                           "(pip install openvino nncf); use --precision fp32")
 
@@ -204,7 +209,7 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
     if prec == "auto":
         prec = "bf16" if has_bf16 else "fp32"
         reason = hw
-        if chosen == "cpu" and not has_bf16 and int8_available():
+        if chosen == "cpu" and not has_bf16 and auto_int8 and int8_available():
             prec, needs_check = "int8", True
             reason = f"{hw}; int8 if the self-check passes"
     elif prec == "bf16" and not has_bf16:
@@ -217,13 +222,20 @@ def resolve_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
 
 
 def int8_available() -> bool:
-    """True when the int8 runtime (OpenVINO, with NNCF to build the model) is
-    installed and ``PHD_INT8=0`` does not keep ``auto`` away from it."""
-    import importlib.util
+    """True when ``auto`` may propose int8: its runtime is installed and
+    ``PHD_INT8=0`` does not keep ``auto`` away from it (``--precision int8``
+    needs only the runtime)."""
     import os
 
     if os.environ.get("PHD_INT8", "").strip().lower() in ("0", "off", "no", "false"):
         return False
+    return int8_installed()
+
+
+def int8_installed() -> bool:
+    """True when the int8 runtime (OpenVINO, with NNCF to build the model) is installed."""
+    import importlib.util
+
     return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
 
 

@@ -11,9 +11,11 @@ after ``--stall-timeout`` seconds without 1 KiB or ``--download-timeout``
 in all, the child's whole process group is killed; on SIGINT, SIGTERM and
 SIGHUP too (:mod:`phdcli.procs`).
 
-One worker serves a process's downloads one after another (starting one
-and loading yt-dlp's extractors costs about a second); a worker that was
-killed or misbehaved is never reused.
+A worker serves a process's downloads one after another (starting one and
+loading yt-dlp's extractors costs about a second); threads that download
+at once get one each. A worker that was killed or misbehaved is never
+reused. Dataset builds (``phdcli.training.download``) use the same worker,
+so a video server that never ends cannot hang a multi-day build either.
 """
 
 from __future__ import annotations
@@ -65,46 +67,59 @@ class _Worker:
 
 
 _lock = threading.Lock()
-_worker: _Worker | None = None
+_idle: list[_Worker] = []  # started workers between downloads; threads take one each
+
+
+def _take_worker() -> _Worker:
+    with _lock:
+        while _idle:
+            worker = _idle.pop()
+            if worker.proc.poll() is None:
+                return worker
+            worker.close()
+    return _Worker()
+
+
+def _return_worker(worker: _Worker) -> None:
+    with _lock:
+        _idle.append(worker)
 
 
 def fetch_watched(url: str, work: Path, options: DownloadOptions, progress: Progress | None
                   ) -> tuple[Path, str, Any]:
     """Download ``url`` into ``work`` under the limits; return (file, remote title,
-    heatmap as JSON or None)."""
-    global _worker
+    heatmap as JSON or None). Threads may call it at once: each gets a worker."""
     job = {"url": url, "work": str(work), "max_height": options.max_height,
-           "max_filesize_bytes": options.max_filesize_bytes}
-    with _lock:
-        outcome: dict[str, Any] | None = None
-        for _attempt in range(2):  # an idle worker may have died: one fresh start
-            if _worker is None or _worker.proc.poll() is not None:
-                if _worker is not None:
-                    _worker.close()
-                _worker = _Worker()
-            try:
-                assert _worker.proc.stdin is not None
-                _worker.proc.stdin.write(json.dumps(job).encode() + b"\n")
-                _worker.proc.stdin.flush()
-            except BrokenPipeError:
-                _worker.close()
-                _worker = None
-                continue
-            try:
-                outcome = _watch(_worker, url, work, options, progress)
-            except BaseException:
-                _worker.close()  # killed mid-download: never reused
-                _worker = None
-                raise
-            break
-        if outcome is None or outcome.get("error") == "too-large":
-            last = _worker.last_stderr_line() if _worker is not None else ""
-            if _worker is not None:
-                _worker.close()
-            _worker = None
-            if outcome is None:
-                code = "" if last == "" else f": {last}"
-                raise DownloadError(f"{url}: download failed (the download worker died{code})")
+           "max_filesize_bytes": options.max_filesize_bytes,
+           "archive": None if options.archive is None else str(options.archive)}
+    outcome: dict[str, Any] | None = None
+    worker: _Worker | None = None
+    for _attempt in range(2):  # an idle worker may have died: one fresh start
+        worker = _take_worker()
+        try:
+            assert worker.proc.stdin is not None
+            worker.proc.stdin.write(json.dumps(job).encode() + b"\n")
+            worker.proc.stdin.flush()
+        except BrokenPipeError:
+            worker.close()
+            worker = None
+            continue
+        try:
+            outcome = _watch(worker, url, work, options, progress)
+        except BaseException:
+            worker.close()  # killed mid-download: never reused
+            raise
+        break
+    if outcome is None or outcome.get("error") == "too-large":
+        last = worker.last_stderr_line() if worker is not None else ""
+        if worker is not None:
+            worker.close()
+        if outcome is None:
+            code = "" if last == "" else f": {last}"
+            raise DownloadError(f"{url}: download failed (the download worker died{code})")
+    else:
+        assert worker is not None
+        _return_worker(worker)
     if "error" in outcome:
         if outcome["error"] == "too-large":
             raise too_large(url, options)
@@ -225,7 +240,9 @@ def worker_main() -> None:
                 last_sent[0] = now
                 send({"progress": [done, total]})
 
-        options = DownloadOptions(max_height=job["max_height"], max_filesize_bytes=limit)
+        archive = job.get("archive")
+        options = DownloadOptions(max_height=job["max_height"], max_filesize_bytes=limit,
+                                  archive=None if archive is None else Path(archive))
         try:
             path, title, heatmap = _fetch(job["url"], Path(job["work"]), options, on_progress)
         except DownloadError as exc:

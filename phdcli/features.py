@@ -163,11 +163,13 @@ class FeatureExtractor:
         precision: str = "auto",
         batch_clips: int = 8,
         cache_dir: Path | None = None,
+        auto_int8: bool = True,
     ) -> None:
         from phdcli.device import check_spec
 
         check_spec(device, precision)
         self._device, self._precision = device, precision.strip().lower()
+        self._auto_int8 = auto_int8  # False: ``auto`` stays float (training features)
         self._runtime: Runtime | None = None
         self.spec = spec
         self.batch_clips = batch_clips
@@ -191,7 +193,7 @@ class FeatureExtractor:
         if self._runtime is None:
             from phdcli.device import resolve_runtime
 
-            self._runtime = resolve_runtime(self._device, self._precision)
+            self._runtime = resolve_runtime(self._device, self._precision, self._auto_int8)
             if not self._runtime.needs_self_check:
                 log.log(NOTICE, "%s", self._runtime.describe())
         return self._runtime

@@ -68,6 +68,7 @@ class DownloadOptions:
     stall_timeout_s: float = STALL_TIMEOUT_S
     timeout_s: float = DOWNLOAD_TIMEOUT_S  # the whole download, extraction included
     refresh: bool = False  # download again even if cached
+    archive: Path | None = None  # yt-dlp's download archive (dataset builds)
 
     def __post_init__(self) -> None:
         if self.max_height < 1:
@@ -252,6 +253,7 @@ def ydl_options(work: Path, options: DownloadOptions, progress: Progress | None
         "retries": 2,
         "fragment_retries": 2,
         "cachedir": False,  # keep yt-dlp out of ~/.cache: our cache is the folder above
+        **({} if options.archive is None else {"download_archive": str(options.archive)}),
     }
 
 

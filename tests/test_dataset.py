@@ -169,9 +169,9 @@ def video_server(tmp_path: Path) -> Iterator[VideoServer]:
 
 
 @pytest.fixture(scope="session")
-def c3d_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    c3d_files = pytest.importorskip("c3d_files")
-    return c3d_files.write_mmaction2_pth(tmp_path_factory.mktemp("c3d") / "c3d.pth")
+def c3d_weights(mmaction2_weights: Path) -> Path:
+    """The session's RANDOM mmaction2-format weights (written once for all tests)."""
+    return mmaction2_weights
 
 
 def build_config(tmp_path: Path, weights: Path, template: str, **kw: object) -> BuildConfig:
@@ -309,3 +309,23 @@ def test_dataset_build_cli_reports_failures_as_json_and_exits_1(
         main([*args, "--engine", "spark"])
     assert exit_info.value.code == 2
     assert "phd: error: --engine must be one of local, ray" in capsys.readouterr().err
+
+
+def test_training_features_are_never_int8(
+    tmp_path: Path, c3d_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store holds float features every later model trains on: an explicit
+    int8 is refused, and ``auto`` stays float even where suggest would use int8."""
+    from phdcli import device as device_mod
+    from phdcli.training.jobs import BuildContext
+    from phdcli.training.store import StoreKey
+
+    with pytest.raises(UsageError, match="int8"):
+        build_config(tmp_path, c3d_weights, "http://127.0.0.1:9/{id}.mp4", precision="int8")
+    monkeypatch.setattr(device_mod, "int8_available", lambda: True)
+    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
+    assert device_mod.resolve_runtime("cpu").precision == "int8"  # what suggest would try
+    cfg = build_config(tmp_path, c3d_weights, "http://127.0.0.1:9/{id}.mp4")
+    ctx = BuildContext(store_root=tmp_path / "store", key=StoreKey(SPEC, "0" * 64),
+                       videos_dir=cfg.videos_dir, c3d_weights=c3d_weights, device="cpu")
+    assert ctx.extractor().runtime.precision == "fp32"

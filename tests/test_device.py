@@ -27,6 +27,8 @@ def test_auto_proposes_int8_only_on_a_cpu_without_bf16(monkeypatch: pytest.Monke
                                                      "fp32 requested; CPU lacks native bf16")
     forced = resolve_runtime("cpu", "int8")
     assert (forced.precision, forced.needs_self_check) == ("int8", False)
+    # Training features stay float: auto never proposes int8 for them.
+    assert resolve_runtime("cpu", auto_int8=False).precision == "fp32"
     monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: "AMX-BF16")
     assert resolve_runtime("cpu").precision == "bf16"  # native bf16 needs no check
 
@@ -35,7 +37,7 @@ def test_int8_is_cpu_only_and_needs_its_runtime(monkeypatch: pytest.MonkeyPatch,
                                                 two_gpus: None) -> None:
     with pytest.raises(UsageError, match="CPU only"):
         resolve_runtime("cuda", "int8")
-    monkeypatch.setattr(device_mod, "int8_available", lambda: False)
+    monkeypatch.setattr(device_mod, "int8_installed", lambda: False)
     with pytest.raises(DeviceError, match="OpenVINO"):
         resolve_runtime("cpu", "int8")
 
@@ -47,6 +49,10 @@ def test_phd_int8_0_keeps_auto_off_int8(monkeypatch: pytest.MonkeyPatch) -> None
 
     has = all(importlib.util.find_spec(n) for n in ("openvino", "nncf"))
     assert device_mod.int8_available() == has
+    # The opt-out is for auto only: an explicit --precision int8 still runs.
+    monkeypatch.setenv("PHD_INT8", "0")
+    monkeypatch.setattr(device_mod, "int8_installed", lambda: True)
+    assert resolve_runtime("cpu", "int8").precision == "int8"
 
 
 @pytest.fixture

@@ -128,6 +128,21 @@ def test_row4_trickle_is_a_stall_and_steady_endless_hits_the_deadline(
     assert defaults.max_filesize_bytes and defaults.stall_timeout_s and defaults.timeout_s
 
 
+def test_row4_dataset_downloads_have_the_same_limits(server: str, tmp_path: Path) -> None:
+    """A multi-day dataset build must not hang on one video: its downloads run
+    in the same watched worker, and a trickling server is a failed attempt."""
+    from phdcli.training.download import fetch_with_retries
+
+    videos = tmp_path / "videos"
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="stalled") as info:
+        fetch_with_retries("trickle", videos, f"{server}/{{id}}.mp4", attempts=2,
+                           backoff_s=0.0, limits=DownloadOptions(stall_timeout_s=2.0))
+    assert "after 2 attempts" in str(info.value)
+    assert time.monotonic() - started < 60  # each attempt is cut after its 2 s stall
+    assert [p.name for p in videos.iterdir()] == []  # no partial file, no temp folder
+
+
 def test_row4_flags_reach_the_download(server: str, tmp_path: Path,
                                        mmaction2_weights: Path) -> None:
     url = f"{server}/trickle.mp4"

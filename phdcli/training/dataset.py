@@ -101,6 +101,11 @@ class BuildConfig:
             raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.address is not None and self.engine != "ray":
             raise UsageError("--address needs --engine ray")
+        if self.precision.strip().lower() == "int8":
+            # The store keeps float features that every later model trains on;
+            # int8 is a ranking-time speed-up, checked per user and video.
+            raise UsageError("training features are computed in bf16 or fp32: "
+                             "--precision int8 is for phd suggest")
 
 
 @dataclass

@@ -4,7 +4,9 @@ C3D sees 128x171 frames, so 360p is all a dataset needs and keeps PHD^2's
 download small. The archive (yt-dlp's own, ``download-archive.txt`` in the
 videos folder) stops a second fetch of a video even after its file is
 deleted. Each download goes to a private temp folder and is renamed to
-``<id>.<ext>``: never half a file under a final name. On a shared
+``<id>.<ext>``: never half a file under a final name. yt-dlp runs in phd's
+watched download worker (:mod:`phdcli.download_worker`), under the same
+size, stall and deadline limits as ``phd suggest``. On a shared
 filesystem, appends to the archive from many machines can interleave; the
 worst case is a garbled line, after which that one video may be fetched
 again (the files themselves are what the build trusts).
@@ -12,16 +14,19 @@ again (the files themselves are what the build trusts).
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import logging
 import re
-import shutil
-import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from phdcli import fsutil
 from phdcli.errors import DownloadError
+
+if TYPE_CHECKING:
+    from phdcli.source import DownloadOptions
 
 log = logging.getLogger("phd")
 
@@ -56,6 +61,7 @@ def archived_ids(archive: Path) -> set[str]:
 def fetch_with_retries(
     youtube_id: str, videos_dir: Path, url_template: str, attempts: int = 3,
     backoff_s: float = 2.0, max_height: int = DATASET_MAX_HEIGHT,
+    limits: DownloadOptions | None = None,
 ) -> tuple[Path, int]:
     """(the video's path, attempts used); raises DownloadError after the last attempt.
 
@@ -72,7 +78,7 @@ def fetch_with_retries(
     url = url_template.format(id=youtube_id)
     for attempt in range(1, attempts + 1):
         try:
-            return fetch_video(youtube_id, url, videos_dir, archive, max_height), attempt
+            return fetch_video(youtube_id, url, videos_dir, archive, max_height, limits), attempt
         except PermanentDownloadError:
             raise
         except DownloadError as exc:
@@ -85,30 +91,23 @@ def fetch_with_retries(
 
 
 def fetch_video(youtube_id: str, url: str, videos_dir: Path, archive: Path,
-                max_height: int = DATASET_MAX_HEIGHT) -> Path:
-    """yt-dlp into a private temp folder, then renamed to ``<id>.<ext>``."""
-    import yt_dlp
+                max_height: int = DATASET_MAX_HEIGHT,
+                limits: DownloadOptions | None = None) -> Path:
+    """yt-dlp into a private temp folder, then renamed to ``<id>.<ext>``.
 
-    from phdcli.source import DownloadOptions, error_line, single_video, ydl_options
+    yt-dlp runs in phd's watched download worker under ``limits`` (largest
+    file, stall timeout, overall deadline; ``phd suggest``'s defaults): a
+    server that trickles or never ends fails this video instead of hanging
+    the build.
+    """
+    from phdcli.download_worker import fetch_watched
+    from phdcli.source import DownloadOptions
 
     videos_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".dl-", dir=videos_dir))
-    try:
-        opts = ydl_options(work, DownloadOptions(max_height=max_height), None)
-        opts["outtmpl"] = {"default": f"{youtube_id}.%(ext)s"}
-        opts["download_archive"] = str(archive)
-        try:
-            with yt_dlp.YoutubeDL(opts) as ydl:
-                info = ydl.extract_info(url, download=True)
-        except yt_dlp.utils.YoutubeDLError as exc:
-            raise DownloadError(error_line(url, exc)) from exc
-        requested = single_video(info).get("requested_downloads") or [{}]
-        filepath = requested[0].get("filepath")
-        if not filepath or not Path(filepath).is_file():
-            raise PermanentDownloadError(f"{url}: download failed: no video file was written")
-        final = videos_dir / f"{youtube_id}{Path(filepath).suffix}"
-        Path(filepath).replace(final)
+    fsutil.clean_stale_temps(videos_dir)  # what a killed worker on this host left
+    with fsutil.temp_dir(videos_dir, "dl") as work:
+        options = replace(limits or DownloadOptions(), max_height=max_height, archive=archive)
+        downloaded, _title, _heatmap = fetch_watched(url, work, options, None)
+        final = videos_dir / f"{youtube_id}{downloaded.suffix}"
+        downloaded.replace(final)
         return final
-    finally:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(work)

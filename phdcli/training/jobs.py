@@ -105,8 +105,10 @@ class BuildContext:
     def extractor(self) -> Any:
         from phdcli.features import FeatureExtractor
 
+        # Training features are float (stored as fp16): auto never picks int8
+        # here, so every worker of a build computes them the same way.
         return FeatureExtractor(self.spec, self.c3d_weights, self.device, self.precision,
-                                batch_clips=self.batch_clips)
+                                batch_clips=self.batch_clips, auto_int8=False)
 
 
 @dataclass
