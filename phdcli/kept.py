@@ -41,7 +41,7 @@ from phdcli.fsutil import atomic_write_text
 if TYPE_CHECKING:
     from phdcli.features import SegmentFeatures
     from phdcli.history import History
-    from phdcli.suggest import Suggestion
+    from phdcli.results import Suggestion
 
 log = logging.getLogger("phd")
 

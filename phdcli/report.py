@@ -32,7 +32,8 @@ from phdcli.fsutil import atomic_write_text
 
 if TYPE_CHECKING:
     from phdcli.heatmap import Heatmap
-    from phdcli.suggest import BatchResult, Suggester, Suggestion, VideoSuggestions
+    from phdcli.results import BatchResult, Suggestion, VideoSuggestions
+    from phdcli.suggest import Suggester
 
 INDEX = "index.html"
 GENERATOR = f"phd {__version__}"

@@ -6,30 +6,23 @@ source -> video (probe) -> segments -> features (C3D, cached) -> model (score)
 ``suggest_batch`` runs it over many inputs, and one failing input stops
 nothing.
 
-Output files: everything that can be checked before decoding is (the
-``--name`` template against -k and the number of inputs, name length,
-``--out`` writability); each input gets a stem unique in the batch; a
-video's files are encoded into a private folder inside ``--out`` and only
-when all of them succeeded are they claimed under their final names, without
-replacing anything (unless ``--force``). So a failed video leaves nothing, two
-runs into one folder never overwrite each other, and a reported path always
-holds that suggestion's file.
+Each input gets an output stem unique in the batch; how the files are
+named, checked before any work, staged and claimed is ``phdcli.outputs``;
+the values returned are ``phdcli.results``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
-from phdcli import defaults, fsutil
+from phdcli import defaults
 from phdcli.errors import (
     DeviceError,
     HistoryError,
@@ -38,15 +31,21 @@ from phdcli.errors import (
     UsageError,
     WeightsError,
 )
-from phdcli.gifs import GifOptions, WrittenClip
+from phdcli.gifs import GifOptions
+from phdcli.outputs import check_outputs, write_picks
+from phdcli.results import (
+    BatchResult,
+    Explanation,
+    Failure,
+    Suggestion,
+    VideoSuggestions,
+)
 from phdcli.source import DownloadOptions
 from phdcli.video import DEFAULT_MAX_MEGAPIXELS
 
 if TYPE_CHECKING:
     from phdcli.features import SegmentFeatures
-    from phdcli.heatmap import Heatmap
     from phdcli.report import Timeline
-    from phdcli.video import VideoInfo
 
 log = logging.getLogger("phd")
 
@@ -109,115 +108,6 @@ class SuggestConfig:
             raise UsageError(f"--heatmap-weight must be a finite number, got {self.heatmap_weight}")
         if self.report and self.dry_run:
             raise UsageError("--report shows the written GIFs: it cannot go with --dry-run")
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """Why a segment ranks where it does: each term of the fused score."""
-
-    fnn: float
-    svm: float
-    time: float
-    nearest_gif: str | None
-    similarity: float | None
-    heatmap_value: float | None = None  # replay over the span, when the source has a heatmap
-    heatmap_term: float | None = None  # --heatmap-weight x heatmap_value
-
-    def to_dict(self) -> dict[str, object]:
-        doc: dict[str, object] = {
-            "content_fnn": round(self.fnn, 6),
-            "svm_d": round(self.svm, 6),
-            "temporal_prior": round(self.time, 6),
-            "nearest_history_gif": self.nearest_gif,
-            "similarity": None if self.similarity is None else round(self.similarity, 6),
-        }
-        if self.heatmap_value is not None and self.heatmap_term is not None:
-            doc["heatmap_value"] = round(self.heatmap_value, 6)
-            doc["heatmap_term"] = round(self.heatmap_term, 6)
-        return doc
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    rank: int
-    start_s: float  # the GIF's span (the segment, or --gif-length around its best clip)
-    end_s: float
-    segment_start_s: float
-    segment_end_s: float
-    score: float
-    explanation: Explanation
-    path: Path | None = None
-    size_bytes: int | None = None
-
-    def to_dict(self, explain: bool = False) -> dict[str, object]:
-        doc: dict[str, object] = {
-            "rank": self.rank,
-            "start": round(self.start_s, 3),
-            "end": round(self.end_s, 3),
-            "score": round(self.score, 6),
-            "path": None if self.path is None else str(self.path),
-            "size_bytes": self.size_bytes,
-        }
-        if explain:
-            doc["explain"] = self.explanation.to_dict()
-        return doc
-
-
-@dataclass
-class VideoSuggestions:
-    input: str
-    video: Path
-    duration_s: float
-    n_segments: int
-    suggestions: list[Suggestion]
-    heatmap: Heatmap | None = None
-    report: Path | None = None
-
-
-@dataclass
-class BatchStats:
-    model_loads: int = 0
-    c3d_loads: int = 0
-    clips_forwarded: int = 0
-    clips_skipped: int = 0  # by the coarse-to-fine pass, against the exhaustive one
-
-
-@dataclass(frozen=True)
-class Failure:
-    input: str
-    message: str
-
-
-@dataclass
-class BatchResult:
-    results: list[VideoSuggestions] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-    stats: BatchStats = field(default_factory=BatchStats)
-    report: Path | None = None  # --report: index.html
-
-    def to_dict(self, explain: bool = False) -> dict[str, object]:
-        """The ``--json`` document (schema in the README)."""
-        from phdcli.heatmap import to_json
-
-        results = []
-        for r in self.results:
-            doc: dict[str, object] = {
-                "input": r.input,
-                "video": str(r.video),
-                "duration": round(r.duration_s, 3),
-                "segments": r.n_segments,
-                "suggestions": [s.to_dict(explain) for s in r.suggestions],
-            }
-            if r.heatmap is not None:
-                doc["heatmap"] = to_json(r.heatmap)
-            if r.report is not None:
-                doc["report"] = str(r.report)
-            results.append(doc)
-        doc = {"version": 1, "results": results,
-               "errors": [{"input": f.input, "error": f.message} for f in self.failures]}
-        if self.report is not None:
-            doc["report"] = str(self.report)
-        return doc
 
 
 # on_suggestion(input, suggestion): called as each GIF is written (--jsonl).
@@ -360,7 +250,10 @@ class Suggester:
                 for pick in picks:
                     on_suggestion(item, pick)
         else:
-            picks = self._write_gifs(info, stem, picks, item, on_suggestion)
+            picks = write_picks(info, stem, picks, cfg, self._written, self.progress)
+            if on_suggestion is not None:  # only once their files are in place
+                for pick in picks:
+                    on_suggestion(item, pick)
             spec = self.model.spec
             kept.remember_picks(picks, order, feats, spec.clip_frames / spec.clip_fps, video_id,
                                 video_sha, self.extractor.backbone_id, spec.to_dict())
@@ -415,84 +308,6 @@ class Suggester:
         report = self.progress
         return lambda done, total: report(stage, done, total or 0)
 
-    def _write_gifs(
-        self, video: VideoInfo, stem: str, picks: list[Suggestion], item: str,
-        on_suggestion: OnSuggestion | None,
-    ) -> list[Suggestion]:
-        """Encode every pick into a private folder, then claim all final names.
-
-        A failure before the claims leaves ``--out`` untouched; a name taken
-        meanwhile (another phd) undoes this video's claims. Suggestions are
-        reported (``on_suggestion``) only once their files are in place.
-        """
-        cfg = self.config
-        # Never upscale: a wider GIF than its source (as displayed, rotation
-        # applied) is only bigger and slower.
-        options = replace(cfg.gif, width=min(cfg.gif.width, video.display_width))
-        targets = [output_path(cfg.out_dir, cfg.name_template, stem, p, cfg.gif.format)
-                   for p in picks]
-        if len(set(targets)) < len(targets):
-            raise UsageError(
-                f"--name {cfg.name_template!r} gives several files the same name: use {{rank}}"
-            )
-        again = [t for t in targets if t in self._written]
-        if again:
-            raise PhdError(f"{again[0]} was already written by this run for another input "
-                           "(--name needs {stem} to tell the inputs apart)")
-        clash = [t for t in targets if (os.path.lexists(t) if not cfg.force else t.is_dir())]
-        if clash:
-            raise PhdError(f"{clash[0]} already exists" +
-                           ("" if cfg.force else " (use --force to overwrite)"))
-        with fsutil.temp_dir(cfg.out_dir, "gifs") as staging:
-            clips = self._encode_all(video, picks, [staging / t.name for t in targets], options)
-            claimed: list[tuple[Path, tuple[int, int]]] = []
-            current = targets[0]
-            try:
-                for current, clip in zip(targets, clips, strict=True):
-                    claimed.append((current, fsutil.claim(clip.path, current, cfg.force)))
-            except BaseException as exc:
-                for target, identity in claimed:
-                    fsutil.unclaim(target, identity)
-                if isinstance(exc, FileExistsError):
-                    raise PhdError(f"{current} already exists: another phd wrote it meanwhile "
-                                   "(use --force to overwrite)") from None
-                raise
-        self._written.update(targets)
-        written = []
-        for pick, target, clip in zip(picks, targets, clips, strict=True):
-            if cfg.gif.max_size_bytes is not None:
-                log.info("%s: %.2f MB (fps %g, width %d)", target.name,
-                         clip.size_bytes / 1e6, clip.fps, clip.width)
-            done_pick = replace(pick, path=target, size_bytes=clip.size_bytes)
-            written.append(done_pick)
-            if on_suggestion is not None:
-                on_suggestion(item, done_pick)
-        return written
-
-    def _encode_all(self, video: VideoInfo, picks: list[Suggestion], outs: list[Path],
-                    options: GifOptions) -> list[WrittenClip]:
-        """Write every pick's clip; the first failure raises (the rest are cancelled)."""
-        from phdcli.gifs import write_clip
-
-        # Each file is its own ffmpeg process whose GIF encoder is mostly one
-        # thread: writing them side by side uses the other cores (measured:
-        # ~2 s per 480-px GIF, 36 % of a short video's cold run on 2 cores).
-        workers = max(1, min(len(picks), os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers, thread_name_prefix="phd-gif") as pool:
-            futures = [pool.submit(write_clip, video.path, p.start_s, p.end_s, out, options)
-                       for p, out in zip(picks, outs, strict=True)]
-            try:
-                clips = []
-                for done, future in enumerate(futures, start=1):
-                    clips.append(future.result())
-                    if self.progress is not None:
-                        self.progress("gifs", done, len(picks))
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
-        return clips
-
-
 def _check_finite(item: str, total: np.ndarray) -> None:
     """The last line of defence: a NaN or Inf score never reaches the output."""
     bad = ~np.isfinite(total)
@@ -501,59 +316,6 @@ def _check_finite(item: str, total: np.ndarray) -> None:
             f"{item}: the model gave {int(bad.sum())} of {len(bad)} segments a non-finite "
             "score (NaN or Inf: damaged weights, features or model file?); nothing written"
         )
-
-
-def output_path(out_dir: Path, template: str, stem: str, pick: Suggestion, fmt: str) -> Path:
-    """Render the output file's name; nothing in it may leave ``out_dir``."""
-    from phdcli.gifs import FORMAT_SUFFIX
-
-    try:
-        name = template.format(
-            stem=stem, rank=pick.rank, start=pick.start_s, end=pick.end_s, score=pick.score,
-        )
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise UsageError(f"bad --name template {template!r} ({exc!r})") from None
-    if not name or any(c in name for c in "/\\\0") or name.startswith(".") or name == "..":
-        raise UsageError(f"--name template {template!r} gives {name!r}, which would leave --out")
-    return Path(out_dir) / f"{name}{FORMAT_SUFFIX[fmt]}"
-
-
-def check_name_template(template: str, k: int = 1, n_videos: int = 1, fmt: str = "gif",
-                        out_dir: Path = Path(".")) -> None:
-    """Refuse, before any work, a template that cannot give every file its own name."""
-    from phdcli.source import _STEM_MAX
-
-    def render(stem: str = "video", rank: int = 1, start_s: float = 0.0) -> str:
-        pick = Suggestion(rank, start_s, start_s + 5.0, start_s, start_s + 5.0, 0.0,
-                          Explanation(0, 0, 0, None, None))
-        return output_path(out_dir, template, stem, pick, fmt).name
-
-    longest = render(stem="x" * _STEM_MAX + f"-{n_videos}", rank=k, start_s=999_999.0)
-    limit = fsutil.name_max(out_dir)
-    if len(longest.encode("utf-8", "surrogateescape")) > limit:
-        raise UsageError(f"--name {template!r} gives file names too long for {out_dir} "
-                         f"(up to {len(longest.encode())} bytes; at most {limit})")
-    name = render()
-    if k > 1 and render(rank=2) == name:
-        raise UsageError(f"--name {template!r} gives every GIF of a video the same name: "
-                         "use {rank}")
-    if n_videos > 1 and render(stem="video-2") == name:
-        raise UsageError(f"--name {template!r} gives the GIFs of different videos the same "
-                         "names: use {stem}")
-
-
-def check_outputs(config: SuggestConfig, n_videos: int) -> None:
-    """Everything about the outputs that can be known before decoding a frame."""
-    check_name_template(config.name_template, config.k, n_videos, config.gif.format,
-                        config.out_dir)
-    if config.dry_run:
-        return
-    fsutil.writable_folder(config.out_dir, "--out")
-    fsutil.clean_stale_temps(config.out_dir)  # what a killed run left behind
-    if config.report:  # index.html: the page of a lone video, or the batch's index
-        from phdcli.report import INDEX, check_free
-
-        check_free(config.out_dir / INDEX, config.force)
 
 
 def expand_inputs(inputs: list[str]) -> tuple[list[str], list[Failure]]:
