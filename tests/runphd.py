@@ -23,6 +23,22 @@ from pathlib import Path
 from typing import Any
 
 
+def run_cli(args: list[str], capsys: Any) -> tuple[int, str, str]:
+    """``phd ARGS`` in this process (``main``): (exit code, stdout, stderr).
+
+    ``capsys`` is pytest's fixture; faster than a subprocess where a test needs
+    neither signals nor its own environment.
+    """
+    import pytest
+
+    from phdcli.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
 def phd(*args: str, home: Path, weights: Path | None = None, env: dict[str, str] | None = None,
         stdin: str | None = None, timeout: float = 300, drop_root: bool = False,
         preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,22 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from runphd import run_cli as run
 
 from phdcli import __version__
 from phdcli import device as device_mod
 from phdcli.about import torch_info, trained_on
-from phdcli.cli import main
 from phdcli.weights import REGISTRY
 
 MODEL_LINE = ("model:   phd-fused-v0: temporal prior trained on phd2-test-dev.csv (all users); "
               "SVM-D untrained; PHD-CA absent")
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.fixture

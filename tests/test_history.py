@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from runphd import run_cli as run
 
-from phdcli.cli import main
 from tests import media
 
 
@@ -20,13 +20,6 @@ def gifs(tmp_path: Path) -> dict[str, Path]:
         "a": media.gif_from(video, folder / "first one.gif", 0.2, 1.2, width=120),
         "b": media.gif_from(video, folder / "second.gif", 2.0, 1.5, width=120),
     }
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def test_add_list_remove_and_no_duplicates(

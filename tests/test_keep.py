@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from runphd import run_cli as run
 
-from phdcli.cli import main
 from phdcli.features import FeatureExtractor
 from phdcli.fsutil import sha256_file
 from phdcli.history import History, add_to_history, recognise_outputs
@@ -21,13 +21,6 @@ from phdcli.kept import Provenance, SpanFeature, lookup, record_path, remember, 
 from phdcli.model import default_model_path, load_model
 from phdcli.suggest import SuggestConfig, Suggester
 from tests import media
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.fixture

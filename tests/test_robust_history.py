@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from runphd import home_with_cache, json_doc, one_error, phd
+from runphd import run_cli as run
 
-from phdcli.cli import main
 from phdcli.errors import HistoryError
 from phdcli.features import FeatureExtractor
 from phdcli.fsutil import locked
@@ -53,13 +53,6 @@ def cached_home(tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPa
     home = home_with_cache(tmp_path, shared_cache)
     monkeypatch.setenv("PHD_HOME", str(home))
     return home
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def test_row1_a_change_made_meanwhile_is_never_lost(

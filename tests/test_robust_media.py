@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from runphd import one_error
+from runphd import run_cli as run
 
-from phdcli.cli import main
 from phdcli.errors import InputError
 from phdcli.video import check_decodes, decode_clips, probe, read_gif_layout
 from tests import media
@@ -32,13 +32,6 @@ def gif_bomb(path: Path, width: int, height: int, frames: int = 1) -> Path:
         data += b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
     path.write_bytes(data + b"\x3b")
     return path
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from runphd import error_lines, hidden_files, home_with_cache, json_doc, one_error, phd
+from runphd import run_cli as run
 
-from phdcli.cli import main
 from phdcli.gifs import GifOptions, write_clip
 from phdcli.model import default_model_path, load_model, save_model
 from phdcli.video import decode_clips, probe
@@ -58,13 +58,6 @@ def home(tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PHD_HOME", str(home))
     monkeypatch.setenv("PHD_C3D_WEIGHTS", str(mmaction2_weights))
     return home
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(info.value.code or 0), out, err
 
 
 def _first_frame(path: Path, start_s: float = 0.0) -> np.ndarray:
@@ -150,6 +143,8 @@ def test_row11_out_that_is_a_file_or_read_only_fails_before_any_work(
     assert list(readonly.iterdir()) == []
 
 
+# Heavy: converts the full 312 MB mmaction2 checkpoint in a child process (~40 s).
+@pytest.mark.heavy
 def test_row11_disk_full_while_converting_weights_is_not_fatal(
     clips: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
 ) -> None:

@@ -12,17 +12,10 @@ import json
 from pathlib import Path
 
 import pytest
+from runphd import run_cli
 
-from phdcli.cli import main
 from phdcli.suggest import SuggestConfig, Suggester
 from phdcli.video import probe
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def test_near_copy_of_history_gif_ranks_first_and_gifs_are_valid(
