@@ -1,4 +1,4 @@
-"""R9-R12 (issue 12): C3D that costs less on a CPU, and what that costs the ranking.
+"""R9-R12: C3D that costs less on a CPU, and what that costs the ranking.
 
 Every number is a ratio or a count taken in the same run (the machine may be
 shared): int8 vs fp32 forwards alternate on the same batch; the decode-alone
