@@ -120,3 +120,15 @@ def footage_home(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Pa
     media.gif_from(video, history / "liked.gif", 10.5, 3.0)
     return {"root": root, "video": video, "history": history, "home": root / "phd-home",
             "weights": mmaction2_weights}
+
+
+@pytest.fixture
+def plain_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CUDA, no MPS, no native bf16: what `auto` picks is known."""
+    import torch  # here, not at the top: most tests never need torch
+
+    from phdcli import device as device_mod
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)

@@ -20,14 +20,6 @@ MODEL_LINE = ("model:   phd-fused-v0: temporal prior trained on phd2-test-dev.cs
               "SVM-D untrained; PHD-CA absent")
 
 
-@pytest.fixture
-def plain_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No CUDA, no MPS, no native bf16: what `auto` picks is known."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
-
-
 def test_version_names_model_torch_device_and_missing_weights(
     phd_home: Path, plain_cpu: None, capsys: pytest.CaptureFixture[str]
 ) -> None:

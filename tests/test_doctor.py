@@ -9,18 +9,9 @@ import pytest
 import torch
 
 from phdcli import __version__
-from phdcli import device as device_mod
 from phdcli.cli import main
 from phdcli.doctor import run_checks
 from tests.media import ffmpeg_exe
-
-
-@pytest.fixture
-def plain_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No CUDA, no MPS, no native bf16: what `auto` picks is known."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
 
 
 def test_all_present_as_json_for_scripts(
