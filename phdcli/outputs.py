@@ -53,14 +53,14 @@ def output_path(out_dir: Path, template: str, stem: str, pick: Suggestion, fmt: 
 def check_name_template(template: str, k: int = 1, n_videos: int = 1, fmt: str = "gif",
                         out_dir: Path = Path(".")) -> None:
     """Refuse, before any work, a template that cannot give every file its own name."""
-    from phdcli.source import _STEM_MAX
+    from phdcli.source import STEM_MAX
 
     def render(stem: str = "video", rank: int = 1, start_s: float = 0.0) -> str:
         pick = Suggestion(rank, start_s, start_s + 5.0, start_s, start_s + 5.0, 0.0,
                           Explanation(0, 0, 0, None, None))
         return output_path(out_dir, template, stem, pick, fmt).name
 
-    longest = render(stem="x" * _STEM_MAX + f"-{n_videos}", rank=k, start_s=999_999.0)
+    longest = render(stem="x" * STEM_MAX + f"-{n_videos}", rank=k, start_s=999_999.0)
     limit = fsutil.name_max(out_dir)
     if len(longest.encode("utf-8", "surrogateescape")) > limit:
         raise UsageError(f"--name {template!r} gives file names too long for {out_dir} "

@@ -42,7 +42,7 @@ Progress = Callable[[int, int | None], None]
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_STEM_MAX = 80
+STEM_MAX = 80
 _SOURCE_JSON = "source.json"
 
 # Defaults of the download limits (all on unless raised): yt-dlp's own
@@ -99,7 +99,7 @@ def safe_stem(title: str, fallback: str = "video") -> str:
     """
     stem = _UNSAFE_RUN.sub("_", title).lstrip("._-")
     # Trailing dots and spaces are stripped by Windows; trailing "_" is noise.
-    stem = stem[:_STEM_MAX].rstrip("._-")
+    stem = stem[:STEM_MAX].rstrip("._-")
     return stem or fallback
 
 
