@@ -363,13 +363,10 @@ def _breakdown(run: m.PhdRun) -> list[tuple[str, float]]:
 
 def r10(b: Bench, state: dict[str, Any], weights: Path, video: Path, plan: Plan) -> None:
     """int8 (what auto picks after the self-check on the short video) vs fp32."""
-    from phdcli.features import FeatureExtractor
-
-    auto = FeatureExtractor(c3d_weights=weights, device="cpu", precision="auto")
+    auto = m.extractor("cpu", "auto", weights)
     fp32 = state.get("fp32") or m.extractor("cpu", "fp32", weights)
     clips = real_clips(video, 8, auto.spec)
-    auto._network()
-    auto._settle_precision(_probe(video))  # the self-check, on the bench's own video
+    auto._settle_precision(state["short_info"])  # the self-check, on the bench's own video
     rt = auto.runtime
     b.results["r10_auto_precision"], b.results["r10_reason"] = rt.precision, rt.reason
     if rt.precision == "fp32":
@@ -383,12 +380,6 @@ def r10(b: Bench, state: dict[str, Any], weights: Path, video: Path, plan: Plan)
           f"{rt.precision} {fast.value:.2f} clips/s, fp32 {base.value:.2f} clips/s "
           f"(batch 8 of real clips, preprocessing included, alternating); {rt.reason}",
           "" if ratio.value >= 2 else "int8 gains less than 2x on this CPU (no VNNI)")
-
-
-def _probe(video: Path) -> Any:
-    from phdcli.video import probe
-
-    return probe(video)
 
 
 def r11(b: Bench, state: dict[str, Any], weights: Path, video: Path, li: Any,

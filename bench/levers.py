@@ -20,13 +20,11 @@ from bench.measure import Series
 
 
 def real_clips(video: Path, n: int, spec: Any) -> np.ndarray:
-    """``n`` uint8 clips spread over ``video``, decoded as phd decodes them."""
-    from phdcli.video import decode_clips, probe
+    """``n`` uint8 clips spread over ``video``, as the int8 self-check takes them."""
+    from phdcli.int8 import spread_clips
+    from phdcli.video import probe
 
-    span = spec.clip_frames / spec.clip_fps
-    latest = max(probe(video).duration_s - span, 0.0)
-    starts = [latest * (i + 0.5) / n for i in range(n)]
-    return np.stack(list(decode_clips(video, starts, spec.clip_fps, spec.clip_frames)))
+    return spread_clips(probe(video), spec, n)
 
 
 def forward_pair(fast: Any, base: Any, clips: np.ndarray, rounds: int,

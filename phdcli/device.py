@@ -245,9 +245,7 @@ def _mps_runtime(precision: str) -> Runtime | str:
     fp32 unless bf16 is asked for: bf16 is emulated on M1/M2 GPUs and phd
     has not been measured on any Apple GPU, so ``auto`` does not bet on it.
     """
-    if precision not in ("auto", "bf16", "fp32"):
-        raise UsageError(f"precision {precision!r} is not available on MPS: use fp32 or bf16")
-    note = ""
+    note = ""  # precision is auto, bf16 or fp32: resolve_runtime keeps int8 on the CPU
     if precision == "bf16":
         problem, on_cpu = _mps_probe("bf16")
         if problem is None:
@@ -311,8 +309,6 @@ def probe_c3d_ops(device: str, precision: str) -> tuple[str | None, list[str]]:
     if any("Disabling autocast" in m for m in messages):
         # torch < 2.6 (or macOS < 14) turns bf16 autocast off on MPS with a
         # warning and runs fp32: that is not the bf16 that was asked for.
-        import torch
-
         return f"MPS autocast lacks {precision} in torch {torch.__version__}", []
     on_cpu = [m.group(1) for text in messages if (m := _MPS_OP_RE.search(text))]
     return None, sorted(set(on_cpu))

@@ -39,7 +39,7 @@ def _ffmpeg() -> Check:
             try:
                 run_ffmpeg(args)
             except FfmpegError as exc:
-                if str(exc).startswith("cannot run ffmpeg"):
+                if isinstance(exc.__cause__, OSError):  # the binary itself does not run
                     return Check("ffmpeg", False, str(exc),
                                  "pip install --force-reinstall imageio-ffmpeg, or set PHD_FFMPEG")
                 return Check("ffmpeg", False, f"{exe} cannot write {fmt}: {exc}",

@@ -297,7 +297,9 @@ class FeatureExtractor:
         needed = np.unique(ticks)
         key = self._cache_key(video.path)
         table = self._cache_load(key)
-        accept_int8 = self._precision in ("auto", "int8")
+        # Rows computed in int8 serve only a run that may itself use int8.
+        accept_int8 = self._precision == "int8" or (self._precision == "auto"
+                                                    and self._auto_int8)
         rows = table.rows(needed, accept_int8) if table is not None else np.full(len(needed), -1)
         missing = needed[rows < 0]
         if len(missing):

@@ -23,8 +23,6 @@ import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -34,8 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from phdcli import paths
-from phdcli.errors import WeightsError
-from phdcli.fsutil import atomic_write_text, sha256_file
+from phdcli.fsutil import atomic_write_text, sha256_file, temp_dir
 
 if TYPE_CHECKING:
     from phdcli.device import Runtime
@@ -96,8 +93,9 @@ def _int8_dir() -> Path:
 
 def model_files(weights_sha256: str, layer: str) -> tuple[Path, Path, Path]:
     """(xml, bin, manifest) of the int8 model, beside the converted weights."""
+    # Not with_suffix: it would take ".int8-{layer}" for the suffix and drop the layer.
     stem = _int8_dir() / f"{weights_sha256}.int8-{layer}"
-    return stem.with_suffix(".xml"), stem.with_suffix(".bin"), stem.with_suffix(".json")
+    return Path(f"{stem}.xml"), Path(f"{stem}.bin"), Path(f"{stem}.json")
 
 
 def verdict_file(weights_sha256: str, layer: str, cpu: str) -> Path:
@@ -138,16 +136,12 @@ def _save_model(model: Any, weights_sha256: str, layer: str) -> None:
     import openvino as ov
 
     xml, bin_, manifest = model_files(weights_sha256, layer)
-    xml.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".int8-", dir=xml.parent))
-    try:
+    with temp_dir(xml.parent, "int8") as tmp:
         ov.save_model(model, str(tmp / "m.xml"), compress_to_fp16=False)
         sums = {"xml": sha256_file(tmp / "m.xml"), "bin": sha256_file(tmp / "m.bin")}
         os.replace(tmp / "m.xml", xml)
         os.replace(tmp / "m.bin", bin_)
         atomic_write_text(manifest, json.dumps({"backend": BACKEND, "sha256": sums}))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- build
@@ -232,17 +226,23 @@ def compare(ref: np.ndarray, low: np.ndarray, k: int = TOP_K) -> tuple[float, in
     return float(cosines.min()), agree, graded
 
 
-def _user_clips(video: VideoInfo, spec: FeatureSpec, count: int, net: LoadedC3D) -> np.ndarray:
-    """``count`` preprocessed clips spread evenly over the user's video."""
-    import torch
-
-    from phdcli.c3d import preprocess
+def spread_clips(video: VideoInfo, spec: FeatureSpec, count: int) -> np.ndarray:
+    """``count`` uint8 clips spread evenly over ``video``, decoded as phd decodes them."""
     from phdcli.video import decode_clips
 
     span = spec.clip_frames / spec.clip_fps
     latest = max(video.duration_s - span, 0.0)
     starts = [latest * (i + 0.5) / count for i in range(count)]
-    clips = np.stack(list(decode_clips(video.path, starts, spec.clip_fps, spec.clip_frames)))
+    return np.stack(list(decode_clips(video.path, starts, spec.clip_fps, spec.clip_frames)))
+
+
+def _user_clips(video: VideoInfo, spec: FeatureSpec, count: int, net: LoadedC3D) -> np.ndarray:
+    """``count`` preprocessed clips spread evenly over the user's video."""
+    import torch
+
+    from phdcli.c3d import preprocess
+
+    clips = spread_clips(video, spec, count)
     return preprocess(torch.from_numpy(clips), net.input_spec).numpy()
 
 
@@ -269,12 +269,12 @@ def prepare(net: LoadedC3D, runtime: Runtime, video: VideoInfo, spec: FeatureSpe
     if model is None:
         assert clips is not None
         log.info("building the int8 C3D model (once for these weights) from %s", video.path.name)
-        try:
-            model = build(net, layer, clips[0::2])
-        except Exception as exc:  # NNCF/OpenVINO failures: say so, keep fp32 possible
-            raise WeightsError(f"could not build the int8 C3D model ({type(exc).__name__}: "
-                               f"{exc}); use --precision fp32") from None
+        # A failure here (NNCF/OpenVINO) is the caller's to handle: auto falls
+        # back to fp32, --precision int8 stops with a one-line error.
+        model = build(net, layer, clips[0::2])
         _save_model(model, sha, layer)
+        # Calibrated on this video, it is not the model a cached verdict judged.
+        verdict = None
     engine = compile_model(model)
 
     if not runtime.needs_self_check:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from phdcli import paths
-from phdcli.fsutil import atomic_write_text
+from phdcli.fsutil import atomic_write_text, cached_sha256
 
 if TYPE_CHECKING:
     from phdcli.features import SegmentFeatures
@@ -136,8 +136,6 @@ def _vector_to_text(vector: np.ndarray) -> tuple[str, str]:
 
 def remember(file: Path, provenance: Provenance, feature: SpanFeature) -> None:
     """Record a written output; a cache that cannot be written only costs the shortcut."""
-    from phdcli.fsutil import cached_sha256
-
     try:
         digest = cached_sha256(file)
         text, vector_sha = _vector_to_text(feature.vector)
@@ -202,7 +200,6 @@ def same_span(starts_s: Sequence[float] | np.ndarray, ends_s: Sequence[float] | 
     overlap = np.clip(np.minimum(ends, kept[:, 1]) - np.maximum(starts, kept[:, 0]), 0.0, None)
     shorter = np.minimum(ends - starts, kept[:, 1] - kept[:, 0])
     return (overlap >= SAME_SPAN_OVERLAP * shorter - 1e-9).any(axis=1)
-
 
 
 # -- hooks for phd suggest ----------------------------------------------------

@@ -18,6 +18,7 @@ import base64
 import html
 import math
 import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +111,7 @@ def render_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo
         ("model", _e(run.model)),
         ("history", _e(run.history)),
         ("heatmap", _heatmap_note(timeline.heatmap, run.heatmap_weight)),
-        ("command", f"<code>{_e(run.command.replace('{input}', _shell_quote(result.input)))}"
+        ("command", f"<code>{_e(run.command.replace('{input}', shlex.quote(result.input)))}"
                     f"</code> <span class=dim>(in {_e(os.getcwd())})</span>"),
     ]
     rows = "\n".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
@@ -293,12 +294,6 @@ def _clock(seconds: float, tenths: bool = True) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _shell_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def _relative_url(target: Path, page_dir: Path) -> str:

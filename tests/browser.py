@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ class Rendered:
     dom: Any  # what the page's check expression returned, after load and image decoding
     console_errors: list[str]
     png: bytes
-    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 class DevTools:
@@ -192,6 +191,6 @@ def render(page: Path, check_js: str, workdir: Path, exe: str, width: int = 1100
                     "mobile": False})
         shot = tools.send("Page.captureScreenshot", {"format": "png"})
         return Rendered(dom["result"].get("value"), console_errors(tools.events),
-                        base64.b64decode(shot["data"]), list(tools.events))
+                        base64.b64decode(shot["data"]))
     finally:
         tools.close()

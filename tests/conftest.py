@@ -81,16 +81,25 @@ FOOTAGE = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"]
 GIF_FROM_S, GIF_LEN_S = 10.5, 3.0  # inside the fixed segment 10-15 s
 
 
-@pytest.fixture(scope="module")
-def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -> dict[str, Path]:
-    """Real footage (19.3 s) and a history GIF cut from 10.5-13.5 s of it."""
+def _footage_files(root: Path, name: str) -> tuple[Path, Path]:
+    """``root/name`` (FOOTAGE joined) and ``root/history`` holding liked.gif cut from it.
+
+    bikes (0-10 s), bigbuckbunny (10-15.28 s), carphone (15.28-19.28 s): four
+    5 s segments; the history GIF is cut from 10.5-13.5 s.
+    """
     from tests import media
 
-    root = tmp_path_factory.mktemp("footage")
-    video = media.concat_real_footage(root / "concat.mp4", FOOTAGE)
+    video = media.concat_real_footage(root / name, FOOTAGE)
     history = root / "history"
     history.mkdir()
     media.gif_from(video, history / "liked.gif", GIF_FROM_S, GIF_LEN_S)
+    return video, history
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -> dict[str, Path]:
+    """Real footage (19.3 s) and a history GIF cut from 10.5-13.5 s of it."""
+    video, history = _footage_files(tmp_path_factory.mktemp("footage"), "concat.mp4")
     return {"video": video, "history": history, "weights": mmaction2_weights}
 
 
@@ -104,20 +113,10 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def footage_home(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path
                  ) -> dict[str, Path]:
-    """Real footage, a history GIF cut from it, and one PHD_HOME for the report and
-    keep tests, so that C3D (RANDOM weights) runs on the footage once a session.
-
-    bikes (0-10 s), bigbuckbunny (10-15.28 s), carphone (15.28-19.28 s): four
-    5 s segments; the history GIF is cut from 10.5-13.5 s.
-    """
-    from tests import media
-
+    """``footage``, plus one PHD_HOME for the report and keep tests, so that C3D
+    (RANDOM weights) runs on the footage once a session."""
     root = tmp_path_factory.mktemp("footage-home")
-    video = media.concat_real_footage(
-        root / "footage.mp4", ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"])
-    history = root / "history"
-    history.mkdir()
-    media.gif_from(video, history / "liked.gif", 10.5, 3.0)
+    video, history = _footage_files(root, "footage.mp4")
     return {"root": root, "video": video, "history": history, "home": root / "phd-home",
             "weights": mmaction2_weights}
 

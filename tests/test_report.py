@@ -96,14 +96,13 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def phd(*args: str, home: dict[str, Path], site: dict[str, object],
-        cwd: Path | None = None) -> dict[str, object]:
+def phd(*args: str, home: dict[str, Path], site: dict[str, object]) -> dict[str, object]:
     env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home["home"]),
            "PHD_C3D_WEIGHTS": str(home["weights"]),
            "PYTHONPATH": os.pathsep.join([str(site["plugins"]), str(REPO)])}
     result = subprocess.run([sys.executable, "-m", "phdcli", "suggest", *args, "--json",
                              "--device", "cpu"], capture_output=True, text=True, env=env,
-                            timeout=600, cwd=cwd)
+                            timeout=600)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

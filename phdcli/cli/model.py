@@ -48,9 +48,6 @@ def doctor(
         "--json", help="One JSON document on stdout: the checks and what phd runs with.")] = False,
 ) -> None:
     """Check ffmpeg, packages, device, C3D weights, the model and the history."""
-    from rich.console import Console
-    from rich.table import Table
-
     from phdcli.doctor import run_checks
 
     checks = run_checks(user=user, device=device, weights=c3d_weights, model=model)
@@ -66,6 +63,9 @@ def doctor(
         if not ok:
             raise typer.Exit(1)
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table()
     for column in ("check", "", "detail", "fix"):
         table.add_column(column)

@@ -38,7 +38,7 @@ from phdcli.model import Fnn, FusedModel
 from phdcli.prior import TemporalPrior
 from phdcli.training import metrics
 from phdcli.training.evaluate import VideoCase, case_metrics, random_scores
-from phdcli.training.labels import NEGATIVE, POSITIVE
+from phdcli.training.labels import NEGATIVE, POSITIVE, has_pairs
 from phdcli.training.samples import SampleSet, UserSample, as_sample_set
 
 Samples = SampleSet | Sequence[UserSample]
@@ -198,7 +198,7 @@ def _distances(sample: UserSample, shell: FusedModel, which: str) -> np.ndarray:
 
 def svm_pairs_per_user(labels: Sequence[np.ndarray], config: TrainConfig) -> int:
     """``svm_pairs_per_user``, lowered so that all users' pairs fit ``svm_max_pairs``."""
-    n_users = sum(1 for lab in labels if (lab == POSITIVE).any() and (lab == NEGATIVE).any())
+    n_users = sum(1 for lab in labels if has_pairs(lab))
     return max(1, min(config.svm_pairs_per_user, config.svm_max_pairs // max(n_users, 1)))
 
 

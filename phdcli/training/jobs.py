@@ -187,8 +187,6 @@ def prepare(job: VideoJob, ctx: BuildContext) -> Prepared | Outcome:
         spans = [s for s in job.spans(info.duration_s) if span_key(*s) not in known]
         if spans:
             bounds["spans"] = np.asarray(spans, dtype=float)
-    except DownloadError as exc:
-        return failed(job, stage, exc, store, attempts)
     except Exception as exc:  # one bad video must not end a long build
         return failed(job, stage, exc, store, attempts)
 

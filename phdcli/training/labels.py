@@ -72,6 +72,11 @@ def segment_labels(bounds_s: np.ndarray, gifs_s: np.ndarray) -> np.ndarray:
     return labels
 
 
+def has_pairs(labels: np.ndarray) -> bool:
+    """Whether the labels hold both a positive and a negative segment (a training pair)."""
+    return bool((labels == POSITIVE).any() and (labels == NEGATIVE).any())
+
+
 def gif_array(video: UserVideo) -> np.ndarray:
     """(g, 2) [start, end] of a user's GIFs on a video."""
     return np.array([(g.start_s, g.end_s) for g in video.gifs], dtype=float).reshape(-1, 2)

@@ -287,9 +287,6 @@ class PackedSamples:
     def n_segments(self) -> np.ndarray:
         return self.pack.ix["n_seg"][self.users]
 
-    def youtube_id(self, i: int) -> str:
-        return str(self.pack.ix["youtube_id"][self.users[i]])
-
     def sample(self, i: int) -> UserSample:
         u, p = int(self.users[i]), self.pack
         seg, test, hist = p.off["n_seg"], p.off["n_test"], p.off["n_hist"]

@@ -290,9 +290,6 @@ class FeatureStore:
                     n += 1
         return n
 
-    def n_shards(self) -> int:
-        return sum(1 for p in self._files("shards", SHARD_SUFFIX) if not p.name.startswith("."))
-
     def write_manifest(self, summary: dict[str, Any]) -> None:
         doc = {**self.key.to_dict(), "summary": summary,
                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

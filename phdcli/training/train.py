@@ -25,7 +25,7 @@ from phdcli.training.fit import (
     fit_fused,
     split_indices,
 )
-from phdcli.training.labels import NEGATIVE, POSITIVE
+from phdcli.training.labels import has_pairs
 
 log = logging.getLogger("phd")
 
@@ -49,10 +49,6 @@ class TrainSummary:
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
-
-
-def _has_pairs(labels: np.ndarray) -> bool:
-    return bool((labels == POSITIVE).any() and (labels == NEGATIVE).any())
 
 
 def train_content(
@@ -96,7 +92,7 @@ def train_content(
     ids = samples.user_ids()
     train_idx, val_idx = split_indices(ids, val_fraction, seed)
     train, val = samples.subset(train_idx), samples.subset(val_idx)
-    if not any(_has_pairs(lab) for lab in train.labels()):
+    if not any(has_pairs(lab) for lab in train.labels()):
         raise InputError("no training user has both a positive and a negative segment")
     val_ids = set(val.user_ids())
     if prior is None and data.annotations is not None:
