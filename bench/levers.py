@@ -21,27 +21,26 @@ from bench.measure import Series
 
 def real_clips(video: Path, n: int, spec: Any) -> np.ndarray:
     """``n`` uint8 clips spread over ``video``, as the int8 self-check takes them."""
-    from phdcli.int8 import spread_clips
-    from phdcli.video import probe
+    from phdcli.features.int8 import spread_clips
+    from phdcli.media.probe import probe
 
     return spread_clips(probe(video), spec, n)
 
 
 def forward_pair(fast: Any, base: Any, clips: np.ndarray, rounds: int,
                  budget_s: float) -> tuple[Series, Series, Series]:
-    """clips/s of two extractors' ``_forward`` (preprocessing included),
+    """clips/s of two extractors' networks (``forward``, preprocessing included),
     alternating on the same batch; the ratio is taken per round."""
-    nets = (fast._network(), base._network())
-    fast._forward(nets[0], clips[:1])
-    base._forward(nets[1], clips[:1])
+    fast.network.forward(clips[:1])
+    base.network.forward(clips[:1])
     a, b, ratio = Series(), Series(), Series()
     t0 = time.perf_counter()
     for _ in range(max(rounds, 1)):
         ta = time.perf_counter()
-        fast._forward(nets[0], clips)
+        fast.network.forward(clips)
         ta = time.perf_counter() - ta
         tb = time.perf_counter()
-        base._forward(nets[1], clips)
+        base.network.forward(clips)
         tb = time.perf_counter() - tb
         a.samples.append(len(clips) / ta)
         b.samples.append(len(clips) / tb)
@@ -53,8 +52,8 @@ def forward_pair(fast: Any, base: Any, clips: np.ndarray, rounds: int,
 
 def decode_recorded_s(computed: list[dict[str, Any]], spec: Any) -> tuple[float, int]:
     """decode_clips alone over exactly the clips a run computed (each pass as it ran)."""
-    from phdcli.features import TICKS_PER_S
-    from phdcli.video import decode_clips
+    from phdcli.features.clips import TICKS_PER_S
+    from phdcli.media.decode import decode_clips
 
     total, n = 0.0, 0
     for entry in computed:
@@ -86,10 +85,11 @@ def agreement(video: Path, history: Path, weights: Path, k: int, home_default: P
               home_reference: Path) -> dict[str, Any]:
     """Top-k of the default path (auto precision, coarse to fine) vs fp32 exhaustive,
     and the margin the coarse pass needed on this video (from the cached clips)."""
-    from phdcli.rank import DEFAULT_MARGIN
-    from phdcli.segments import fixed_segments
-    from phdcli.suggest import SuggestConfig, Suggester
-    from phdcli.video import probe
+    from phdcli.media.probe import probe
+    from phdcli.media.segments import fixed_segments
+    from phdcli.ranking.rank import DEFAULT_MARGIN
+    from phdcli.suggest.config import SuggestConfig
+    from phdcli.suggest.pipeline import Suggester
 
     saved = os.environ.get("PHD_HOME")
     try:
@@ -98,7 +98,8 @@ def agreement(video: Path, history: Path, weights: Path, k: int, home_default: P
                             dry_run=True)
         default = Suggester(cfg)
         got = [s.segment_start_s for s in default.run(video).suggestions]
-        precision = default.extractor._runtime.precision if default.extractor._runtime else "?"
+        runtime = default.extractor.runtime_in_use
+        precision = runtime.precision if runtime is not None else "?"
         os.environ["PHD_HOME"] = str(home_reference)
         ref = Suggester(replace(cfg, precision="fp32", exhaustive=True))
         want = [s.segment_start_s for s in ref.run(video).suggestions]

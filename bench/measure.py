@@ -107,10 +107,10 @@ def command_s(cmd: list[str]) -> float:
 # -- pieces of the pipeline ----------------------------------------------------
 def extractor(device: str, precision: str, weights: Path) -> Any:
     """phdcli's FeatureExtractor with its network loaded (the bench's own PHD_HOME)."""
-    from phdcli.features import FeatureExtractor
+    from phdcli.features.extractor import FeatureExtractor
 
     ext = FeatureExtractor(c3d_weights=weights, device=device, precision=precision)
-    ext._network()
+    ext.network.load()
     return ext
 
 
@@ -118,7 +118,7 @@ def c3d_clips_per_s(ext: Any, batch: int, reps: int, budget_s: float) -> Series:
     """C3D forward only (random float input, ``batch`` clips) in ext's runtime."""
     import torch
 
-    net = ext._network().model
+    net = ext.network.load().model
     rt = ext.runtime
     x = torch.randn(batch, 3, 16, 112, 112, device=rt.device)
 
@@ -152,8 +152,9 @@ def matmul_gflops(n: int, reps: int) -> Series:
 
 def decode_clips_s(video: Path, ext: Any, segment_length_s: float = 5.0) -> tuple[float, int]:
     """decode_clips alone over exactly the clip starts ``phd suggest`` uses."""
-    from phdcli.segments import clip_starts, fixed_segments
-    from phdcli.video import decode_clips, probe
+    from phdcli.media.decode import decode_clips
+    from phdcli.media.probe import probe
+    from phdcli.media.segments import clip_starts, fixed_segments
 
     info = probe(video)
     spec = ext.spec
@@ -190,8 +191,9 @@ def dense_extraction(video: Path, ext: Any, max_windows: int) -> Dense:
     """
     import numpy as np
 
-    from phdcli.features import _Prefetch
-    from phdcli.video import decode_clips, probe
+    from phdcli.features.network import Prefetch
+    from phdcli.media.decode import decode_clips
+    from phdcli.media.probe import probe
 
     info = probe(video)
     fps = info.fps
@@ -200,27 +202,26 @@ def dense_extraction(video: Path, ext: Any, max_windows: int) -> Dense:
     todo = min(total, max_windows)
     need_frames = 16 + 8 * (todo - 1)
     blocks = [i * 16 / fps for i in range((need_frames + 15) // 16)]
-    net = ext._network()
     half = ext.batch_clips // 2  # a batch holds half windows, half mirrors
 
     t0 = time.perf_counter()
     frames = np.empty((0, 128, 171, 3), np.uint8)
     pending: list[np.ndarray] = []
     done = 0
-    with _Prefetch(decode_clips(video, blocks, fps, 16), depth=4) as decoded:
+    with Prefetch(decode_clips(video, blocks, fps, 16), depth=4) as decoded:
         for block in decoded:
             frames = np.concatenate([frames, block])
             while len(frames) >= 16 and done + len(pending) < todo:
                 pending.append(frames[:16])
                 frames = frames[8:]
                 if len(pending) == half:
-                    ext._forward(net, np.stack(pending + [w[:, :, ::-1] for w in pending]))
+                    ext.network.forward(np.stack(pending + [w[:, :, ::-1] for w in pending]))
                     done += len(pending)
                     pending = []
             if done + len(pending) >= todo:
                 break
     if pending:
-        ext._forward(net, np.stack(pending + [w[:, :, ::-1] for w in pending]))
+        ext.network.forward(np.stack(pending + [w[:, :, ::-1] for w in pending]))
         done += len(pending)
     measured = time.perf_counter() - t0
     return Dense(measured * total / done, measured, total, done)
@@ -230,8 +231,8 @@ def score_s(n_segments: int, n_history: int, reps: int) -> Series:
     """FusedModel.score, bundled model, random L2-normalised 4096-d features."""
     import numpy as np
 
-    from phdcli.features import l2_normalise
-    from phdcli.model import default_model_path, load_model
+    from phdcli.features.clips import l2_normalise
+    from phdcli.ranking.model import default_model_path, load_model
 
     model = load_model(default_model_path())
     rng = np.random.default_rng(0)

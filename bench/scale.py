@@ -120,9 +120,10 @@ def run_child(engine: str, annotations: Path, videos: Path, out: Path, weights: 
 # -- CPU stages alone -----------------------------------------------------------------
 def cpu_rates(video: Path) -> dict[str, float]:
     """Decoding (clips/s, one process) and shot detection (video s/s) on one video."""
-    from phdcli.segments import shot_segments
+    from phdcli.media.decode import decode_clips
+    from phdcli.media.probe import probe
+    from phdcli.media.segments import shot_segments
     from phdcli.training.evaluate import fixed_segment_bounds
-    from phdcli.video import decode_clips, probe
 
     info = probe(video)
     starts = [a + 2.5 - 0.32 for a, _ in fixed_segment_bounds(info.duration_s)] * 4
@@ -141,7 +142,7 @@ def phd2_plan(csv: Path | None) -> dict[str, float]:
     """Mean duration, and clips and feature rows per last / history video, from annotations."""
     import math
 
-    from phdcli.features import FeatureSpec
+    from phdcli.features.spec import FeatureSpec
     from phdcli.training.annotations import load_annotations
     from phdcli.training.jobs import plan_jobs
 

@@ -11,10 +11,6 @@ class PhdError(Exception):
     """Base class: a failure the user can understand and act on."""
 
     exit_code = 1
-    # What was done before a whole run stopped (phd suggest: the BatchResult
-    # with every input not done listed as failed), so that --json can still
-    # print its document.
-    partial: object = None
 
 
 class UsageError(PhdError):

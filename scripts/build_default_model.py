@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from phdcli.features import FeatureSpec
-from phdcli.model import ANY_BACKBONE, FusedModel, default_model_path, save_model
+from phdcli.features.spec import FeatureSpec
+from phdcli.ranking.model import ANY_BACKBONE, FusedModel, default_model_path, save_model
 from phdcli.training.annotations import load_annotations
 from phdcli.training.evaluate import fit_prior
 

@@ -47,10 +47,11 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from phdcli.c3d import preprocess
-    from phdcli.device import resolve_runtime
-    from phdcli.video import decode_clips, probe
-    from phdcli.weights import load_c3d
+    from phdcli.features.c3d import preprocess
+    from phdcli.features.device import resolve_runtime
+    from phdcli.features.weights import load_c3d
+    from phdcli.media.decode import decode_clips
+    from phdcli.media.probe import probe
     from tests.c3d_files import write_mmaction2_pth
 
     results: dict[str, object] = {"gpu": torch.cuda.get_device_name(0)}

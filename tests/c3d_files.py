@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from phdcli.c3d import C3D_PARAM_SHAPES
+from phdcli.features.c3d import C3D_PARAM_SHAPES
 
 
 def random_c3d_state(seed: int = 0) -> dict[str, torch.Tensor]:

@@ -126,7 +126,7 @@ def plain_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """No CUDA, no MPS, no native bf16: what `auto` picks is known."""
     import torch  # here, not at the top: most tests never need torch
 
-    from phdcli import device as device_mod
+    from phdcli.features import device as device_mod
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)

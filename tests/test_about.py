@@ -12,9 +12,9 @@ import torch
 from runphd import run_cli as run
 
 from phdcli import __version__
-from phdcli import device as device_mod
-from phdcli.about import torch_info, trained_on
-from phdcli.weights import REGISTRY
+from phdcli.doctor.about import torch_info, trained_on
+from phdcli.features import device as device_mod
+from phdcli.features.registry import REGISTRY
 
 MODEL_LINE = ("model:   phd-fused-v0: temporal prior trained on phd2-test-dev.csv (all users); "
               "SVM-D untrained; PHD-CA absent")

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from phdcli.suggest import SuggestConfig, suggest_batch
-from phdcli.video import probe
+from phdcli.media.probe import probe
+from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.pipeline import suggest_batch
 from tests import media
 
 SUGGESTION_KEYS = {"rank", "start", "end", "score", "path", "size_bytes"}

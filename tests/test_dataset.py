@@ -17,8 +17,8 @@ import pytest
 from dataset_media import ANNOTATIONS, VideoServer, three_videos
 
 from phdcli.errors import UsageError, WeightsError
-from phdcli.features import FeatureSpec
-from phdcli.model import check_compatible, load_model, save_model
+from phdcli.features.spec import FeatureSpec
+from phdcli.ranking.model import check_compatible, load_model, save_model
 from phdcli.training.annotations import Gif, User, UserVideo, load_annotations
 from phdcli.training.dataset import BuildConfig, build_dataset, load_dataset
 from phdcli.training.download import (
@@ -316,7 +316,7 @@ def test_training_features_are_never_int8(
 ) -> None:
     """The store holds float features every later model trains on: an explicit
     int8 is refused, and ``auto`` stays float even where suggest would use int8."""
-    from phdcli import device as device_mod
+    from phdcli.features import device as device_mod
     from phdcli.training.jobs import BuildContext
     from phdcli.training.store import StoreKey
 

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from phdcli import device as device_mod
-from phdcli.device import Runtime, cpu_native_bf16, resolve_runtime
 from phdcli.errors import DeviceError, UsageError
+from phdcli.features import device as device_mod
+from phdcli.features.device import Runtime, cpu_native_bf16, resolve_runtime
 
 
 @pytest.fixture(autouse=True)

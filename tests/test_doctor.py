@@ -10,7 +10,7 @@ import torch
 
 from phdcli import __version__
 from phdcli.cli import main
-from phdcli.doctor import run_checks
+from phdcli.doctor.checks import run_checks
 from tests.media import ffmpeg_exe
 
 

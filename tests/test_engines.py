@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from dataset_media import VideoServer, three_videos
 
-from phdcli.features import FeatureSpec
+from phdcli.features.spec import FeatureSpec
 from phdcli.training.dataset import BuildConfig, DatasetSummary, build_dataset
 from phdcli.training.engines.local import LocalEngine
 from phdcli.training.store import FeatureStore, StoreKey

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from phdcli.errors import InputError, UsageError
-from phdcli.prior import TemporalPrior
+from phdcli.ranking.prior import TemporalPrior
 from phdcli.training.annotations import Gif, load_annotations
 from phdcli.training.evaluate import evaluate, fixed_segment_bounds, train_prior, validate_prior
 

@@ -10,9 +10,10 @@ import av
 import numpy as np
 import pytest
 
-from phdcli import ffmpeg
 from phdcli.errors import FfmpegError, PhdError, UsageError
-from phdcli.gifs import (
+from phdcli.media import ffmpeg
+from phdcli.media.decode import decode_clips
+from phdcli.media.gifs import (
     FORMAT_SUFFIX,
     GifOptions,
     WrittenClip,
@@ -21,7 +22,7 @@ from phdcli.gifs import (
     write_clip,
     write_gif,
 )
-from phdcli.video import decode_clips, probe
+from phdcli.media.probe import probe
 from tests import media
 
 

@@ -18,12 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-from phdcli import int8
-from phdcli.device import cpu_id
-from phdcli.features import FeatureExtractor, FeatureSpec
+from phdcli.features import int8
+from phdcli.features.device import cpu_id
+from phdcli.features.extractor import FeatureExtractor
+from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import sha256_file
-from phdcli.segments import Segment, fixed_segments
-from phdcli.video import VideoInfo, probe
+from phdcli.media.probe import VideoInfo, probe
+from phdcli.media.segments import Segment, fixed_segments
 from tests import media
 from tests.c3d_files import random_c3d_state
 from tests.conftest import LogLines

@@ -7,6 +7,7 @@ with --include-kept that segment is a perfect match for the history (cosine
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -14,12 +15,22 @@ import numpy as np
 import pytest
 from runphd import run_cli as run
 
-from phdcli.features import FeatureExtractor
+from phdcli.features.extractor import FeatureExtractor
 from phdcli.fsutil import sha256_file
-from phdcli.history import History, add_to_history, recognise_outputs
-from phdcli.kept import Provenance, SpanFeature, lookup, record_path, remember, same_span
-from phdcli.model import default_model_path, load_model
-from phdcli.suggest import SuggestConfig, Suggester
+from phdcli.history.adding import add_to_history, recognise_outputs
+from phdcli.history.kept import same_span
+from phdcli.history.records import (
+    Provenance,
+    SpanFeature,
+    lookup,
+    orphaned_records,
+    record_path,
+    remember,
+)
+from phdcli.history.store import History
+from phdcli.ranking.model import default_model_path, load_model
+from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.pipeline import Suggester
 from tests import media
 
 
@@ -108,10 +119,18 @@ def test_records_are_checked_before_they_are_trusted(
     # 0.5 becomes 1.0 in the first value: the checksum no longer matches.
     path = record_path(digest)
     doc = json.loads(path.read_text())
-    doc["feature"]["float32_le_base64"] = "AACAPw" + doc["feature"]["float32_le_base64"][6:]
+    blob = bytearray(base64.b64decode(doc["feature"]["npy_base64"]))
+    blob[-32:-28] = np.float32(1.0).tobytes()
+    doc["feature"]["npy_base64"] = base64.b64encode(bytes(blob)).decode()
     path.write_text(json.dumps(doc))
     record, why = lookup(digest)
     assert record is None and "damaged" in why and "checksum" in why
+
+    # A record an older phd wrote (another format) is not read, and is listed for pruning.
+    doc["format"] = "phd-output/1"
+    path.write_text(json.dumps(doc))
+    assert lookup(digest)[0] is None
+    assert path in list(orphaned_records())
 
     # A record copied under another file's hash says it is for another file.
     record_path("b" * 64).parent.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from phdcli.errors import WeightsError
-from phdcli.model import DEFAULT_MODEL_NAME, default_model_path
 from phdcli.paths import BUNDLED_PACKAGE, bundled_file
+from phdcli.ranking.model import DEFAULT_MODEL_NAME, default_model_path
 from tests import media
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from phdcli.errors import WeightsError
-from phdcli.prior import TemporalPrior, bernstein, fit_listwise, hats
+from phdcli.ranking.prior import TemporalPrior, bernstein, fit_listwise, hats
 
 
 def _prior() -> TemporalPrior:

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phdcli.features import FeatureExtractor
-from phdcli.history import History
-from phdcli.model import default_model_path, load_model
-from phdcli.rank import rank_segments
-from phdcli.segments import fixed_segments
-from phdcli.suggest import SuggestConfig, suggest_batch
-from phdcli.video import probe
+from phdcli.features.extractor import FeatureExtractor
+from phdcli.history.store import History
+from phdcli.media.probe import probe
+from phdcli.media.segments import fixed_segments
+from phdcli.ranking.model import default_model_path, load_model
+from phdcli.ranking.rank import rank_segments
+from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.pipeline import suggest_batch
 
 
 def test_coarse_to_fine_gives_the_exhaustive_top_k_and_counts_skipped_clips(

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from phdcli.suggest import SuggestConfig, suggest_batch
+from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.pipeline import suggest_batch
 from tests import browser, media
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +77,7 @@ def site(footage_home: dict[str, Path]) -> Iterator[dict[str, object]]:
     www = root / "www"
     www.mkdir()
     shutil.copyfile(footage_home["video"], www / "footage.mp4")
-    from phdcli.video import probe
+    from phdcli.media.probe import probe
 
     spans = heatmap_fixture(probe(footage_home["video"]).duration_s)
     (www / "footage.info.json").write_text(json.dumps({"title": "Test footage",
@@ -251,7 +252,7 @@ def test_a_batch_gets_a_page_per_video_and_an_index_and_nothing_is_overwritten(
 
 
 def media_gif_options() -> object:
-    from phdcli.gifs import GifOptions
+    from phdcli.media.gifs import GifOptions
 
     return GifOptions(width=96)
 
@@ -264,13 +265,13 @@ def media_gif_options() -> object:
     [{"start_time": True, "end_time": 2, "value": 0.5}],
 ])
 def test_a_malformed_heatmap_is_ignored(raw: object) -> None:
-    from phdcli.heatmap import parse
+    from phdcli.sources.heatmap import parse
 
     assert parse(raw) is None
 
 
 def test_heatmap_replay_is_the_time_weighted_mean() -> None:
-    from phdcli.heatmap import parse, replay, score_term
+    from phdcli.sources.heatmap import parse, replay, score_term
 
     heat = parse([{"start_time": 4, "end_time": 6, "value": 1.0},
                   {"start_time": 0, "end_time": 4, "value": 0.5}])

@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 from runphd import json_doc, one_error, phd, serve
 
-from phdcli import paths, weights
+from phdcli import paths
 from phdcli.cli import main
 from phdcli.errors import DownloadError, WeightsError
-from phdcli.source import DownloadOptions, resolve_input
+from phdcli.features import registry
+from phdcli.sources.inputs import resolve_input
+from phdcli.sources.options import DownloadOptions
 from tests import media
 
 
@@ -229,26 +231,26 @@ def test_row15_model_fetch_url_is_what_later_runs_use(
     out, err = capsys.readouterr()
     assert info.value.code == 0, err
     fetched = Path(out.strip())
-    assert weights.resolve_weights_path() == fetched  # not "weights not found"
+    assert registry.resolve_weights_path() == fetched  # not "weights not found"
     # The pointer is read back as a plain name inside the cache, nothing else.
     pointer = paths.weights_cache_dir() / "fetched.json"
     for hostile in ("../../etc/hostname", "/etc/hostname", ".."):
         pointer.write_text(f'{{"file": "{hostile}"}}')
         with pytest.raises(WeightsError, match="phd model fetch"):
-            weights.resolve_weights_path()
+            registry.resolve_weights_path()
 
 
 def test_model_fetch_has_limits_too(phd_home: Path, server: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """`phd model fetch --url`: a trickle is a stall (the .part stays for a resume),
     an endless body is not C3D weights (deleted)."""
-    monkeypatch.setattr(weights, "_STALL_S", 1.5)
-    monkeypatch.setattr(weights, "_MAX_UNKNOWN_BYTES", 3_000_000)
+    monkeypatch.setattr(registry, "_STALL_S", 1.5)
+    monkeypatch.setattr(registry, "_MAX_UNKNOWN_BYTES", 3_000_000)
     Hostile.trickle_s = 1.0
     started = time.monotonic()
     with pytest.raises(DownloadError, match="stalled"):
-        weights.fetch_weights(url=f"{server}/trickle.pth")
+        registry.fetch_weights(url=f"{server}/trickle.pth")
     assert time.monotonic() - started < 20
     with pytest.raises(DownloadError, match="not C3D weights"):
-        weights.fetch_weights(url=f"{server}/endless.pth")
+        registry.fetch_weights(url=f"{server}/endless.pth")
     assert not (paths.weights_cache_dir() / "endless.pth.part").exists()

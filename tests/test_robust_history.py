@@ -19,10 +19,11 @@ from runphd import home_with_cache, json_doc, one_error, phd
 from runphd import run_cli as run
 
 from phdcli.errors import HistoryError
-from phdcli.features import FeatureExtractor
+from phdcli.features.extractor import FeatureExtractor
 from phdcli.fsutil import locked
-from phdcli.history import LOCK, History
-from phdcli.video import probe
+from phdcli.history.items import LOCK
+from phdcli.history.store import History
+from phdcli.media.probe import probe
 from tests import media
 
 

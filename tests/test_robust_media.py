@@ -20,7 +20,9 @@ from runphd import one_error
 from runphd import run_cli as run
 
 from phdcli.errors import InputError
-from phdcli.video import check_decodes, decode_clips, probe, read_gif_layout
+from phdcli.media.decode import decode_clips
+from phdcli.media.gif_layout import read_gif_layout
+from phdcli.media.probe import check_decodes, probe
 from tests import media
 
 

@@ -21,9 +21,10 @@ import pytest
 from runphd import error_lines, hidden_files, home_with_cache, json_doc, one_error, phd
 from runphd import run_cli as run
 
-from phdcli.gifs import GifOptions, write_clip
-from phdcli.model import default_model_path, load_model, save_model
-from phdcli.video import decode_clips, probe
+from phdcli.media.decode import decode_clips
+from phdcli.media.gifs import GifOptions, write_clip
+from phdcli.media.probe import probe
+from phdcli.ranking.model import default_model_path, load_model, save_model
 from tests import media
 
 

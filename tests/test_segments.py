@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from phdcli.errors import InputError
-from phdcli.segments import Segment, clip_starts, fixed_segments, shot_segments
-from phdcli.video import probe
+from phdcli.media.probe import probe
+from phdcli.media.segments import Segment, clip_starts, fixed_segments, shot_segments
 from tests import media
 
 

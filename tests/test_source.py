@@ -1,4 +1,4 @@
-"""phdcli.source: real yt-dlp against a loopback HTTP server (no mocks, no internet)."""
+"""phdcli.sources: real yt-dlp against a loopback HTTP server (no mocks, no internet)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from media import lavfi_video
 
 from phdcli import paths
 from phdcli.errors import DownloadError
-from phdcli.source import DownloadOptions, is_url, resolve_input, safe_stem
+from phdcli.sources.inputs import is_url, resolve_input, safe_stem
+from phdcli.sources.options import DownloadOptions
 
 
 class _Server:
@@ -250,5 +251,5 @@ def test_is_url_prefers_an_existing_file(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_import_does_not_load_yt_dlp() -> None:
-    code = "import sys, phdcli.source; assert 'yt_dlp' not in sys.modules"
+    code = "import sys, phdcli.sources.inputs; assert 'yt_dlp' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from runphd import run_cli
 
-from phdcli.suggest import SuggestConfig, Suggester
-from phdcli.video import probe
+from phdcli.media.probe import probe
+from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.pipeline import Suggester
 
 
 def test_near_copy_of_history_gif_ranks_first_and_gifs_are_valid(

@@ -24,20 +24,15 @@ import numpy as np
 import pytest
 
 from phdcli.errors import InputError, WeightsError
-from phdcli.features import FeatureSpec, l2_normalise
-from phdcli.model import load_model, save_model
+from phdcli.features.clips import l2_normalise
+from phdcli.features.spec import FeatureSpec
+from phdcli.ranking.model import load_model, save_model
 from phdcli.training.dataset import DATASET_FORMAT
-from phdcli.training.fit import (
-    evaluate_samples,
-    fit_fused,
-    pair_accuracy,
-    part_models,
-    sample_pairs,
-    split_samples,
-)
+from phdcli.training.fit import fit_fused, sample_pairs, split_samples
 from phdcli.training.labels import NEGATIVE, POSITIVE, merge_spans
 from phdcli.training.samples import PackWriter, UserSample
 from phdcli.training.train import train_content
+from phdcli.training.validation import evaluate_samples, pair_accuracy, part_models
 
 DIM = 128
 SEGMENT_S = 5.0

@@ -11,9 +11,10 @@ import av
 import numpy as np
 import pytest
 
-from phdcli import video
 from phdcli.errors import InputError
-from phdcli.video import CLIP_FRAMES, FRAME_HEIGHT, FRAME_WIDTH, decode_clips, probe
+from phdcli.media import decode
+from phdcli.media.decode import CLIP_FRAMES, FRAME_HEIGHT, FRAME_WIDTH, decode_clips
+from phdcli.media.probe import probe
 from tests import media
 
 SRC_FPS = 30
@@ -142,18 +143,18 @@ def test_seek_path_equals_linear_path(
 ) -> None:
     starts = [0.3, 6.1, 11.45, 17.0, 19.5]  # far apart: the default decoder seeks
     calls = {"n": 0}
-    original = video._ClipDecoder._next
+    original = decode._ClipDecoder._next
 
-    def counting(self: video._ClipDecoder) -> object:
+    def counting(self: decode._ClipDecoder) -> object:
         calls["n"] += 1
         return original(self)
 
-    monkeypatch.setattr(video._ClipDecoder, "_next", counting)
+    monkeypatch.setattr(decode._ClipDecoder, "_next", counting)
     seeking = list(decode_clips(index_mp4, starts, 25.0))
     decoded_with_seeks = calls["n"]
 
     calls["n"] = 0
-    monkeypatch.setattr(video, "SEEK_AHEAD_S", math.inf)
+    monkeypatch.setattr(decode, "SEEK_AHEAD_S", math.inf)
     linear = list(decode_clips(index_mp4, starts, 25.0))
     assert calls["n"] >= len(index_levels) - 2  # decoded (almost) everything
     assert decoded_with_seeks < calls["n"] / 2  # the seeks skipped most frames
@@ -271,7 +272,7 @@ def test_memory_does_not_grow_with_video_length(
 ) -> None:
     # Force the forward-decoding path: it walks every frame of the long video,
     # so anything kept per frame would show (1500 frames of 320x240 = 170 MB).
-    monkeypatch.setattr(video, "SEEK_AHEAD_S", math.inf)
+    monkeypatch.setattr(decode, "SEEK_AHEAD_S", math.inf)
     short = media.lavfi_video(media_dir / "short.mp4", duration_s=10, size="320x240")
     long = media.lavfi_video(media_dir / "long.mp4", duration_s=60, size="320x240")
     _decode_and_measure(short, 10.0)  # warm-up: codec tables, thread pools

@@ -14,22 +14,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from phdcli import fsutil, paths, weights
-from phdcli.c3d import C3D_PARAM_SHAPES
-from phdcli.device import Runtime
+from phdcli import fsutil, paths
 from phdcli.errors import DownloadError, UsageError, WeightsError
-from phdcli.fsutil import sha256_file
-from phdcli.weights import (
+from phdcli.features import registry
+from phdcli.features.c3d import C3D_PARAM_SHAPES
+from phdcli.features.device import Runtime
+from phdcli.features.registry import (
     DEFAULT_WEIGHTS,
-    INPUT_SPECS,
     REGISTRY,
     WeightsSource,
-    backbone_id,
     fetch,
-    load_c3d,
-    load_c3d_state,
     resolve_weights_path,
 )
+from phdcli.features.weights import INPUT_SPECS, backbone_id, load_c3d, load_c3d_state
+from phdcli.fsutil import sha256_file
 from tests.c3d_files import random_c3d_state, write_davidea_pickle, write_mmaction2_pth
 
 # ------------------------------------------------------------ weight files
@@ -192,7 +190,7 @@ def test_wrapped_mmaction2_checkpoint(phd_home: Path, files: dict[str, Path],
 
 
 def test_load_c3d(phd_home: Path, files: dict[str, Path]) -> None:
-    from phdcli.c3d import C3D
+    from phdcli.features.c3d import C3D
 
     loaded = load_c3d(files["mmaction2"], Runtime("cpu", "fp32", "test"))
     sha = sha256_file(files["mmaction2"])
@@ -221,11 +219,11 @@ def test_resolve_prefers_explicit_then_env_then_cache(
         phd_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(WeightsError, match="phd model fetch"):
         resolve_weights_path()
-    cached = weights.cached_path("c3d-sports1m-davidea")
+    cached = registry.cached_path("c3d-sports1m-davidea")
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")
     assert resolve_weights_path() == cached  # any registry entry will do
-    default = weights.cached_path(DEFAULT_WEIGHTS)
+    default = registry.cached_path(DEFAULT_WEIGHTS)
     default.write_bytes(b"x")
     assert resolve_weights_path() == default  # ...but the default comes first
     from_env = tmp_path / "env.pth"
@@ -327,13 +325,13 @@ def test_fetch_weights_by_url(phd_home: Path, server: _Served,
                               monkeypatch: pytest.MonkeyPatch) -> None:
     url = server.source().url
     good = hashlib.sha256(server.payload).hexdigest()
-    assert weights.fetch_weights(url=url, sha256=good.upper()).read_bytes() == server.payload
+    assert registry.fetch_weights(url=url, sha256=good.upper()).read_bytes() == server.payload
     with pytest.raises(UsageError):
-        weights.fetch_weights(url="ftp://example.org/w.pth")
+        registry.fetch_weights(url="ftp://example.org/w.pth")
     with pytest.raises(UsageError):
-        weights.fetch_weights(sha256=good)
+        registry.fetch_weights(sha256=good)
     monkeypatch.setitem(REGISTRY, DEFAULT_WEIGHTS, server.source())
-    assert weights.fetch_weights() == weights.cached_path(DEFAULT_WEIGHTS)
+    assert registry.fetch_weights() == registry.cached_path(DEFAULT_WEIGHTS)
     assert len(server.requests) == 1  # same file name, already cached and verified
 
 

@@ -101,7 +101,7 @@ class Progress:
 
 def _version(value: bool) -> None:
     if value:
-        from phdcli.about import collect  # imports torch: only when asked
+        from phdcli.doctor.about import collect  # imports torch: only when asked
 
         for line in collect().lines():
             typer.echo(line)

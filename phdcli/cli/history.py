@@ -14,7 +14,7 @@ from phdcli.errors import UsageError
 
 
 def _history(user: str, folder: Path | None) -> Any:
-    from phdcli.history import History
+    from phdcli.history.store import History
 
     return History.from_folder(folder) if folder is not None else History.for_user(user)
 
@@ -30,7 +30,7 @@ def history_add(
         help="Largest frame or GIF canvas, megapixels (frames x area scale with it).")] = 36.0,
 ) -> None:
     """Copy GIFs into the history and compute their features once."""
-    from phdcli.history import add_to_history
+    from phdcli.history.adding import add_to_history
 
     if not (math.isfinite(max_megapixels) and max_megapixels > 0):
         raise UsageError(f"--max-megapixels must be positive, got {max_megapixels}")

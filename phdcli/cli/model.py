@@ -19,7 +19,7 @@ def model_fetch(
     force: Annotated[bool, typer.Option(help="Download again even if cached.")] = False,
 ) -> None:
     """Download the published C3D Sports-1M weights into the cache."""
-    from phdcli.weights import fetch_weights
+    from phdcli.features.registry import fetch_weights
 
     with Progress() as progress:
         path = fetch_weights(name, url=url, sha256=sha256, force=force,
@@ -33,7 +33,7 @@ def model_info(
     file: Annotated[Path | None, typer.Argument(help="Model file (default: bundled).")] = None,
 ) -> None:
     """Print a ranking model file's metadata as JSON."""
-    from phdcli.model import default_model_path, load_model
+    from phdcli.ranking.model import default_model_path, load_model
 
     typer.echo(json.dumps(load_model(file or default_model_path()).metadata(), indent=1))
 
@@ -48,14 +48,14 @@ def doctor(
         "--json", help="One JSON document on stdout: the checks and what phd runs with.")] = False,
 ) -> None:
     """Check ffmpeg, packages, device, C3D weights, the model and the history."""
-    from phdcli.doctor import run_checks
+    from phdcli.doctor.checks import run_checks
 
     checks = run_checks(user=user, device=device, weights=c3d_weights, model=model)
     ok = all(c.ok for c in checks)
     if as_json:
         from dataclasses import asdict
 
-        from phdcli.about import collect
+        from phdcli.doctor.about import collect
 
         about = collect(device=device, weights=c3d_weights, model=model)
         typer.echo(json.dumps({"version": 1, "ok": ok, **about.to_dict(),

@@ -12,7 +12,7 @@ import typer
 
 from phdcli import NOTICE, config, defaults
 from phdcli.cli._app import HistoryDirOpt, Progress, app, env, log, setup_output
-from phdcli.errors import PhdError, UsageError
+from phdcli.errors import UsageError
 
 
 @app.command()
@@ -89,9 +89,11 @@ def suggest(
     """Rank each video's segments for this user and write the top k as GIFs."""
     if quiet:  # also accepted after the command, where scripts put it
         setup_output(quiet=True)
-    from phdcli.gifs import GifOptions
-    from phdcli.source import DownloadOptions
-    from phdcli.suggest import SuggestConfig, suggest_batch
+    from phdcli.media.gifs import GifOptions
+    from phdcli.sources.options import DownloadOptions
+    from phdcli.suggest.config import SuggestConfig
+    from phdcli.suggest.pipeline import suggest_batch
+    from phdcli.suggest.results import BatchStopped
 
     if as_json and as_jsonl:
         raise UsageError("--json and --jsonl exclude each other")
@@ -126,10 +128,9 @@ def suggest(
         with Progress() as progress:
             batch = suggest_batch(inputs, cfg, progress=progress.update,
                                   on_suggestion=print_line if as_jsonl else None)
-    except PhdError as exc:  # the whole run stopped: --json still gets its document
-        if as_json and exc.partial is not None:
-            typer.echo(json.dumps(exc.partial.to_dict(explain), indent=1,  # type: ignore[attr-defined]
-                                  allow_nan=False))
+    except BatchStopped as stopped:  # the whole run stopped: --json still gets its document
+        if as_json:
+            typer.echo(json.dumps(stopped.batch.to_dict(explain), indent=1, allow_nan=False))
         raise
     if as_json:
         typer.echo(json.dumps(batch.to_dict(explain), indent=1, allow_nan=False))
@@ -190,6 +191,8 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from phdcli.suggest.results import clock
+
     console = Console()
     for result in batch.results:
         table = Table(title=f"{result.input} ({result.duration_s:.0f} s)")
@@ -202,7 +205,7 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
                 table.add_column(column, justify="right")
         table.add_column("file")
         for s in result.suggestions:
-            row = [str(s.rank), f"{_clock(s.start_s)}-{_clock(s.end_s)}", f"{s.score:.3f}"]
+            row = [str(s.rank), f"{clock(s.start_s)}-{clock(s.end_s)}", f"{s.score:.3f}"]
             if explain:
                 e = s.explanation
                 near = "-" if e.nearest_gif is None else f"{e.nearest_gif} ({e.similarity:.2f})"
@@ -213,11 +216,6 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
             row.append(str(s.path or "-"))
             table.add_row(*row)
         console.print(table)
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(seconds, 60)
-    return f"{int(minutes)}:{secs:04.1f}"
 
 
 @app.command("config")

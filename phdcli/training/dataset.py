@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from phdcli.errors import InputError, UsageError
-from phdcli.features import FeatureSpec
+from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256, sha256_file
 from phdcli.training.annotations import User, load_annotations
 from phdcli.training.download import YOUTUBE_URL
@@ -175,7 +175,7 @@ def build_dataset(config: BuildConfig, engine: Engine | None = None,
     and counted, never fatal; users whose last video is not in the store
     are left out and counted; a missing history video only shortens a history.
     """
-    from phdcli.weights import resolve_weights_path
+    from phdcli.features.registry import resolve_weights_path
 
     started = time.monotonic()
     annotations, out = Path(config.annotations), Path(config.out)

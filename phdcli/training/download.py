@@ -26,7 +26,7 @@ from phdcli import fsutil
 from phdcli.errors import DownloadError
 
 if TYPE_CHECKING:
-    from phdcli.source import DownloadOptions
+    from phdcli.sources.options import DownloadOptions
 
 log = logging.getLogger("phd")
 
@@ -100,8 +100,8 @@ def fetch_video(youtube_id: str, url: str, videos_dir: Path, archive: Path,
     server that trickles or never ends fails this video instead of hanging
     the build.
     """
-    from phdcli.download_worker import fetch_watched
-    from phdcli.source import DownloadOptions
+    from phdcli.sources.options import DownloadOptions
+    from phdcli.sources.worker import fetch_watched
 
     videos_dir.mkdir(parents=True, exist_ok=True)
     fsutil.clean_stale_temps(videos_dir)  # what a killed worker on this host left

@@ -23,7 +23,7 @@ import numpy as np
 
 from phdcli.errors import InputError, UsageError, WeightsError
 from phdcli.fsutil import atomic_write_text
-from phdcli.prior import TemporalPrior, fit_listwise
+from phdcli.ranking.prior import TemporalPrior, fit_listwise
 from phdcli.training import metrics
 from phdcli.training.annotations import User, UserVideo, load_annotations
 
@@ -135,7 +135,7 @@ def _resolve_scorer(scorer: str | Path | TemporalPrior) -> tuple[str | TemporalP
         return "random", "random"
     if str(scorer) == "prior" or str(scorer).endswith(".safetensors"):
         # A ranking model file: only its content-free term can score here.
-        from phdcli.model import default_model_path, load_model
+        from phdcli.ranking.model import default_model_path, load_model
 
         path = default_model_path() if str(scorer) == "prior" else Path(scorer)
         prior = load_model(path).prior

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from phdcli.errors import DownloadError, PhdError
-from phdcli.features import FeatureSpec, pool_segments
+from phdcli.features.clips import pool_segments
+from phdcli.features.spec import FeatureSpec
 from phdcli.training.annotations import User
 from phdcli.training.download import (
     DATASET_MAX_HEIGHT,
@@ -103,7 +104,7 @@ class BuildContext:
         return FeatureStore(self.store_root, self.key)
 
     def extractor(self) -> Any:
-        from phdcli.features import FeatureExtractor
+        from phdcli.features.extractor import FeatureExtractor
 
         # Training features are float (stored as fp16): auto never picks int8
         # here, so every worker of a build computes them the same way.
@@ -166,9 +167,9 @@ def _locate(job: VideoJob, ctx: BuildContext) -> tuple[Path, bool, int]:
 
 def prepare(job: VideoJob, ctx: BuildContext) -> Prepared | Outcome:
     """Fetch, probe, detect shots and place the clips; an Outcome when the video fails."""
-    from phdcli.segments import Segment, clip_starts, shot_segments
+    from phdcli.media.probe import probe
+    from phdcli.media.segments import Segment, clip_starts, shot_segments
     from phdcli.training.evaluate import fixed_segment_bounds
-    from phdcli.video import probe
 
     store = ctx.store()
     stage, attempts = "fetch", 1

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from phdcli.errors import UsageError
-from phdcli.features import FeatureSpec
+from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path, atomic_write_text
 
 log = logging.getLogger("phd")

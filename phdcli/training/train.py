@@ -17,15 +17,10 @@ from typing import Any
 import numpy as np
 
 from phdcli.errors import InputError, UsageError
-from phdcli.prior import TemporalPrior
-from phdcli.training.fit import (
-    TrainConfig,
-    TrainProgress,
-    evaluate_samples,
-    fit_fused,
-    split_indices,
-)
+from phdcli.ranking.prior import TemporalPrior
+from phdcli.training.fit import TrainConfig, TrainProgress, fit_fused, split_indices
 from phdcli.training.labels import has_pairs
+from phdcli.training.validation import evaluate_samples
 
 log = logging.getLogger("phd")
 
@@ -71,7 +66,7 @@ def train_content(
     """
     import torch
 
-    from phdcli.model import check_compatible, load_model, save_model
+    from phdcli.ranking.model import check_compatible, load_model, save_model
     from phdcli.training.annotations import load_annotations
     from phdcli.training.dataset import load_dataset
     from phdcli.training.evaluate import fit_prior
@@ -145,7 +140,7 @@ def evaluate_dataset(dataset: Path, model: Path) -> dict[str, float]:
     The measurement this repository cannot make without Sports-1M weights and
     PHD^2's videos; the dataset's feature spec and backbone must be the model's.
     """
-    from phdcli.model import check_compatible, load_model
+    from phdcli.ranking.model import check_compatible, load_model
     from phdcli.training.dataset import load_dataset
 
     data = load_dataset(Path(dataset))

@@ -57,7 +57,7 @@ def _remote_parts(ray: Any) -> tuple[Any, Any, Any, Any]:
 
     @ray.remote(max_retries=TASK_RETRIES)
     def decode_task(path: Path, starts: np.ndarray, fps: float, frames: int) -> np.ndarray:
-        from phdcli.video import decode_clips
+        from phdcli.media.decode import decode_clips
 
         return np.stack(list(decode_clips(path, starts, fps, frames)))
 

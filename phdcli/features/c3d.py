@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from phdcli.c3d_spec import (  # noqa: F401 - re-exported: the network's facts
+from phdcli.features.c3d_spec import (  # noqa: F401 - re-exported: the network's facts
     C3D_PARAM_SHAPES,
     CLIP_FRAMES,
     CONV_LAYERS,

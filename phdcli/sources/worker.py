@@ -31,13 +31,11 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from phdcli import procs
 from phdcli.errors import DownloadError
-
-if TYPE_CHECKING:
-    from phdcli.source import DownloadOptions, Progress
+from phdcli.sources.options import DownloadOptions, Progress
 
 STALL_MIN_BYTES = 1024  # less than this in --stall-timeout seconds is a stall
 _POLL_S = 0.2
@@ -48,7 +46,7 @@ class _Worker:
     def __init__(self) -> None:
         self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - lives with the worker
         cmd = [sys.executable, "-c",
-               "from phdcli.download_worker import worker_main; worker_main()"]
+               "from phdcli.sources.worker import worker_main; worker_main()"]
         self.proc = procs.start(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=self.stderr)
         self.buffer = b""
@@ -88,7 +86,7 @@ def _return_worker(worker: _Worker) -> None:
 def fetch_watched(url: str, work: Path, options: DownloadOptions, progress: Progress | None
                   ) -> tuple[Path, str, Any]:
     """Download ``url`` into ``work`` under the limits; return (file, remote title,
-    heatmap as JSON or None). Threads may call it at once: each gets a worker."""
+    yt-dlp's heatmap as it came: unchecked). Threads may call it at once: each gets a worker."""
     job = {"url": url, "work": str(work), "max_height": options.max_height,
            "max_filesize_bytes": options.max_filesize_bytes,
            "archive": None if options.archive is None else str(options.archive)}
@@ -131,8 +129,7 @@ def fetch_watched(url: str, work: Path, options: DownloadOptions, progress: Prog
 
 
 def too_large(url: str, options: DownloadOptions) -> DownloadError:
-    limit_mb = (options.max_filesize_bytes or 0) / 1_000_000
-    return DownloadError(f"{url}: larger than --max-filesize ({limit_mb:g} MB)")
+    return DownloadError(f"{url}: larger than --max-filesize ({options.max_filesize_text})")
 
 
 def _tree_bytes(folder: Path) -> int:
@@ -196,8 +193,8 @@ def worker_main() -> None:
     """The worker: one JSON job per stdin line; JSON messages on stdout."""
     import resource
 
-    from phdcli import heatmap as heatmaps
-    from phdcli.source import DownloadOptions, _fetch, _one_line
+    from phdcli.sources.heatmap import MAX_SPANS
+    from phdcli.sources.ytdlp import fetch, one_line
 
     channel = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # yt-dlp's stray prints go nowhere
@@ -244,13 +241,19 @@ def worker_main() -> None:
         options = DownloadOptions(max_height=job["max_height"], max_filesize_bytes=limit,
                                   archive=None if archive is None else Path(archive))
         try:
-            path, title, heatmap = _fetch(job["url"], Path(job["work"]), options, on_progress)
+            path, title, heatmap = fetch(job["url"], Path(job["work"]), options, on_progress)
         except DownloadError as exc:
             send({"error": "too-large" if os.strerror(errno.EFBIG) in str(exc) else str(exc)})
             continue
         except OSError as exc:
             send({"error": "too-large" if exc.errno == errno.EFBIG else
-                  f"{job['url']}: download failed: {_one_line(str(exc))}"})
+                  f"{job['url']}: download failed: {one_line(str(exc))}"})
             continue
-        send({"result": {"file": str(path), "title": title,
-                         "heatmap": None if heatmap is None else heatmaps.to_json(heatmap)}})
+        # The heatmap goes to phd as yt-dlp gave it (phd checks it, once); only a
+        # size that no real heatmap has, or one that is not JSON, stops here.
+        if not isinstance(heatmap, list) or len(heatmap) > MAX_SPANS:
+            heatmap = None
+        try:
+            send({"result": {"file": str(path), "title": title, "heatmap": heatmap}})
+        except (TypeError, ValueError):
+            send({"result": {"file": str(path), "title": title, "heatmap": None}})

@@ -64,7 +64,7 @@ def collect(device: str = "auto", weights: Path | None = None, model: Path | Non
         phd=__version__, model=model_info(model), torch=torch_info(), runtime=runtime_info(device),
         c3d_weights=c3d_weights_status(weights), python=platform.python_version(),
         platform=f"{platform.system()} {platform.machine()}",
-        installed_at=str(Path(__file__).resolve().parent),
+        installed_at=str(Path(__file__).resolve().parents[1]),  # the phdcli package
     )
 
 
@@ -83,7 +83,7 @@ def trained_on(provenance: dict[str, Any]) -> str:
 
 
 def model_info(path: Path | None = None) -> dict[str, Any]:
-    from phdcli.model import default_model_path, load_model
+    from phdcli.ranking.model import default_model_path, load_model
 
     try:
         path = Path(path) if path is not None else default_model_path()
@@ -112,7 +112,7 @@ def torch_info() -> dict[str, Any]:
 
 def runtime_info(device: str = "auto") -> dict[str, Any]:
     """The device and precision ``device`` resolves to here (``auto``: what phd picks)."""
-    from phdcli.device import resolve_runtime
+    from phdcli.features.device import resolve_runtime
 
     try:
         rt = resolve_runtime(device)
@@ -128,7 +128,8 @@ def c3d_weights_status(explicit: Path | None = None) -> WeightsStatus:
     Hashes the file (memoised per path, size and mtime); it does not load it:
     ``phd doctor`` also checks every tensor's shape.
     """
-    from phdcli.weights import REGISTRY, file_sha256, resolve_weights_path
+    from phdcli.features.registry import REGISTRY, resolve_weights_path
+    from phdcli.fsutil import cached_sha256
 
     try:
         path = resolve_weights_path(explicit)
@@ -137,7 +138,7 @@ def c3d_weights_status(explicit: Path | None = None) -> WeightsStatus:
     source = {s.filename: s for s in REGISTRY.values()}.get(path.name)
     if source is None or source.sha256 is None:
         return WeightsStatus(str(path), True, None, f"{path} (no published checksum to verify)")
-    if file_sha256(path) != source.sha256:
+    if cached_sha256(path) != source.sha256:
         return WeightsStatus(str(path), True, False,
                              f"{path}: sha256 does not match {source.name}",
                              "phd model fetch --force")

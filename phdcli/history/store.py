@@ -5,11 +5,11 @@ A managed profile folder holds the GIFs (or short clips) plus ``history.json``
 any folder of GIFs instead, without a manifest and without changing it.
 
 A GIF that ``phd suggest`` wrote is *kept* rather than merely added
-(``phdcli.kept``): its manifest row also holds its provenance (source video,
-start, end) and points to its feature as computed from the original video,
-stored beside the GIFs in ``.features/<sha256>.npy`` with its checksum,
-backbone and spec; that feature is used instead of decoding the GIF while
-the weights and spec match.
+(``phdcli.history.adding``): its manifest row also holds its provenance
+(source video, start, end) and points to its feature as computed from the
+original video, stored beside the GIFs in ``.features/<sha256>.npy`` with
+its checksum, backbone and spec (``phdcli.history.vectors``); that feature
+is used instead of decoding the GIF while the weights and spec match.
 
 Every change is validate-first, write-after: a file that cannot be probed,
 does not decode cleanly or whose features cannot be computed leaves the
@@ -25,109 +25,41 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
-import io
 import json
 import logging
-import re
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from phdcli import NOTICE, fsutil, paths
 from phdcli.errors import HistoryError, InputError, PhdError
 from phdcli.fsutil import atomic_write_bytes, atomic_write_text, cached_sha256
-from phdcli.kept import Provenance
+from phdcli.history import vectors
+from phdcli.history.items import (
+    FEATURES_DIR,
+    LOCK,
+    MANIFEST,
+    HistoryItem,
+    Precomputed,
+    PreparedFile,
+    StoredFeature,
+    check_item_name,
+)
+from phdcli.history.kept import kept_spans
 
 if TYPE_CHECKING:
-    from phdcli.features import FeatureExtractor
+    from phdcli.features.extractor import FeatureExtractor
 
 log = logging.getLogger("phd")
 
-MANIFEST = "history.json"
-LOCK = ".history.lock"
 HISTORY_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".webp")
 # A history item is a GIF-sized moment; longer files are almost surely a
 # whole video added by mistake.
 MAX_ITEM_S = 60.0
-FEATURES_DIR = ".features"
-_FEATURE_FILE = re.compile(r"^\.features/[0-9a-f]{64}\.npy$")
-
-
-@dataclass(frozen=True)
-class StoredFeature:
-    """A kept GIF's feature from its original video, stored in the history folder."""
-
-    file: str  # relative to the folder: ".features/<gif sha256>.npy"
-    backbone: str  # FeatureExtractor.backbone_id that made it
-    spec: dict[str, Any]  # FeatureSpec.to_dict()
-    sha256: str  # of the .npy file's bytes
-
-    @classmethod
-    def from_dict(cls, data: Any) -> StoredFeature:
-        if not isinstance(data, dict) or not _FEATURE_FILE.match(str(data.get("file"))):
-            raise ValueError(f"bad stored feature {data!r}")
-        if not isinstance(data.get("spec"), dict):
-            raise ValueError("stored feature has no spec")
-        return cls(str(data["file"]), str(data["backbone"]), dict(data["spec"]),
-                   str(data["sha256"]))
-
-
-@dataclass(frozen=True)
-class Precomputed:
-    """What ``phd suggest`` knows of one of its outputs (from ``phdcli.kept``)."""
-
-    provenance: Provenance
-    feature: np.ndarray | None  # (D,) from the original video; None: decode the file
-
-
-@dataclass(frozen=True)
-class HistoryItem:
-    name: str
-    sha256: str
-    frames: int
-    duration_s: float
-    added: str  # ISO 8601, UTC
-    source: Provenance | None = None  # where a kept GIF came from
-    feature: StoredFeature | None = None
-
-    def path_in(self, folder: Path) -> Path:
-        return folder / self.name
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> HistoryItem:
-        row = dict(row)
-        source, feature = row.pop("source", None), row.pop("feature", None)
-        return cls(**row,
-                   source=None if source is None else Provenance.from_dict(source),
-                   feature=None if feature is None else StoredFeature.from_dict(feature))
-
-
-@dataclass(frozen=True)
-class PreparedFile:
-    """A file that probed, decoded cleanly and has its feature (cached, or stored
-    from ``phd suggest``): ready to be copied in, nothing written yet."""
-
-    source: Path
-    sha256: str
-    frames: int
-    duration_s: float
-    provenance: Provenance | None = None  # a kept GIF's origin
-    feature: StoredFeature | None = None
-    feature_blob: bytes = b""  # the .npy bytes of ``feature``
-
-
-def check_item_name(name: object) -> str:
-    """``name`` if it is a plain file name that stays inside the history folder."""
-    if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".")
-            or any(c in name for c in "/\\\0") or name == MANIFEST
-            or len(name.encode("utf-8", "surrogateescape")) > 255):
-        raise ValueError(f"item name {name!r} is not a plain file name")
-    return name
 
 
 class History:
@@ -187,7 +119,7 @@ class History:
         An item whose file was deleted or damaged behind phd's back is
         skipped with a warning: one bad GIF must not stop every suggestion.
         """
-        from phdcli.video import probe
+        from phdcli.media.probe import probe
 
         names, rows = [], []
         for it in self.items():
@@ -213,22 +145,22 @@ class History:
         meta = item.feature
         if meta is None:
             return None
-        if meta.backbone != extractor.backbone_id or meta.spec != extractor.spec.to_dict():
+        if not vectors.made_by(extractor, meta.backbone, meta.spec):
             log.info("%s: kept with other C3D weights or sampling; using the GIF itself",
                      item.name)
             return None
         try:
-            raw = (self.folder / meta.file).read_bytes()
-            if hashlib.sha256(raw).hexdigest() != meta.sha256:
-                raise ValueError("checksum mismatch")
-            vector = np.load(io.BytesIO(raw), allow_pickle=False)
-            if vector.ndim != 1 or vector.dtype != np.float32 or not np.isfinite(vector).all():
-                raise ValueError("not a finite float32 vector")
+            return vectors.decode((self.folder / meta.file).read_bytes(), meta.sha256)
         except (OSError, ValueError) as exc:
             log.log(NOTICE, "%s: its stored feature is unusable (%s); using the GIF itself",
                     item.name, exc)
             return None
-        return vector
+
+    def kept_spans(self, video_sha256: str, video: str) -> tuple[tuple[float, float], ...]:
+        """The spans of this video that the profile already kept (a managed history only)."""
+        if not self.managed:
+            return ()  # a plain --history folder has no provenance
+        return tuple(kept_spans((it.source for it in self.items()), video_sha256, video))
 
     # -- changing ---------------------------------------------------------
     @contextlib.contextmanager
@@ -264,7 +196,7 @@ class History:
         precomputed: Mapping[Path, Precomputed] | None = None,
     ) -> list[PreparedFile]:
         """Check every file and compute its features; writes nothing to the history."""
-        from phdcli.video import check_decodes, probe
+        from phdcli.media.probe import check_decodes, probe
 
         self._require_managed("add to")
         prepared: list[PreparedFile] = []
@@ -297,11 +229,9 @@ class History:
     @staticmethod
     def _feature_blob(digest: str, vector: np.ndarray, extractor: FeatureExtractor
                       ) -> tuple[StoredFeature, bytes]:
-        buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(vector, dtype=np.float32), allow_pickle=False)
-        blob = buffer.getvalue()
+        blob, blob_sha = vectors.encode(vector)
         meta = StoredFeature(f"{FEATURES_DIR}/{digest}.npy", extractor.backbone_id,
-                             extractor.spec.to_dict(), hashlib.sha256(blob).hexdigest())
+                             extractor.spec.to_dict(), blob_sha)
         return meta, blob
 
     def commit(self, prepared: Sequence[PreparedFile]) -> list[HistoryItem]:
@@ -392,7 +322,7 @@ class History:
 
 
 def _describe(path: Path) -> HistoryItem | None:
-    from phdcli.video import probe
+    from phdcli.media.probe import probe
 
     try:
         info = probe(path)
@@ -416,54 +346,3 @@ def _free_name(name: str, taken: set[str]) -> str:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def add_to_history(
-    files: Sequence[Path],
-    user: str = "default",
-    device: str = "auto",
-    c3d_weights: Path | None = None,
-    model: Path | None = None,
-    extractor: FeatureExtractor | None = None,
-    max_megapixels: float | None = None,
-) -> list[HistoryItem]:
-    """``phd history add``: the features follow the ranking model's spec.
-
-    Files that ``phd suggest`` wrote are recognised by their content hash and
-    kept with their provenance and their feature from the original video
-    (``phdcli.kept``); the others are decoded and go through C3D as before.
-    """
-    from phdcli.features import FeatureExtractor
-    from phdcli.model import default_model_path, load_model
-    from phdcli.video import DEFAULT_MAX_MEGAPIXELS, PixelBudget, using_pixel_budget
-
-    history = History.for_user(user)
-    if extractor is None:
-        spec = load_model(model or default_model_path()).spec
-        extractor = FeatureExtractor(spec, c3d_weights, device)
-    budget = PixelBudget.from_megapixels(max_megapixels or DEFAULT_MAX_MEGAPIXELS)
-    with using_pixel_budget(budget):
-        return history.add(files, extractor, recognise_outputs(files, extractor))
-
-
-def recognise_outputs(files: Sequence[Path], extractor: FeatureExtractor
-                      ) -> dict[Path, Precomputed]:
-    """What ``phd suggest`` recorded about each of ``files`` (checked; see ``phdcli.kept``)."""
-    from phdcli.kept import lookup
-
-    found: dict[Path, Precomputed] = {}
-    for file in files:
-        file = Path(file)
-        if not file.is_file():
-            continue  # add() reports it
-        record, why = lookup(cached_sha256(file))
-        if record is None:
-            log.log(NOTICE, "%s: %s; computing its features from the file", file.name, why)
-            continue
-        vector: np.ndarray | None = record.feature.vector
-        if not record.feature.matches(extractor.backbone_id, extractor.spec.to_dict()):
-            log.log(NOTICE, "%s: phd suggest computed its features with other C3D weights "
-                    "or sampling; decoding the GIF instead", file.name)
-            vector = None
-        found[file] = Precomputed(record.provenance, vector)
-    return found

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from phdcli.errors import WeightsError
-from phdcli.features import FeatureSpec, l2_normalise
+from phdcli.features.clips import l2_normalise
+from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path
-from phdcli.prior import TemporalPrior
+from phdcli.ranking.prior import TemporalPrior
 
 MODEL_FORMAT = "phd-fused/1"
 CENTRE_MODES = ("none", "video_mean")

@@ -24,9 +24,9 @@ class Check:
 def _ffmpeg() -> Check:
     """Write a tiny clip in each format with the very command lines ``phd suggest`` runs."""
     from phdcli.errors import FfmpegError
-    from phdcli.ffgraph import ClipEncoding, clip_args
-    from phdcli.ffmpeg import ffmpeg_exe, run_ffmpeg
-    from phdcli.gifs import FORMAT_SUFFIX, MP4_CRF_LADDER, WEBP_QUALITY_LADDER, GifOptions
+    from phdcli.media.ffgraph import ClipEncoding, clip_args
+    from phdcli.media.ffmpeg import ffmpeg_exe, run_ffmpeg
+    from phdcli.media.gifs import FORMAT_SUFFIX, MP4_CRF_LADDER, WEBP_QUALITY_LADDER, GifOptions
 
     exe = ffmpeg_exe()
     quality = {"gif": GifOptions().colors, "mp4": MP4_CRF_LADDER[0],
@@ -65,7 +65,7 @@ def _versions() -> Check:
 
 
 def _device(device: str) -> Check:
-    from phdcli.device import resolve_runtime
+    from phdcli.features.device import resolve_runtime
 
     try:
         runtime = resolve_runtime(device)
@@ -75,8 +75,8 @@ def _device(device: str) -> Check:
 
 
 def _c3d(weights: Path | None) -> Check:
-    from phdcli.about import c3d_weights_status
-    from phdcli.weights import load_c3d_state
+    from phdcli.doctor.about import c3d_weights_status
+    from phdcli.features.weights import load_c3d_state
 
     status = c3d_weights_status(weights)
     if not status.ok or status.path is None:
@@ -92,7 +92,7 @@ def _c3d(weights: Path | None) -> Check:
 
 
 def _model(model: Path | None) -> Check:
-    from phdcli.model import default_model_path, load_model
+    from phdcli.ranking.model import default_model_path, load_model
 
     path = model or default_model_path()
     try:
@@ -105,7 +105,7 @@ def _model(model: Path | None) -> Check:
 
 def _history(user: str) -> Check:
     from phdcli.fsutil import sha256_file
-    from phdcli.history import History
+    from phdcli.history.store import History
 
     try:
         history = History.for_user(user)

@@ -1,6 +1,6 @@
 """What C3D is, without torch: shapes, input conventions, crop geometry.
 
-Kept apart from ``phdcli.c3d`` (the torch module) so that resolving and
+Kept apart from ``phdcli.features.c3d`` (the torch module) so that resolving and
 validating weights, and every warm run that reads features from the cache,
 never import torch.
 """
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CLIP_FRAMES = 16
+# Clips of 16 frames resized to 128x171 (the C3D / Sports-1M convention),
+# which is what the decoder makes.
+from phdcli.media.decode import CLIP_FRAMES, FRAME_HEIGHT, FRAME_WIDTH  # noqa: F401 - C3D facts too
+
 CROP_SIZE = 112
-# The decoder resizes frames to 128x171 (the C3D / Sports-1M convention).
-FRAME_HEIGHT, FRAME_WIDTH = 128, 171
 # Centre crop: rows 8:120 and cols 29:141. 171 - 112 = 59 is odd, so the
 # crop is half a pixel off centre either way; 29 is what both the original
 # Caffe/Lasagne pipeline ([8:120, 29:141], used by Video2GIF) and

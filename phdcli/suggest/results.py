@@ -1,8 +1,8 @@
 """What ``phd suggest`` returns: suggestions, per-video results and the batch.
 
-Plain values, shared by the pipeline (``phdcli.suggest``), the files it
-writes (``phdcli.outputs``, ``phdcli.report``, ``phdcli.kept``) and the
-command line's JSON (schema in the README).
+Plain values, shared by the pipeline (``phdcli.suggest.pipeline``), the
+files it writes (``phdcli.suggest.outputs``, ``phdcli.suggest.report``) and
+the command line's JSON (schema in the README) and tables.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from phdcli.errors import PhdError
+
 if TYPE_CHECKING:
-    from phdcli.heatmap import Heatmap
+    from phdcli.sources.heatmap import Heatmap
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ class BatchResult:
 
     def to_dict(self, explain: bool = False) -> dict[str, object]:
         """The ``--json`` document (schema in the README)."""
-        from phdcli.heatmap import to_json
+        from phdcli.sources.heatmap import to_json
 
         results = []
         for r in self.results:
@@ -122,3 +124,26 @@ class BatchResult:
         if self.report is not None:
             doc["report"] = str(self.report)
         return doc
+
+
+class BatchStopped(PhdError):
+    """A failure of what every input shares (``--out``, weights, device, history)
+    stopped the batch; ``batch`` is what was done, every input not done listed
+    as failed, so that ``--json`` can still print its document."""
+
+    def __init__(self, cause: PhdError, batch: BatchResult) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.batch = batch
+        self.exit_code = cause.exit_code
+
+
+def clock(seconds: float, tenths: bool = True) -> str:
+    """``m:ss.s`` (or ``m:ss``), how phd shows a time in a video."""
+    minutes, secs = divmod(max(float(seconds), 0.0), 60)
+    return f"{int(minutes)}:{secs:04.1f}" if tenths else f"{int(minutes)}:{int(secs):02d}"
+
+
+def count(n: int, noun: str) -> str:
+    """``1 pick``, ``3 picks``."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")

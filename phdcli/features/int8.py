@@ -25,6 +25,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +36,11 @@ from phdcli import paths
 from phdcli.fsutil import atomic_write_text, sha256_file, temp_dir
 
 if TYPE_CHECKING:
-    from phdcli.device import Runtime
-    from phdcli.features import FeatureSpec
-    from phdcli.video import VideoInfo
-    from phdcli.weights import LoadedC3D
+    from phdcli.features.c3d_spec import C3DInput
+    from phdcli.features.device import Runtime
+    from phdcli.features.spec import FeatureSpec
+    from phdcli.features.weights import LoadedC3D
+    from phdcli.media.probe import VideoInfo
 
 log = logging.getLogger("phd")
 
@@ -228,31 +230,38 @@ def compare(ref: np.ndarray, low: np.ndarray, k: int = TOP_K) -> tuple[float, in
 
 def spread_clips(video: VideoInfo, spec: FeatureSpec, count: int) -> np.ndarray:
     """``count`` uint8 clips spread evenly over ``video``, decoded as phd decodes them."""
-    from phdcli.video import decode_clips
+    from phdcli.media.decode import decode_clips
 
-    span = spec.clip_frames / spec.clip_fps
+    span = spec.clip_s
     latest = max(video.duration_s - span, 0.0)
     starts = [latest * (i + 0.5) / count for i in range(count)]
     return np.stack(list(decode_clips(video.path, starts, spec.clip_fps, spec.clip_frames)))
 
 
-def _user_clips(video: VideoInfo, spec: FeatureSpec, count: int, net: LoadedC3D) -> np.ndarray:
+def _user_clips(video: VideoInfo, spec: FeatureSpec, count: int,
+                input_spec: C3DInput) -> np.ndarray:
     """``count`` preprocessed clips spread evenly over the user's video."""
     import torch
 
-    from phdcli.c3d import preprocess
+    from phdcli.features.c3d import preprocess
 
     clips = spread_clips(video, spec, count)
-    return preprocess(torch.from_numpy(clips), net.input_spec).numpy()
+    return preprocess(torch.from_numpy(clips), input_spec).numpy()
 
 
-def prepare(net: LoadedC3D, runtime: Runtime, video: VideoInfo, spec: FeatureSpec,
-            weights_path: Path) -> tuple[Int8C3D | None, Runtime]:
+def prepare(runtime: Runtime, video: VideoInfo, spec: FeatureSpec, weights_sha256: str,
+            input_spec: C3DInput, reference: Callable[[], LoadedC3D],
+            ) -> tuple[Int8C3D | None, Runtime]:
     """The int8 network and the runtime to report, or (None, fp32 runtime)
-    when ``auto``'s self-check refuses int8 (now or in a cached verdict)."""
-    from phdcli.device import cpu_id
+    when ``auto``'s self-check refuses int8 (now or in a cached verdict).
 
-    sha, layer, cpu = net.weights_sha256, spec.layer, cpu_id()
+    ``reference()`` gives the fp32 network; it is called only to build the
+    int8 model or to run the self-check, so a run with both cached never
+    loads the fp32 weights.
+    """
+    from phdcli.features.device import cpu_id
+
+    sha, layer, cpu = weights_sha256, spec.layer, cpu_id()
     vfile = verdict_file(sha, layer, cpu)
     verdict = read_verdict(vfile)
     if verdict is not None and not verdict.ok and not runtime.needs_self_check:
@@ -265,13 +274,13 @@ def prepare(net: LoadedC3D, runtime: Runtime, video: VideoInfo, spec: FeatureSpe
     model = _load_model(sha, layer)
     clips: np.ndarray | None = None
     if model is None or (runtime.needs_self_check and verdict is None):
-        clips = _user_clips(video, spec, CALIBRATION_CLIPS + CHECK_CLIPS, net)
+        clips = _user_clips(video, spec, CALIBRATION_CLIPS + CHECK_CLIPS, input_spec)
     if model is None:
         assert clips is not None
         log.info("building the int8 C3D model (once for these weights) from %s", video.path.name)
         # A failure here (NNCF/OpenVINO) is the caller's to handle: auto falls
         # back to fp32, --precision int8 stops with a one-line error.
-        model = build(net, layer, clips[0::2])
+        model = build(reference(), layer, clips[0::2])
         _save_model(model, sha, layer)
         # Calibrated on this video, it is not the model a cached verdict judged.
         verdict = None
@@ -283,7 +292,7 @@ def prepare(net: LoadedC3D, runtime: Runtime, video: VideoInfo, spec: FeatureSpe
     if verdict is None:
         assert clips is not None
         check = clips[1::2]
-        min_cos, agree, graded = compare(_torch_reference(net, layer, check),
+        min_cos, agree, graded = compare(_torch_reference(reference(), layer, check),
                                          engine.forward(check))
         ok = min_cos >= MIN_COSINE and agree == graded
         verdict = Verdict(ok, min_cos, agree, graded, len(check), video.path.name, cpu,

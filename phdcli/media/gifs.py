@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from phdcli.errors import FfmpegError, InputError, PhdError, UsageError
-from phdcli.ffgraph import ClipEncoding, clip_args
-from phdcli.ffmpeg import run_ffmpeg
 from phdcli.fsutil import atomic_path
+from phdcli.media.ffgraph import ClipEncoding, clip_args
+from phdcli.media.ffmpeg import run_ffmpeg
 
 log = logging.getLogger("phd")
 
@@ -242,7 +242,7 @@ def centred_window(
 
 def _explain(exc: FfmpegError, video: Path, start_s: float) -> FfmpegError:
     """Replace ffmpeg's words with the likely cause when it is a start past the end."""
-    from phdcli.video import probe  # lazy: PyAV
+    from phdcli.media.probe import probe  # lazy: PyAV
 
     try:
         duration_s = probe(video).duration_s
@@ -264,7 +264,7 @@ def gif_stats(path: Path) -> tuple[int, float]:
     """
     import av
 
-    from phdcli.video import open_video, video_stream
+    from phdcli.media.probe import open_video, video_stream
 
     path = Path(path)
     container = open_video(path)

@@ -28,15 +28,14 @@ from urllib.parse import quote
 import numpy as np
 
 from phdcli import __version__
-from phdcli.errors import PhdError
 from phdcli.fsutil import atomic_write_text
+from phdcli.suggest.outputs import INDEX
+from phdcli.suggest.results import clock, count
 
 if TYPE_CHECKING:
-    from phdcli.heatmap import Heatmap
-    from phdcli.results import BatchResult, Suggestion, VideoSuggestions
-    from phdcli.suggest import Suggester
+    from phdcli.sources.heatmap import Heatmap
+    from phdcli.suggest.results import BatchResult, Suggestion, VideoSuggestions
 
-INDEX = "index.html"
 GENERATOR = f"phd {__version__}"
 # A history GIF larger than this is named, not embedded: the page stays light.
 MAX_EMBED_BYTES = 3_000_000
@@ -76,12 +75,6 @@ def page_path(out_dir: Path, stem: str, single: bool) -> Path:
     return Path(out_dir) / (f"{stem}-video.html" if f"{stem}.html" == INDEX else f"{stem}.html")
 
 
-def check_free(path: Path, force: bool) -> None:
-    """Never overwrite a file without --force (the GIFs' rule)."""
-    if path.exists() and not force:
-        raise PhdError(f"{path} already exists (use --force to overwrite)")
-
-
 # -- the per-video page -------------------------------------------------------
 def write_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo,
                      path: Path, title: str) -> Path:
@@ -105,8 +98,8 @@ def render_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo
                  "(<code>--include-kept</code> brings them back)" if n_kept else "")
     facts = [
         ("input", _e(result.input)),
-        ("length", f"{_clock(result.duration_s)} "
-                   f"({_count(result.n_segments, 'segment')}{kept_note})"),
+        ("length", f"{clock(result.duration_s)} "
+                   f"({count(result.n_segments, 'segment')}{kept_note})"),
         ("device", _e(run.device)),
         ("model", _e(run.model)),
         ("history", _e(run.history)),
@@ -116,7 +109,7 @@ def render_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo
     ]
     rows = "\n".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     body = f"""<header><h1>{_e(title)}</h1>
-<p class=dim>{_count(len(picks), 'pick')} from {_e(result.input)}</p></header>
+<p class=dim>{count(len(picks), 'pick')} from {_e(result.input)}</p></header>
 <section><h2>Timeline</h2>
 {render_timeline(timeline, picks, result.duration_s)}
 <p class="legend dim"><span class=sw-seg></span> score of each segment
@@ -138,7 +131,7 @@ def _card(s: Suggestion, page_dir: Path, thumbs: dict[str, str], scale: float) -
     media = "<p class=dim>(not written)</p>"
     if s.path is not None:
         src = _relative_url(Path(s.path), page_dir)
-        alt = f"rank {s.rank}: {_clock(s.start_s)}-{_clock(s.end_s)}"
+        alt = f"rank {s.rank}: {clock(s.start_s)}-{clock(s.end_s)}"
         media = _media(src, Path(s.path).suffix.lower(), "pick", alt)
     e = s.explanation
     nearest = "<p class=dim>no history yet: the temporal prior ranks alone</p>"
@@ -149,7 +142,7 @@ def _card(s: Suggestion, page_dir: Path, thumbs: dict[str, str], scale: float) -
                    f"<b>{_e(e.nearest_gif)}</b><br>similarity {e.similarity:.3f}</p></div>")
     return f"""<article class=card id="pick-{s.rank}">
 <div class=media>{media}</div>
-<h3><span class=rank>#{s.rank}</span> {_clock(s.start_s)}&ndash;{_clock(s.end_s)}
+<h3><span class=rank>#{s.rank}</span> {clock(s.start_s)}&ndash;{clock(s.end_s)}
 <span class=score>score {s.score:.3f}</span></h3>
 {_term_bars(s, scale)}
 {nearest}
@@ -207,7 +200,7 @@ def render_timeline(t: Timeline, picks: Sequence[Suggestion], duration_s: float)
     for start, end, score, out in zip(t.starts_s, t.ends_s, scores, t.excluded, strict=True):
         h = 6 + (score - lo) / span * (bars_h - 6) if math.isfinite(score) else 6
         cls = "seg kept" if out else "seg"
-        tip = f"{_clock(start)}-{_clock(end)}: score {score:.3f}" + (" (kept before)" if out
+        tip = f"{clock(start)}-{clock(end)}: score {score:.3f}" + (" (kept before)" if out
                                                                      else "")
         parts.append(f'<rect class="{cls}" x="{x(start):.2f}" y="{bars_top + bars_h - h:.2f}" '
                      f'width="{max(x(end) - x(start) - 1, 0.5):.2f}" height="{h:.2f}">'
@@ -215,13 +208,13 @@ def render_timeline(t: Timeline, picks: Sequence[Suggestion], duration_s: float)
     for a, b in t.kept_spans:
         parts.append(f'<rect class=kept-span x="{x(a):.2f}" y="{bars_top}" '
                      f'width="{max(x(b) - x(a), 1):.2f}" height="{bars_h}">'
-                     f"<title>kept before: {_clock(a)}-{_clock(b)}</title></rect>")
+                     f"<title>kept before: {clock(a)}-{clock(b)}</title></rect>")
     for s in picks:
         left, right = x(s.start_s), x(s.end_s)
         parts.append(
             f'<a href="#pick-{s.rank}"><rect class=pick-mark data-rank="{s.rank}" '
             f'x="{left:.2f}" y="2" width="{max(right - left, 2):.2f}" height="{bars_top + bars_h}">'
-            f"<title>#{s.rank}: {_clock(s.start_s)}-{_clock(s.end_s)}</title></rect>"
+            f"<title>#{s.rank}: {clock(s.start_s)}-{clock(s.end_s)}</title></rect>"
             f'<text class=pick-label x="{(left + right) / 2:.2f}" y="16">{s.rank}</text></a>')
     if t.heatmap:
         peak = max(v for _, _, v in t.heatmap) or 1.0
@@ -238,7 +231,7 @@ def render_timeline(t: Timeline, picks: Sequence[Suggestion], duration_s: float)
     while sec <= duration_s + 1e-9:
         ticks.append(f'<line class=tick x1="{x(sec):.2f}" x2="{x(sec):.2f}" y1="{axis_y}" '
                      f'y2="{axis_y + 5}"/><text class=tick x="{x(sec):.2f}" '
-                     f'y="{axis_y + 17}">{_clock(sec, tenths=False)}</text>')
+                     f'y="{axis_y + 17}">{clock(sec, tenths=False)}</text>')
         sec += step
     return (f'<svg id=timeline viewBox="-12 0 {_W + 24} {height}" role=img '
             f'aria-label="timeline of the video">'
@@ -271,12 +264,12 @@ def write_index(batch: BatchResult, out_dir: Path) -> Path:
         thumbs = "".join(_media(_relative_url(Path(s.path), path.parent),
                                 Path(s.path).suffix.lower(), "thumb", f"rank {s.rank}")
                          for s in r.suggestions[:3] if s.path is not None)
-        rows.append(f"<li>{link} <span class=dim>{_clock(r.duration_s)}, "
-                    f"{_count(len(r.suggestions), 'pick')}</span>"
+        rows.append(f"<li>{link} <span class=dim>{clock(r.duration_s)}, "
+                    f"{count(len(r.suggestions), 'pick')}</span>"
                     f"<div class=thumbs>{thumbs}</div></li>")
     for f in batch.failures:
         rows.append(f"<li class=failed>{_e(f.input)}: {_e(f.message)}</li>")
-    body = (f"<header><h1>phd suggest: {_count(len(batch.results), 'video')}</h1></header>"
+    body = (f"<header><h1>phd suggest: {count(len(batch.results), 'video')}</h1></header>"
             f"<section><ul class=index>{''.join(rows)}</ul></section>")
     atomic_write_text(path, _page("phd: contact sheets", body))
     return path
@@ -285,15 +278,6 @@ def write_index(batch: BatchResult, out_dir: Path) -> Path:
 # -- helpers ------------------------------------------------------------------
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _clock(seconds: float, tenths: bool = True) -> str:
-    minutes, secs = divmod(max(float(seconds), 0.0), 60)
-    return f"{int(minutes)}:{secs:04.1f}" if tenths else f"{int(minutes)}:{int(secs):02d}"
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _relative_url(target: Path, page_dir: Path) -> str:
@@ -381,30 +365,3 @@ border:1px solid var(--line);border-radius:8px;padding:12px}dt{color:var(--dim)}
 .failed{color:var(--neg)}
 footer{margin-top:30px;font-size:12px}
 """
-
-
-def run_info(suggester: Suggester) -> RunInfo:
-    """The device, model and history a Suggester used, in words for the page."""
-    from phdcli.model import default_model_path
-
-    cfg, extractor = suggester.config, suggester.extractor
-    runtime = extractor.runtime_in_use
-    device = (f"{runtime.describe()}; C3D {extractor.backbone_id}" if runtime is not None else
-              f"C3D did not run: every feature came from the cache (C3D {extractor.backbone_id}; "
-              f"asked for device {cfg.device}, precision {cfg.precision})")
-    model_path = cfg.model_path or default_model_path()
-    notes = "; ".join(f"{k}: {v}" for k, v in sorted(suggester.model.provenance.items())
-                      if k != "built_by")
-    model = f"{Path(model_path).name}" + (f" ({notes})" if notes else "")
-    history = suggester.history
-    names, _ = suggester.history_features()
-    if history.managed:
-        n_kept = sum(1 for it in history.items() if it.source is not None)
-        where = (f"profile {cfg.user!r}: {_count(len(names), 'GIF')} "
-                 f"({n_kept} kept from phd's picks)")
-    else:
-        where = f"--history folder: {_count(len(names), 'GIF')} (read-only)"
-    return RunInfo(device=device, model=model, history=f"{where} in {history.folder}",
-                   command=cfg.command or "phd suggest {input} --report",
-                   heatmap_weight=cfg.heatmap_weight,
-                   history_files={name: history.folder / name for name in names})

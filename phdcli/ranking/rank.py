@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from phdcli.features import FeatureExtractor, SegmentFeatures
-    from phdcli.model import FusedModel, ScoreTerms
-    from phdcli.segments import Segment
-    from phdcli.video import VideoInfo
+    from phdcli.features.clips import SegmentFeatures
+    from phdcli.features.extractor import FeatureExtractor
+    from phdcli.media.probe import VideoInfo
+    from phdcli.media.segments import Segment
+    from phdcli.ranking.model import FusedModel, ScoreTerms
 
 log = logging.getLogger("phd")
 

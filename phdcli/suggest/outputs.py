@@ -1,5 +1,6 @@
 """The files ``phd suggest`` writes: their names, the checks made before any
-work, and how a video's files are staged and claimed.
+work, how a video's files are staged and claimed, and what is remembered of
+them for ``phd history add``.
 
 Everything about the outputs that can be checked before decoding is (the
 ``--name`` template against -k and the number of inputs, name length,
@@ -22,22 +23,33 @@ from typing import TYPE_CHECKING
 
 from phdcli import fsutil
 from phdcli.errors import PhdError, UsageError
-from phdcli.results import Explanation, Suggestion
+from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.results import Explanation, Suggestion
 
 if TYPE_CHECKING:
-    from phdcli.gifs import GifOptions, WrittenClip
-    from phdcli.suggest import SuggestConfig
-    from phdcli.video import VideoInfo
+    from phdcli.features.spec import FeatureSpec
+    from phdcli.media.gifs import GifOptions, WrittenClip
+    from phdcli.media.probe import VideoInfo
+    from phdcli.ranking.rank import Ranking
 
 log = logging.getLogger("phd")
 
 # progress(stage, done, total): this module reports the stage "gifs".
 Progress = Callable[[str, int, int], None]
 
+# --report's page of a lone video, or the index of a batch's pages.
+INDEX = "index.html"
+
+
+def check_free(path: Path, force: bool) -> None:
+    """Never overwrite a file without --force (the GIFs' rule, and the report's)."""
+    if path.exists() and not force:
+        raise PhdError(f"{path} already exists (use --force to overwrite)")
+
 
 def output_path(out_dir: Path, template: str, stem: str, pick: Suggestion, fmt: str) -> Path:
     """Render the output file's name; nothing in it may leave ``out_dir``."""
-    from phdcli.gifs import FORMAT_SUFFIX
+    from phdcli.media.gifs import FORMAT_SUFFIX
 
     try:
         name = template.format(
@@ -53,7 +65,7 @@ def output_path(out_dir: Path, template: str, stem: str, pick: Suggestion, fmt: 
 def check_name_template(template: str, k: int = 1, n_videos: int = 1, fmt: str = "gif",
                         out_dir: Path = Path(".")) -> None:
     """Refuse, before any work, a template that cannot give every file its own name."""
-    from phdcli.source import STEM_MAX
+    from phdcli.sources.inputs import STEM_MAX
 
     def render(stem: str = "video", rank: int = 1, start_s: float = 0.0) -> str:
         pick = Suggestion(rank, start_s, start_s + 5.0, start_s, start_s + 5.0, 0.0,
@@ -83,8 +95,6 @@ def check_outputs(config: SuggestConfig, n_videos: int) -> None:
     fsutil.writable_folder(config.out_dir, "--out")
     fsutil.clean_stale_temps(config.out_dir)  # what a killed run left behind
     if config.report:  # index.html: the page of a lone video, or the batch's index
-        from phdcli.report import INDEX, check_free
-
         check_free(config.out_dir / INDEX, config.force)
 
 
@@ -143,7 +153,7 @@ def write_picks(
 def _encode_all(video: VideoInfo, picks: list[Suggestion], outs: list[Path],
                 options: GifOptions, progress: Progress | None) -> list[WrittenClip]:
     """Write every pick's clip; the first failure raises (the rest are cancelled)."""
-    from phdcli.gifs import write_clip
+    from phdcli.media.gifs import write_clip
 
     # Each file is its own ffmpeg process whose GIF encoder is mostly one
     # thread: writing them side by side uses the other cores (measured:
@@ -162,3 +172,19 @@ def _encode_all(video: VideoInfo, picks: list[Suggestion], outs: list[Path],
             pool.shutdown(cancel_futures=True)
             raise
     return clips
+
+
+def remember_written(picks: list[Suggestion], ranking: Ranking, spec: FeatureSpec,
+                     backbone_id: str, video: str, video_sha256: str) -> None:
+    """Record each written pick's provenance and feature for ``phd history add``
+    (``phdcli.history.records``); the pick of rank r is ``ranking.order[r - 1]``."""
+    from phdcli.history.kept import span_feature
+    from phdcli.history.records import Provenance, SpanFeature, remember
+
+    for pick in picks:
+        if pick.path is None:
+            continue
+        vector = span_feature(ranking.feats, int(ranking.order[pick.rank - 1]), pick.start_s,
+                              pick.end_s, (pick.segment_start_s, pick.segment_end_s), spec.clip_s)
+        remember(Path(pick.path), Provenance(video, video_sha256, pick.start_s, pick.end_s),
+                 SpanFeature(vector, backbone_id, spec.to_dict()))

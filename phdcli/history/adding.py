@@ -1,0 +1,73 @@
+"""``phd history add``: GIFs in, features once; phd's own outputs kept with their provenance.
+
+A file that ``phd suggest`` wrote is recognised by its content hash
+(``phdcli.history.records``) and *kept*: its provenance and its feature from
+the original video go into the history with no decoding and no C3D. Any
+other file is decoded and goes through C3D once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from phdcli import NOTICE
+from phdcli.fsutil import cached_sha256
+from phdcli.history.store import History, HistoryItem, Precomputed
+
+if TYPE_CHECKING:
+    from phdcli.features.extractor import FeatureExtractor
+
+log = logging.getLogger("phd")
+
+
+def add_to_history(
+    files: Sequence[Path],
+    user: str = "default",
+    device: str = "auto",
+    c3d_weights: Path | None = None,
+    model: Path | None = None,
+    extractor: FeatureExtractor | None = None,
+    max_megapixels: float | None = None,
+) -> list[HistoryItem]:
+    """Add ``files`` to ``user``'s history; the features follow the ranking model's spec."""
+    from phdcli.features.extractor import FeatureExtractor
+    from phdcli.media.budget import DEFAULT_MAX_MEGAPIXELS, PixelBudget, using_pixel_budget
+    from phdcli.ranking.model import default_model_path, load_model
+
+    history = History.for_user(user)
+    if extractor is None:
+        spec = load_model(model or default_model_path()).spec
+        extractor = FeatureExtractor(spec, c3d_weights, device)
+    budget = PixelBudget.from_megapixels(max_megapixels or DEFAULT_MAX_MEGAPIXELS)
+    with using_pixel_budget(budget):
+        return history.add(files, extractor, recognise_outputs(files, extractor))
+
+
+def recognise_outputs(files: Sequence[Path], extractor: FeatureExtractor
+                      ) -> dict[Path, Precomputed]:
+    """What ``phd suggest`` recorded about each of ``files``, checked."""
+    from phdcli.history.records import lookup
+
+    found: dict[Path, Precomputed] = {}
+    for file in files:
+        file = Path(file)
+        if not file.is_file():
+            continue  # add() reports it
+        record, why = lookup(cached_sha256(file))
+        if record is None:
+            # An ordinary GIF is the common case: said only on a terminal.
+            level = logging.INFO if "no record" in why else NOTICE
+            log.log(level, "%s: %s; computing its features from the file", file.name, why)
+            continue
+        vector: np.ndarray | None = record.feature.vector
+        if not record.feature.fits(extractor):
+            log.log(NOTICE, "%s: phd suggest computed its features with other C3D weights "
+                    "or sampling; decoding the GIF instead", file.name)
+            vector = None
+        found[file] = Precomputed(record.provenance, vector)
+    return found

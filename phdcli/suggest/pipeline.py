@@ -1,0 +1,300 @@
+"""``phd suggest``: from videos (files, folders, URLs) to the GIFs this user would make.
+
+sources (resolve) -> media (probe, segments) -> features (C3D, cached) ->
+ranking (score, coarse to fine) -> picks -> outputs (write, remember) ->
+report. ``Suggester`` holds what is loaded once for a whole batch (ranking
+model, feature extractor, history features); ``suggest_batch`` runs it over
+many inputs, and one failing input stops nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+
+from phdcli.errors import DeviceError, HistoryError, InputError, PhdError, UsageError, WeightsError
+from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.outputs import check_outputs, remember_written, write_picks
+from phdcli.suggest.report import RunInfo, Timeline
+from phdcli.suggest.results import (
+    BatchResult,
+    BatchStopped,
+    Failure,
+    Suggestion,
+    VideoSuggestions,
+    count,
+)
+
+log = logging.getLogger("phd")
+
+# progress(stage, done, total): stages "download", "clips", "gifs".
+Progress = Callable[[str, int, int], None]
+
+# on_suggestion(input, suggestion): called as each GIF is written (--jsonl).
+OnSuggestion = Callable[[str, Suggestion], None]
+
+# Failures of what every input shares: no other input can succeed either.
+SHARED_ERRORS = (UsageError, DeviceError, WeightsError, HistoryError)
+
+
+class Suggester:
+    """Everything loaded once per batch: model, C3D (lazily), history.
+
+    ``single_report``: with ``--report``, this video's page is ``index.html``
+    (one input) or ``<stem>.html`` beside the batch's index.
+    """
+
+    def __init__(self, config: SuggestConfig, progress: Progress | None = None,
+                 single_report: bool = True) -> None:
+        from phdcli.features.extractor import FeatureExtractor
+        from phdcli.history.store import History
+        from phdcli.media.budget import PixelBudget
+        from phdcli.ranking.model import default_model_path, load_model
+
+        self.config = config
+        self.progress = progress
+        self.single_report = single_report
+        self.pixel_budget = PixelBudget.from_megapixels(config.max_megapixels)
+        self._stems: set[str] = set()  # output stems taken in this batch
+        self._written: set[Path] = set()  # files this batch claimed
+        self.model_path = config.model_path or default_model_path()
+        self.model = load_model(self.model_path)
+        # The device is resolved (and said on stderr) when C3D first runs:
+        # a batch whose features are all cached never imports torch.
+        self.extractor = FeatureExtractor(
+            self.model.spec, config.c3d_weights, config.device, config.precision
+        )
+        self.history = (
+            History.from_folder(config.history_dir)
+            if config.history_dir is not None
+            else History.for_user(config.user)
+        )
+        self._history: tuple[list[str], np.ndarray] | None = None
+        self.clips_skipped = 0
+
+    def history_features(self) -> tuple[list[str], np.ndarray]:
+        """(names, (m, D) features) of the history, computed once per batch."""
+        if self._history is None:
+            names, feats = self.history.named_features(self.extractor)
+            log.info("history: %d GIFs in %s", len(names), self.history.folder)
+            self._history = (names, feats)
+        return self._history
+
+    def _unique_stem(self, stem: str) -> str:
+        """``stem``, or ``stem-2``, ``stem-3``... when an earlier input of the batch
+        has it (the same file twice, ``a/clip.mp4`` and ``b/clip.mp4``, titles
+        that all sanitise to ``video``)."""
+        candidate, n = stem, 2
+        while candidate in self._stems:
+            candidate, n = f"{stem}-{n}", n + 1
+        self._stems.add(candidate)
+        return candidate
+
+    def run(self, item: str | Path, on_suggestion: OnSuggestion | None = None) -> VideoSuggestions:
+        from phdcli.media.budget import using_pixel_budget
+
+        with using_pixel_budget(self.pixel_budget):
+            return self._run(str(item), on_suggestion)
+
+    def _run(self, item: str, on_suggestion: OnSuggestion | None) -> VideoSuggestions:
+        from phdcli.fsutil import cached_sha256
+        from phdcli.history.kept import same_span
+        from phdcli.media.probe import probe
+        from phdcli.media.segments import fixed_segments, shot_segments
+        from phdcli.ranking.rank import rank_segments
+        from phdcli.sources.heatmap import score_term
+        from phdcli.sources.inputs import resolve_input
+        from phdcli.suggest.picks import check_finite_scores, make_picks
+
+        cfg = self.config
+        source = resolve_input(item, cfg.download, self._stage_progress("download"))
+        stem = self._unique_stem(source.stem)
+        try:
+            info = probe(source.path)
+        except InputError as exc:
+            if not source.downloaded:
+                raise
+            reason = str(exc).removeprefix(f"{source.path}: ")
+            raise InputError(f"{item}: the cached download is not a readable video ({reason}); "
+                             "--refresh downloads it again") from None
+        spec = self.model.spec
+        if info.duration_s < spec.clip_s:
+            raise InputError(
+                f"{item}: {info.duration_s:.2f} s is shorter than one "
+                f"{spec.clip_frames}-frame clip ({spec.clip_s:.2f} s)"
+            )
+        if cfg.segments == "shots":
+            segments = shot_segments(info.path, info.duration_s, chunk_s=cfg.length_s)
+        else:
+            segments = fixed_segments(info.duration_s, cfg.length_s)
+        log.info("%s: %.1f s, %d segments", stem, info.duration_s, len(segments))
+
+        self.extractor.check_video = info  # the int8 self-check runs on the user's video
+        names, history = self.history_features()
+        starts = np.array([s.start_s for s in segments])
+        ends = np.array([s.end_s for s in segments])
+        replay, heat_term = score_term(source.heatmap, starts, ends, cfg.heatmap_weight)
+        video_sha = cached_sha256(info.path)
+        video_id = source.input if source.downloaded else str(info.path.resolve())
+        kept_spans = self.history.kept_spans(video_sha, video_id)
+        excluded = same_span(starts, ends, () if cfg.include_kept else kept_spans)
+        if excluded.any():
+            log.info("%s: %d segment(s) left out: you kept them before (--include-kept)",
+                     stem, int(excluded.sum()))
+
+        def ranked(model_total: np.ndarray) -> np.ndarray:
+            """What orders segments: the model, the heatmap term, kept spans left out."""
+            return np.where(excluded, -np.inf, model_total + heat_term)
+
+        ranking = rank_segments(self.extractor, self.model, info, segments, history, cfg.k,
+                                cfg.exhaustive, progress=self._stage_progress("clips"),
+                                adjust=ranked)
+        self.clips_skipped += ranking.clips_skipped
+        total = ranking.terms.total + heat_term
+        check_finite_scores(item, total)
+        picks = make_picks(ranking, total, starts, ends, names, history, spec, replay, heat_term,
+                           cfg.gif_length_s, info.duration_s)
+
+        page = self._report_page(stem)
+        if not cfg.dry_run:
+            picks = write_picks(info, stem, picks, cfg, self._written, self.progress)
+            remember_written(picks, ranking, spec, self.extractor.backbone_id, video_id,
+                             video_sha)
+        if on_suggestion is not None:  # with files, only once they are in place
+            for pick in picks:
+                on_suggestion(item, pick)
+        result = VideoSuggestions(item, info.path, info.duration_s, len(segments), picks,
+                                  heatmap=source.heatmap)
+        if page is not None:
+            from phdcli.suggest.report import write_video_page
+
+            timeline = Timeline(starts, ends, total, excluded, kept_spans, source.heatmap)
+            result.report = write_video_page(result, timeline, self.run_info(), page, stem)
+        return result
+
+    def _report_page(self, stem: str) -> Path | None:
+        """--report: this video's page, refused up front if it would overwrite a file."""
+        if not self.config.report:
+            return None
+        from phdcli.suggest.outputs import check_free
+        from phdcli.suggest.report import page_path
+
+        page = page_path(self.config.out_dir, stem, self.single_report)
+        check_free(page, self.config.force)
+        return page
+
+    def run_info(self) -> RunInfo:
+        """The device, model and history of this batch, in words for the report."""
+        cfg, extractor = self.config, self.extractor
+        runtime = extractor.runtime_in_use
+        device = (f"{runtime.describe()}; C3D {extractor.backbone_id}" if runtime is not None
+                  else f"C3D did not run: every feature came from the cache (C3D "
+                       f"{extractor.backbone_id}; asked for device {cfg.device}, precision "
+                       f"{cfg.precision})")
+        notes = "; ".join(f"{k}: {v}" for k, v in sorted(self.model.provenance.items())
+                          if k != "built_by")
+        model = f"{Path(self.model_path).name}" + (f" ({notes})" if notes else "")
+        history = self.history
+        names, _ = self.history_features()
+        if history.managed:
+            n_kept = sum(1 for it in history.items() if it.source is not None)
+            where = (f"profile {cfg.user!r}: {count(len(names), 'GIF')} "
+                     f"({n_kept} kept from phd's picks)")
+        else:
+            where = f"--history folder: {count(len(names), 'GIF')} (read-only)"
+        return RunInfo(device=device, model=model, history=f"{where} in {history.folder}",
+                       command=cfg.command or "phd suggest {input} --report",
+                       heatmap_weight=cfg.heatmap_weight,
+                       history_files={name: history.folder / name for name in names})
+
+    def _stage_progress(self, stage: str) -> Callable[[int, int], None] | None:
+        if self.progress is None:
+            return None
+        report = self.progress
+        return lambda done, total: report(stage, done, total or 0)
+
+
+def failure_message(item: str, exc: BaseException) -> str:
+    """One line that names the input once (never ``clip.mp4: clip: ...``)."""
+    if isinstance(exc, OSError) and not isinstance(exc, PhdError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        text = f"{exc.strerror or type(exc).__name__}{where}"
+    else:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if text.startswith(item) else f"{item}: {text}"
+
+
+def suggest_batch(
+    inputs: list[str],
+    config: SuggestConfig,
+    progress: Progress | None = None,
+    on_suggestion: OnSuggestion | None = None,
+) -> BatchResult:
+    """Suggest GIFs for many inputs; models load once, one failure stops nothing.
+
+    Usage errors (flags, template) raise before any work. A problem with
+    ``--out`` or the shared parts (model file, weights, device, history)
+    raises BatchStopped, carrying the batch so far (every input not done
+    listed as failed). A problem with one input is recorded and the batch
+    goes on.
+    """
+    from phdcli.sources.inputs import expand_inputs
+
+    items, problems = expand_inputs(inputs)
+    failures = [Failure(item, message) for item, message in problems]
+    for failure in failures:
+        log.error("error: %s", failure.message)
+    batch = BatchResult(failures=failures)
+    try:
+        check_outputs(config, len(items))
+    except UsageError:
+        raise  # the command line itself is wrong: no document, exit 2
+    except PhdError as exc:  # --out cannot be used: every input fails, said once
+        _stop(batch, items, exc)
+    if not items:
+        return batch
+    try:
+        suggester = Suggester(config, progress, single_report=len(items) == 1)
+        from phdcli.ranking.model import check_compatible
+
+        # Missing weights fail once, up front; a model trained on one
+        # backbone's features must not score another's.
+        check_compatible(suggester.model, suggester.extractor.spec,
+                         "the features of these weights", suggester.extractor.backbone_sha256)
+    except SHARED_ERRORS as exc:
+        _stop(batch, items, exc)
+    batch.stats.model_loads = 1
+    for index, item in enumerate(items):
+        try:
+            batch.results.append(suggester.run(item, on_suggestion))
+        except SHARED_ERRORS as exc:
+            _stop(batch, items[index:], exc)
+        except (PhdError, OSError) as exc:
+            message = failure_message(item, exc)
+            log.error("error: %s", message)
+            batch.failures.append(Failure(item, message))
+    batch.stats.c3d_loads = suggester.extractor.stats.c3d_loads
+    batch.stats.clips_forwarded = suggester.extractor.stats.clips_forwarded
+    batch.stats.clips_skipped = suggester.clips_skipped
+    if config.report:
+        from phdcli.suggest.report import write_index
+
+        batch.report = (write_index(batch, config.out_dir) if len(items) > 1 else
+                        next((r.report for r in batch.results), None))
+    return batch
+
+
+def _stop(batch: BatchResult, remaining: list[str], exc: PhdError) -> NoReturn:
+    """Stop the batch: every remaining input failed with ``exc``, said in BatchStopped."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    batch.failures.extend(Failure(item, message) for item in remaining)
+    raise BatchStopped(exc, batch) from exc
+
+
+def suggest(video: str | Path, config: SuggestConfig) -> VideoSuggestions:
+    """Rank one video's segments for the configured user and write the top k."""
+    return Suggester(config).run(str(video))
