@@ -132,6 +132,17 @@ def test_clips_are_computed_once_whatever_segments_ask(
     np.testing.assert_allclose(coarse.clips[0], whole.clips[0])
     assert extractor.clips_needed(video, [long], [False]) == 1
     assert extractor.clips_needed(video, [long]) == 2
+    # Another segmentation: two one-clip segments on exactly those clips, and
+    # one more segment whose clip is new. Only that one is forwarded.
+    span = extractor.spec.clip_s
+    a, b = whole.clip_starts_s
+    other = [Segment(a, a + span), Segment(b, b + span),
+             Segment(video.duration_s - span, video.duration_s)]
+    assert extractor.clips_needed(video, other) == 3
+    again = extractor.segment_features(video, other)
+    assert extractor.stats.clips_forwarded == forwarded + 1
+    np.testing.assert_allclose(again.segments[0], whole.clips[0], rtol=1e-6)
+    np.testing.assert_allclose(again.segments[1], whole.clips[1], rtol=1e-6)
 
 
 def test_issue9_row5_damaged_converted_weights_are_detected_and_reconverted(

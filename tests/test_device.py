@@ -43,16 +43,30 @@ def test_int8_is_cpu_only_and_needs_its_runtime(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_phd_int8_0_keeps_auto_off_int8(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert not device_mod.int8_available()  # PHD_INT8=0 from the fixture
+    monkeypatch.setattr(device_mod, "int8_installed", lambda: True)
+    assert not device_mod.int8_available()  # PHD_INT8=0 from conftest
+    for off in ("off", "No", " false ", "0"):
+        monkeypatch.setenv("PHD_INT8", off)
+        assert not device_mod.int8_available(), off
     monkeypatch.delenv("PHD_INT8")
-    import importlib.util
-
-    has = all(importlib.util.find_spec(n) for n in ("openvino", "nncf"))
-    assert device_mod.int8_available() == has
+    assert device_mod.int8_available()
+    monkeypatch.setattr(device_mod, "int8_installed", lambda: False)
+    assert not device_mod.int8_available()  # nothing to run it with
     # The opt-out is for auto only: an explicit --precision int8 still runs.
     monkeypatch.setenv("PHD_INT8", "0")
     monkeypatch.setattr(device_mod, "int8_installed", lambda: True)
     assert resolve_runtime("cpu", "int8").precision == "int8"
+
+
+def test_int8_installed_means_openvino_and_nncf_import() -> None:
+    def imports(name: str) -> bool:
+        try:
+            __import__(name)
+        except ImportError:
+            return False
+        return True
+
+    assert device_mod.int8_installed() == (imports("openvino") and imports("nncf"))
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ def test_all_present_as_json_for_scripts(
     assert list(checks) == ["ffmpeg", "packages", "device", "C3D weights", "ranking model",
                             "history"]
     assert all(c["ok"] for c in checks.values()), [c for c in checks.values() if not c["ok"]]
-    assert "palettegen" in checks["ffmpeg"]["detail"]
     assert "no published checksum" in checks["C3D weights"]["detail"]
     # What phd runs with (the same facts as `phd --version`).
     assert doc["phd"] == __version__
@@ -49,6 +48,26 @@ def test_ffmpeg_that_cannot_run_is_named_with_its_fix(
     assert (check.name, check.ok) == ("ffmpeg", False)
     assert check.detail.startswith("cannot run ffmpeg at ")
     assert "imageio-ffmpeg" in check.fix
+
+
+def test_ffmpeg_check_runs_the_command_lines_suggest_runs(
+    phd_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The doctor writes a clip in each format with phd's own command lines
+    (ffgraph.clip_args): the real ffmpeg, behind a wrapper that logs them."""
+    log = tmp_path / "calls.txt"
+    wrapper = tmp_path / "ffmpeg"
+    wrapper.write_text(f"#!/bin/sh\necho \"$*\" >> {log}\nexec {ffmpeg_exe()} \"$@\"\n")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PHD_FFMPEG", str(wrapper))
+    check = run_checks(device="cpu")[0]
+    assert (check.name, check.ok) == ("ffmpeg", True), check
+    calls = log.read_text().splitlines()
+    assert len(calls) == 3
+    gif, mp4, webp = calls
+    assert "palettegen" in gif and "paletteuse" in gif and gif.endswith(".gif")
+    assert "libx264" in mp4 and mp4.endswith(".mp4")
+    assert "libwebp_anim" in webp and webp.endswith(".webp")
 
 
 def test_ffmpeg_without_the_palette_filters_is_named(
