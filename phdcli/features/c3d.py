@@ -1,7 +1,7 @@
 """The C3D network (Tran et al., ICCV 2015) as a feature extractor: pure torch, no I/O.
 
 Parameter names are our canonical ones (``conv1a.weight`` ... ``fc7.bias``);
-``phdcli.weights`` maps each published format onto them. See
+``phdcli.features.weights`` maps each published format onto them. See
 docs/c3d.md for the architecture and the facts about the public weights.
 """
 

@@ -8,7 +8,7 @@ said with the device.
 
 bf16 is used where the hardware does it natively: on a CPU without native
 bf16 (AMX-BF16 / AVX512-BF16) PyTorch emulates it and C3D runs hundreds of
-times slower than fp32. There ``auto`` proposes int8 (``phdcli.int8``), which
+times slower than fp32. There ``auto`` proposes int8 (``phdcli.features.int8``), which
 only becomes the precision once the self-check on the user's own video has
 passed for these weights on this CPU; until then, and when it fails, fp32.
 """
@@ -47,7 +47,7 @@ class Runtime:
     ``precision`` "bf16", "fp32" or "int8", ``reason`` one human phrase.
 
     ``needs_self_check``: int8 proposed by ``auto``, not yet confirmed by the
-    self-check (``phdcli.int8.prepare`` settles it, to int8 or fp32).
+    self-check (``phdcli.features.int8.prepare`` settles it, to int8 or fp32).
     """
 
     device: str

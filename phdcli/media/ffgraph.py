@@ -1,12 +1,12 @@
 """ffmpeg command lines, built with ffmpeg-python: the one module that knows
 ffmpeg's filter graphs and codec flags.
 
-Each function returns the arguments for :func:`phdcli.ffmpeg.run_ffmpeg`,
+Each function returns the arguments for :func:`phdcli.media.ffmpeg.run_ffmpeg`,
 which adds the binary (``PHD_FFMPEG`` or imageio-ffmpeg's) and its global
 flags and is the only place that starts ffmpeg. ffmpeg-python is used for
 what it is good at, composing and escaping filter graphs; its ``probe`` (it
 needs an ffprobe no wheel ships) is not: PyAV probes and decodes
-(``phdcli.video``).
+(``phdcli.media.probe``, ``phdcli.media.decode``).
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phdcli.errors import UsageError
-
 
 @dataclass(frozen=True)
 class ClipEncoding:
     """One encode of a clip: ``quality`` is the GIF palette size, the mp4 crf
-    or the WebP quality, by ``format``."""
+    or the WebP quality, by ``format`` (gif, mp4 or webp)."""
 
     format: str
     fps: float
@@ -37,12 +35,11 @@ def clip_args(
 
     ``source_format`` forces the input format (``"lavfi"`` for a generated
     test source); ffmpeg picks the output muxer from ``out``'s suffix. Audio
-    is always dropped.
+    is always dropped. ``enc.format`` was checked where the user gave it
+    (``phdcli.media.gifs.GifOptions``).
     """
     import ffmpeg  # lazy: `phd --help` must not pay for it
 
-    if enc.format not in ("gif", "mp4", "webp"):
-        raise UsageError(f"clip format must be one of gif, mp4, webp, got {enc.format!r}")
     options: dict[str, Any] = {"ss": f"{start_s:.3f}", "t": f"{duration_s:.3f}"}  # fast input seek
     if source_format is not None:
         options["f"] = source_format
@@ -65,7 +62,7 @@ def clip_args(
         # faststart moves the index to the front so browsers play while loading.
         codec = {"c:v": "libx264", "pix_fmt": "yuv420p", "crf": enc.quality,
                  "movflags": "+faststart"}
-    else:
+    else:  # webp
         # libwebp_anim (not libwebp) diffs frames against each other: smaller files.
         codec = {"c:v": "libwebp_anim", "quality": enc.quality, "loop": 0}
     command = ffmpeg.output(video, str(out), an=None, **codec).compile(cmd="ffmpeg")

@@ -128,7 +128,7 @@ def _next_settings(
 
 
 def _encoding(options: GifOptions, s: _Settings) -> ClipEncoding:
-    """One attempt's settings, as phdcli.ffgraph builds its command line."""
+    """One attempt's settings, as phdcli.media.ffgraph builds its command line."""
     return ClipEncoding(format=options.format, fps=s.fps, width=s.width,
                         quality=_ladder(options)[s.level])
 

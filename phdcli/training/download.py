@@ -5,7 +5,7 @@ download small. The archive (yt-dlp's own, ``download-archive.txt`` in the
 videos folder) stops a second fetch of a video even after its file is
 deleted. Each download goes to a private temp folder and is renamed to
 ``<id>.<ext>``: never half a file under a final name. yt-dlp runs in phd's
-watched download worker (:mod:`phdcli.download_worker`), under the same
+watched download worker (:mod:`phdcli.sources.worker`), under the same
 size, stall and deadline limits as ``phd suggest``. On a shared
 filesystem, appends to the archive from many machines can interleave; the
 worst case is a garbled line, after which that one video may be fetched

@@ -2,12 +2,12 @@
 
 Protocol (paper section 5, docs/method.md): each user's last video is cut
 into fixed 5 s segments, every segment gets one score, and mAP, nMSD and
-Recall@5 (phdcli.metrics) are computed on a 10 Hz grid against the union of
+Recall@5 (phdcli.training.metrics) are computed on a 10 Hz grid against the union of
 the user's GIFs on that video, then averaged over videos. Videos of unknown
 duration (-1) are skipped and counted.
 
 No video files are read here, so only content-free scorers can run: random
-scores (the paper's Random row) or the temporal prior (phdcli.prior).
+scores (the paper's Random row) or the temporal prior (phdcli.ranking.prior).
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def fit_prior(
     per_user: bool = True,
     abs_knots_s: tuple[float, ...] = (0.0, 30.0, 900.0),
 ) -> TemporalPrior:
-    """Fit the temporal prior on these users' annotated videos (phdcli.prior.fit_listwise).
+    """Fit the temporal prior on these users' annotated videos (phdcli.ranking.prior.fit_listwise).
 
     Every video with a known duration is cut into the evaluation's fixed 5 s
     segments; the target is the share of the video's GIF frames (union of

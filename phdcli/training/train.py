@@ -4,7 +4,7 @@ The dataset's samples are read from their pack a batch at a time
 (``phdcli.training.samples``), so training needs no machine the size of
 PHD^2. The model file records the backbone its features came from
 (``FusedModel.backbone_sha256``): scoring features of other weights is
-refused (``phdcli.model.check_compatible``).
+refused (``phdcli.ranking.model.check_compatible``).
 """
 
 from __future__ import annotations
