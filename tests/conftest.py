@@ -53,10 +53,15 @@ def phd_log() -> Iterator[LogLines]:
 
 @pytest.fixture
 def int8_home(phd_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``phd_home`` where ``auto`` may choose int8 (needs OpenVINO and NNCF)."""
+    """``phd_home`` where ``auto`` may choose int8 (needs OpenVINO and NNCF): the CPU
+    is taken for one without native bf16 (where ``auto`` proposes int8), whatever
+    this machine has."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
+    from phdcli.features import device as device_mod
+
     monkeypatch.delenv("PHD_INT8")
+    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
     return phd_home
 
 

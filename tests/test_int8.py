@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from phdcli.features import int8
+from phdcli.features.clips import plan_clips
 from phdcli.features.device import cpu_id
 from phdcli.features.extractor import FeatureExtractor
 from phdcli.features.spec import FeatureSpec
@@ -61,11 +62,11 @@ def _verdict(weights: Path) -> int8.Verdict | None:
 def _table_int8_flags(ext: FeatureExtractor, video: VideoInfo,
                       segments: list[Segment] | None = None) -> np.ndarray:
     """The cached clips' int8 flags (only those ``segments`` read, when given)."""
-    table = ext._cache_load(ext._cache_key(video.path))
+    table = ext.cache.load(ext.cache_key(video.path))
     assert table is not None
     if segments is None:
         return table.int8
-    return table.int8[table.rows(ext._plan(video, segments, None)[1], True)]
+    return table.int8[table.rows(plan_clips(ext.spec, video.duration_s, segments)[1], True)]
 
 
 # Each builds an int8 model (NNCF) and runs fp32 references: minutes on 2 cores.
@@ -103,11 +104,15 @@ def test_self_check_accepts_random_weights_caches_the_verdict_and_fp32_wins(
 
     monkeypatch.setattr(int8, "build", refuse)
     monkeypatch.setattr(int8, "compare", refuse)
+    # Nor are the 312 MB of fp32 weights loaded: the input convention comes
+    # from the converted file's header.
+    monkeypatch.setattr("phdcli.features.weights.load_c3d", refuse)
     ext = FeatureExtractor(SPEC, mmaction2_weights, "cpu", "auto")
     segments = fixed_segments(video.duration_s, 2.0)  # clips not in the cache yet
     feats = ext.segment_features(video, segments)
     assert ext.runtime.precision == "int8" and "cached" in ext.runtime.reason
     assert np.isfinite(feats.segments).all() and ext.stats.clips_forwarded > 0
+    assert ext.stats.c3d_loads == 0
     assert _table_int8_flags(ext, video, segments).all()
     monkeypatch.undo()
     monkeypatch.setenv("PHD_HOME", str(int8_home))

@@ -318,6 +318,7 @@ class Backbone:
         self.family = family
         self._explicit = explicit
         self._path: Path | None = None
+        self._sha256: str | None = None
 
     @property
     def path(self) -> Path:
@@ -328,7 +329,9 @@ class Backbone:
     @property
     def sha256(self) -> str:
         """The full sha256 of the weights file (what model files and the feature store record)."""
-        return cached_sha256(self.path)
+        if self._sha256 is None:
+            self._sha256 = cached_sha256(self.path)
+        return self._sha256
 
     @property
     def id(self) -> str:
