@@ -5,9 +5,11 @@
   anything (link-then-unlink, like git's ``index.lock`` dance): two runs into
   one folder can never silently overwrite each other.
 - Every temp file and folder carries its owner's pid and host in its name
-  (``.NAME.phd<pid>-<host>-<random>.part.gif``), so :func:`clean_stale_temps`
-  can remove what a killed run left behind and leave a live run's alone
-  (the way git decides whether ``gc.pid`` is stale).
+  (``.NAME.phd<pid>-<host>-<random>.part.gif``), so :func:`stale_temps`
+  can tell what a killed run left behind from a live run's (the way git
+  decides whether ``gc.pid`` is stale) and :func:`clean_stale_temps` remove it.
+- :func:`cached_sha256`: a file's hash, remembered in the cache's hash index;
+  :func:`stale_sha256_memos` lists the memos that can never be hit again.
 - :func:`locked`: one writer at a time, with ``filelock`` (an OS lock that
   dies with its process: never stale).
 """
@@ -124,30 +126,63 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _temp_owner(name: str) -> tuple[int, str] | None:
+    """(pid, host tag) of a temp name this module made; None for any other name."""
+    if not name.startswith("."):
+        return None
+    match = _OWNER_RE.search(name)
+    return None if match is None else (int(match.group(1)), match.group(2))
+
+
+def is_temp(name: str) -> bool:
+    """True for a temp file or folder name this module made (any owner, any host)."""
+    return _temp_owner(name) is not None
+
+
+def is_stale_temp(name: str) -> bool:
+    """True for a temp whose owner is gone: this host's, and its pid no longer runs.
+
+    Another host's temps are never stale here (their pids mean nothing on this
+    one), and a reused pid keeps its temps: both are the safe direction.
+    """
+    owner = _temp_owner(name)
+    return owner is not None and owner[1] == _host_tag() and not _pid_alive(owner[0])
+
+
+def stale_temps(folder: Path) -> list[Path]:
+    """The temp files and folders directly in ``folder`` whose owner is gone
+    (:func:`is_stale_temp`), sorted; nothing is removed."""
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return []
+    return [Path(folder) / name for name in sorted(names) if is_stale_temp(name)]
+
+
+def holds_live_temp(folder: Path) -> bool:
+    """True when ``folder`` directly holds a temp whose owner may still be running
+    (a live pid, or another host's): work in progress is there."""
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return False
+    return any(is_temp(name) and not is_stale_temp(name) for name in names)
+
+
 def clean_stale_temps(folder: Path) -> int:
     """Remove temp files and folders in ``folder`` whose owner process is gone.
 
     Only names this module made are touched, only this host's, and only when
-    their pid no longer runs (a reused pid keeps them: the safe direction).
-    Returns how many were removed.
+    their pid no longer runs (:func:`stale_temps` finds them). Returns how
+    many were removed.
     """
     removed = 0
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return 0
-    host = _host_tag()
-    for entry in entries:
-        if not entry.name.startswith("."):
-            continue
-        match = _OWNER_RE.search(entry.name)
-        if match is None or match.group(2) != host or _pid_alive(int(match.group(1))):
-            continue
+    for path in stale_temps(folder):
         with contextlib.suppress(OSError):
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
             else:
-                os.unlink(entry.path)
+                os.unlink(path)
             removed += 1
     if removed:
         log.info("removed %d temp file(s) a killed phd left in %s", removed, folder)
@@ -270,12 +305,19 @@ def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _memo_file(path: Path, index_dir: Path | None) -> Path:
+HASH_INDEX_DIR = "hash-index"  # in the cache folder
+
+
+def _index_dir(index_dir: Path | None) -> Path:
     from phdcli import paths
 
+    return index_dir or paths.cache_dir() / HASH_INDEX_DIR
+
+
+def _memo_file(path: Path, index_dir: Path | None) -> Path:
     stat = path.stat()
     key = hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
-    return (index_dir or paths.cache_dir() / "hash-index") / f"{key[:32]}.json"
+    return _index_dir(index_dir) / f"{key[:32]}.json"
 
 
 def cached_sha256(path: Path, index_dir: Path | None = None) -> str:
@@ -306,3 +348,30 @@ def remember_sha256(path: Path, digest: str, index_dir: Path | None = None) -> N
     with contextlib.suppress(OSError):  # a read-only cache only costs speed
         atomic_write_text(_memo_file(path, index_dir),
                           json.dumps({"path": str(path), "sha256": digest}))
+
+
+def stale_sha256_memos(index_dir: Path | None = None) -> list[Path]:
+    """Memos of the hash index that can never be hit again, sorted: their file is
+    gone or changed (another size or mtime makes another key), or the memo is
+    unreadable. Nothing is removed; temps are left to :func:`stale_temps`."""
+    import json
+
+    folder = _index_dir(index_dir)
+    try:
+        memos = sorted(entry.path for entry in os.scandir(folder)
+                       if entry.name.endswith(".json") and not entry.name.startswith("."))
+    except OSError:
+        return []
+    stale = []
+    for memo in map(Path, memos):
+        try:
+            doc = json.loads(memo.read_text(encoding="utf-8"))
+            recorded = Path(doc["path"])
+            # The very lookup cached_sha256 does: the file's key as it is now.
+            current = (isinstance(doc["sha256"], str) and recorded.is_file()
+                       and _memo_file(recorded, folder) == memo)
+        except (OSError, ValueError, KeyError, TypeError):
+            current = False
+        if not current:
+            stale.append(memo)
+    return stale

@@ -1,7 +1,7 @@
 """The ``phd`` command line: flags -> validated config -> one library call.
 
 One module per group of commands (``suggest``, ``history``, ``model``,
-``training``) registers them on the app in ``_app``; this module maps
+``training``, ``cache``) registers them on the app in ``_app``; this module maps
 failures to exit codes in ``main``: 1 for a failed input or run, 2 for
 usage errors; ``PHD_DEBUG=1`` re-raises with the traceback. Nothing heavy
 is imported at module level (``phd --help`` must not import torch, PyAV,
@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - older typer on real click
 # The command modules register their commands on import, and the help lists
 # them in that order: the everyday ones first.
 # isort: off
-from phdcli.cli import suggest, model, training, history  # noqa: F401
+from phdcli.cli import suggest, model, training, history, cache  # noqa: F401
 # isort: on
 from phdcli.cli._app import app, log, setup_output
 from phdcli.errors import Interrupted, PhdError

@@ -27,10 +27,12 @@ history_app = typer.Typer(help="Manage the GIFs a profile made before.", no_args
 model_app = typer.Typer(help="C3D weights and ranking models.", no_args_is_help=True)
 train_app = typer.Typer(help="Train model parts.", no_args_is_help=True)
 dataset_app = typer.Typer(help="Training data from PHD^2 annotations.", no_args_is_help=True)
+cache_app = typer.Typer(help="Look after phd's cache folder.", no_args_is_help=True)
 app.add_typer(history_app, name="history")
 app.add_typer(model_app, name="model")
 app.add_typer(train_app, name="train")
 app.add_typer(dataset_app, name="dataset")
+app.add_typer(cache_app, name="cache")
 
 log = logging.getLogger("phd")
 

@@ -114,7 +114,7 @@ def orphaned_entries(folder: Path) -> Iterator[Path]:
     if not folder.is_dir():
         return
     for entry in sorted(folder.iterdir()):
-        if entry.name == CLIPS_DIR and entry.is_dir() and not entry.is_symlink():
+        if entry.name == CLIPS_DIR and entry.is_dir():  # a link to it elsewhere is read too
             continue
         if entry.is_dir() and not entry.is_symlink():
             yield from sorted(p for p in entry.rglob("*") if p.is_file() or p.is_symlink())

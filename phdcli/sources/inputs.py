@@ -12,7 +12,8 @@ that is killed when a download passes ``--max-filesize``, stalls or runs
 past ``--download-timeout``. Partial files live in a private folder that is
 removed on every failure and interrupt (and by the next run if phd itself
 was killed). A download must probe as a readable video before it enters the
-cache; ``--refresh`` ignores what is cached.
+cache; ``--refresh`` ignores what is cached. ``orphaned_downloads`` lists the
+folders that hold no finished download, for ``phd cache prune``.
 """
 
 from __future__ import annotations
@@ -87,11 +88,47 @@ def resolve_input(
     if not is_url(text):
         path = Path(text).expanduser()
         return ResolvedInput(input=text, path=path, stem=safe_stem(path.stem), downloaded=False)
-    folder = paths.downloads_cache_dir() / hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    folder = paths.downloads_cache_dir() / _entry_name(text)
     cached = None if options.refresh else _cached(folder, text)
     if cached is not None:
         return cached
     return _download(text, folder, options, progress)
+
+
+def _entry_name(url: str) -> str:
+    """The downloads-cache folder of ``url``."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
+
+
+def complete_download(folder: Path) -> Path | None:
+    """The video of the finished download in the downloads-cache folder ``folder``:
+    what ``resolve_input`` of its URL returns without downloading; None if there is none."""
+    try:
+        url = json.loads((folder / _SOURCE_JSON).read_text(encoding="utf-8"))["url"]
+        # source.json must name the URL the folder is keyed by, or no lookup reaches it.
+        if not isinstance(url, str) or folder.name != _entry_name(url):
+            return None
+        cached = _cached(folder, url)
+    except (OSError, ValueError, KeyError, TypeError):  # a file that vanished meanwhile too
+        return None
+    return None if cached is None else cached.path
+
+
+def is_orphaned_download(folder: Path) -> bool:
+    """True for a downloads-cache folder that holds no complete download and no
+    download in progress (a temp whose owner may be running): a failed or killed one's."""
+    return not fsutil.holds_live_temp(folder) and complete_download(folder) is None
+
+
+def orphaned_downloads() -> list[Path]:
+    """The folders of the downloads cache that :func:`is_orphaned_download`, sorted."""
+    root = paths.downloads_cache_dir()
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()
+                         and not fsutil.is_temp(p.name))
+    except OSError:
+        return []
+    return [folder for folder in folders if is_orphaned_download(folder)]
 
 
 def _cached(folder: Path, url: str) -> ResolvedInput | None:
