@@ -162,7 +162,7 @@ def test_ray_build_survives_a_killed_worker(world: dict[str, object]) -> None:
 DRIVER = """
 import json, sys
 from pathlib import Path
-from phdcli.features import FeatureSpec
+from phdcli.features.spec import FeatureSpec
 from phdcli.training.dataset import BuildConfig, build_dataset
 from phdcli.training.engines.ray import RayEngine
 cfg = BuildConfig(annotations=Path(sys.argv[1]), videos_dir=Path(sys.argv[2]),
