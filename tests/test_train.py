@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_samples import pack_fds
 
 from phdcli.errors import InputError, WeightsError
 from phdcli.features.clips import l2_normalise
@@ -31,7 +32,7 @@ from phdcli.training.dataset import DATASET_FORMAT
 from phdcli.training.fit import fit_fused, sample_pairs, split_samples
 from phdcli.training.labels import NEGATIVE, POSITIVE, merge_spans
 from phdcli.training.samples import PackWriter, UserSample
-from phdcli.training.train import train_content
+from phdcli.training.train import evaluate_dataset, train_content
 from phdcli.training.validation import evaluate_samples, pair_accuracy, part_models
 
 DIM = 128
@@ -205,6 +206,33 @@ def test_train_content_needs_pairs(tmp_path: Path) -> None:
         u.labels[:] = NEGATIVE
     with pytest.raises(InputError, match="positive"):
         train_content(write_dataset(tmp_path / "ds", users), tmp_path / "m.safetensors")
+
+
+def test_the_pack_is_closed_after_training_and_evaluation_errors_included(
+    tmp_path: Path,
+) -> None:
+    dataset = write_dataset(tmp_path / "ds", synthetic_users(12, seed=6))
+    model = tmp_path / "m.safetensors"
+    train_content(dataset, model, epochs=1)
+    assert pack_fds(dataset) == []
+    assert np.isfinite(evaluate_dataset(dataset, model)["map"])
+    assert pack_fds(dataset) == []
+    other = load_model(model)
+    other.spec = FeatureSpec(family="synthetic", layer="pool5")
+    save_model(other, tmp_path / "other.safetensors")
+    with pytest.raises(WeightsError):
+        train_content(dataset, tmp_path / "x.safetensors", base_model=tmp_path /
+                      "other.safetensors")
+    with pytest.raises(WeightsError):
+        evaluate_dataset(dataset, tmp_path / "other.safetensors")
+    no_pairs = synthetic_users(6, seed=7)
+    for u in no_pairs:
+        u.labels[:] = NEGATIVE
+    with pytest.raises(InputError, match="positive"):
+        train_content(write_dataset(tmp_path / "ds2", no_pairs), model)
+    with pytest.raises(InputError, match="no user"):
+        train_content(write_dataset(tmp_path / "ds3", []), model)
+    assert pack_fds(tmp_path) == []
 
 
 def _fp16(users: list[UserSample]) -> list[UserSample]:

@@ -161,8 +161,10 @@ def train_fnn(
         for start in range(0, len(pairs), config.batch_pairs):
             batch = pairs[start:start + config.batch_pairs]
             p = torch.from_numpy(users.mean_history(batch[:, 0]))
-            pos = torch.from_numpy(users.segment_rows(batch[:, 0], batch[:, 1]))
-            neg = torch.from_numpy(users.segment_rows(batch[:, 0], batch[:, 2]))
+            # Both sides in one call: a pair's two rows lie near each other in a pack (one read).
+            rows = users.segment_rows(np.r_[batch[:, 0], batch[:, 0]],
+                                      np.r_[batch[:, 1], batch[:, 2]])
+            pos, neg = torch.from_numpy(rows[: len(batch)]), torch.from_numpy(rows[len(batch):])
             # One forward pass over both sides keeps dropout masks independent per row.
             scores = net(torch.cat([torch.cat([pos, p], 1), torch.cat([neg, p], 1)]))[:, 0]
             loss = pairwise_loss(scores[: len(batch)] - scores[len(batch):],
