@@ -20,7 +20,7 @@ from phdcli.errors import InputError, UsageError
 from phdcli.ranking.prior import TemporalPrior
 from phdcli.training.fit import TrainConfig, TrainProgress, fit_fused, split_indices
 from phdcli.training.labels import has_pairs
-from phdcli.training.validation import evaluate_samples
+from phdcli.training.validation import part_metrics, read_terms
 
 log = logging.getLogger("phd")
 
@@ -148,5 +148,7 @@ def evaluate_dataset(dataset: Path, model: Path) -> dict[str, float]:
         fused = load_model(Path(model))
         check_compatible(fused, data.spec, f"{Path(dataset).name}'s features",
                          data.backbone_sha256)
-        return {"model": str(model), **evaluate_samples(fused, data.samples),
-                "random": evaluate_samples(None, data.samples)["map"]}
+        # One read of each user scores both (evaluate_samples' numbers, fused and random).
+        terms = read_terms(fused, data.samples, train=False)
+    metrics = part_metrics(fused, {"fused": fused, "random": None}, terms)
+    return {"model": str(model), **metrics["fused"], "random": metrics["random"]["map"]}
