@@ -317,6 +317,39 @@ def test_dataset_build_cli_reports_failures_as_json_and_exits_1(
         main([*args, "--engine", "spark"])
     assert exit_info.value.code == 2
     assert "phd: error: --engine must be one of local, ray" in capsys.readouterr().err
+    # Checked once, before any work: no output folder is made.
+    code, _, err = run_cli([*args, "-o", str(tmp_path / "new"), "--address", "ray://x:1"], capsys)
+    assert code == 2 and "phd: error: --address needs --engine ray" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_engines_by_name() -> None:
+    from phdcli.training.engines import get_engine
+    from phdcli.training.engines.local import LocalEngine
+
+    assert isinstance(get_engine("local"), LocalEngine)
+    with pytest.raises(ValueError, match="unknown engine 'spark'"):
+        get_engine("spark")  # the user's typo is BuildConfig's to report (above)
+
+
+def test_no_retry_failed_skips_what_the_store_recorded_as_failed(
+    tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vidA fails (not on disk); then a broken vidA.mp4 appears. --no-retry-failed
+    reports the recorded failure without trying the video; without it, vidA is tried
+    again and now fails where the file is read."""
+    args = cheap_build_args(tmp_path)
+
+    def vid_a(extra: list[str]) -> dict[str, str]:
+        code, out, _ = run_cli([*args, *extra], capsys)
+        assert code == 1
+        return next(f for f in json.loads(out)["failures"] if f["youtube_id"] == "vidA")
+
+    assert vid_a([])["stage"] == "fetch"
+    (tmp_path / "videos" / "vidA.mp4").write_bytes(b"not a video")
+    skipped = vid_a(["--no-retry-failed"])
+    assert skipped["stage"] == "fetch" and "--download fetches it" in skipped["reason"]
+    assert vid_a([])["stage"] == "probe"
 
 
 def test_a_build_removes_the_half_written_pack_a_killed_build_left(
