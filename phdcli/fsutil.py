@@ -88,19 +88,36 @@ def atomic_path(final: Path, suffix: str | None = None) -> Iterator[Path]:
         _live_temps.discard(tmp)
 
 
-@contextlib.contextmanager
-def temp_dir(parent: Path, label: str = "") -> Iterator[Path]:
-    """A private folder inside ``parent`` (same file system: renames and links work),
-    named with its owner so that a later run can clean it up if this one is killed."""
+def make_temp_dir(parent: Path, label: str = "") -> Path:
+    """A new private folder inside ``parent``, named with its owner (``.LABEL.phd<pid>-...``).
+
+    For a folder that outlives one ``with`` block (a pack written across
+    calls, then renamed into place): it is this process's live temp, removed
+    on interrupt and by a later run's :func:`clean_stale_temps` if this one is
+    killed, until the owner calls :func:`forget_temp` (renamed away or removed).
+    """
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=_owner_prefix(label), dir=parent))
     _live_temps.add(folder)
+    return folder
+
+
+def forget_temp(path: Path) -> None:
+    """``path`` is no longer this process's temp (it was renamed into place or removed)."""
+    _live_temps.discard(Path(path))
+
+
+@contextlib.contextmanager
+def temp_dir(parent: Path, label: str = "") -> Iterator[Path]:
+    """A private folder inside ``parent`` (same file system: renames and links work),
+    named with its owner so that a later run can clean it up if this one is killed."""
+    folder = make_temp_dir(parent, label)
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-        _live_temps.discard(folder)
+        forget_temp(folder)
 
 
 def remove_live_temps() -> None:

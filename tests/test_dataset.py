@@ -9,12 +9,15 @@ file formats), not that the features or the model mean anything.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from dataset_media import ANNOTATIONS, VideoServer, three_videos
+from runphd import run_cli
 
 from phdcli.errors import UsageError, WeightsError
 from phdcli.features.spec import FeatureSpec
@@ -284,19 +287,24 @@ def test_build_resume_train_end_to_end(
     assert np.isfinite(scores.total).all()
 
 
-def test_dataset_build_cli_reports_failures_as_json_and_exits_1(
-    tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """No video is on disk and --download is off: every video fails with its reason
-    (C3D is never loaded, so a placeholder weights file does)."""
-    from phdcli.cli import main
-
+def cheap_build_args(tmp_path: Path) -> list[str]:
+    """``phd dataset build`` with no video on disk and --download off: every video fails
+    before C3D (never loaded, so a placeholder weights file does), in well under a second."""
     weights = tmp_path / "weights.pth"
     weights.write_bytes(b"placeholder: never loaded, only hashed")
     annotations = tmp_path / "phd2.csv"
     annotations.write_text(ANNOTATIONS)
-    args = ["dataset", "build", str(annotations), "--videos", str(tmp_path / "videos"),
+    return ["dataset", "build", str(annotations), "--videos", str(tmp_path / "videos"),
             "-o", str(tmp_path / "ds"), "--c3d-weights", str(weights), "--json"]
+
+
+def test_dataset_build_cli_reports_failures_as_json_and_exits_1(
+    tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No video is on disk and --download is off: every video fails with its reason."""
+    from phdcli.cli import main
+
+    args = cheap_build_args(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--max-history-videos", "1"])
     assert exit_info.value.code == 1
@@ -309,6 +317,60 @@ def test_dataset_build_cli_reports_failures_as_json_and_exits_1(
         main([*args, "--engine", "spark"])
     assert exit_info.value.code == 2
     assert "phd: error: --engine must be one of local, ray" in capsys.readouterr().err
+    # Checked once, before any work: no output folder is made.
+    code, _, err = run_cli([*args, "-o", str(tmp_path / "new"), "--address", "ray://x:1"], capsys)
+    assert code == 2 and "phd: error: --address needs --engine ray" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_engines_by_name() -> None:
+    from phdcli.training.engines import get_engine
+    from phdcli.training.engines.local import LocalEngine
+
+    assert isinstance(get_engine("local"), LocalEngine)
+    with pytest.raises(ValueError, match="unknown engine 'spark'"):
+        get_engine("spark")  # the user's typo is BuildConfig's to report (above)
+
+
+def test_no_retry_failed_skips_what_the_store_recorded_as_failed(
+    tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """vidA fails (not on disk); then a broken vidA.mp4 appears. --no-retry-failed
+    reports the recorded failure without trying the video; without it, vidA is tried
+    again and now fails where the file is read."""
+    args = cheap_build_args(tmp_path)
+
+    def vid_a(extra: list[str]) -> dict[str, str]:
+        code, out, _ = run_cli([*args, *extra], capsys)
+        assert code == 1
+        return next(f for f in json.loads(out)["failures"] if f["youtube_id"] == "vidA")
+
+    assert vid_a([])["stage"] == "fetch"
+    (tmp_path / "videos" / "vidA.mp4").write_bytes(b"not a video")
+    skipped = vid_a(["--no-retry-failed"])
+    assert skipped["stage"] == "fetch" and "--download fetches it" in skipped["reason"]
+    assert vid_a([])["stage"] == "probe"
+
+
+def test_a_build_removes_the_half_written_pack_a_killed_build_left(
+    tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from phdcli import fsutil
+
+    args = cheap_build_args(tmp_path)
+    out = tmp_path / "ds"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid runs no more (reused within this test: vanishingly unlikely)
+    # A temp folder named as a PackWriter of that pid names it.
+    mine = fsutil.make_temp_dir(out, "samples")
+    fsutil.forget_temp(mine)
+    left = mine.rename(out / mine.name.replace(f".phd{os.getpid()}-", f".phd{dead.pid}-"))
+    (left / "segments.f16").write_bytes(b"\0" * 4096)
+    for _ in range(2):  # the second build also swaps out the first one's pack
+        code, _, _ = run_cli(args, capsys)
+        assert code == 1  # every video failed: nothing to do with the temps
+        assert sorted(p.name for p in out.iterdir()) == ["annotations.csv", "dataset.json",
+                                                         "samples", "store"]
 
 
 def test_training_features_are_never_int8(

@@ -17,22 +17,25 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_samples import pack_fds
 
 from phdcli.errors import InputError, WeightsError
 from phdcli.features.clips import l2_normalise
 from phdcli.features.spec import FeatureSpec
 from phdcli.ranking.model import load_model, save_model
+from phdcli.ranking.prior import TemporalPrior
 from phdcli.training.dataset import DATASET_FORMAT
-from phdcli.training.fit import fit_fused, sample_pairs, split_samples
+from phdcli.training.fit import fit_fused, sample_pairs, split_indices, split_samples
 from phdcli.training.labels import NEGATIVE, POSITIVE, merge_spans
-from phdcli.training.samples import PackWriter, UserSample
-from phdcli.training.train import train_content
-from phdcli.training.validation import evaluate_samples, pair_accuracy, part_models
+from phdcli.training.samples import PackedSamples, PackWriter, UserSample
+from phdcli.training.train import evaluate_dataset, train_content
+from phdcli.training.validation import evaluate_samples, fit_fusion, pair_accuracy, part_models
 
 DIM = 128
 SEGMENT_S = 5.0
@@ -205,6 +208,74 @@ def test_train_content_needs_pairs(tmp_path: Path) -> None:
         u.labels[:] = NEGATIVE
     with pytest.raises(InputError, match="positive"):
         train_content(write_dataset(tmp_path / "ds", users), tmp_path / "m.safetensors")
+
+
+def test_the_pack_is_closed_after_training_and_evaluation_errors_included(
+    tmp_path: Path,
+) -> None:
+    dataset = write_dataset(tmp_path / "ds", synthetic_users(12, seed=6))
+    model = tmp_path / "m.safetensors"
+    train_content(dataset, model, epochs=1)
+    assert pack_fds(dataset) == []
+    assert np.isfinite(evaluate_dataset(dataset, model)["map"])
+    assert pack_fds(dataset) == []
+    other = load_model(model)
+    other.spec = FeatureSpec(family="synthetic", layer="pool5")
+    save_model(other, tmp_path / "other.safetensors")
+    with pytest.raises(WeightsError):
+        train_content(dataset, tmp_path / "x.safetensors", base_model=tmp_path /
+                      "other.safetensors")
+    with pytest.raises(WeightsError):
+        evaluate_dataset(dataset, tmp_path / "other.safetensors")
+    no_pairs = synthetic_users(6, seed=7)
+    for u in no_pairs:
+        u.labels[:] = NEGATIVE
+    with pytest.raises(InputError, match="positive"):
+        train_content(write_dataset(tmp_path / "ds2", no_pairs), model)
+    with pytest.raises(InputError, match="no user"):
+        train_content(write_dataset(tmp_path / "ds3", []), model)
+    assert pack_fds(tmp_path) == []
+
+
+def test_validation_reads_each_user_once_and_gives_each_parts_own_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fit_fused reads each validation user once, and its fusion weights and per-part
+    metrics are those fit_fusion and evaluate_samples give reading the users themselves."""
+    dataset = write_dataset(tmp_path / "ds", _fp16(synthetic_users(30, seed=11)))
+    prior = TemporalPrior(coef=np.linspace(-1.0, 1.0, 15))  # a prior part, and omega_t
+    reads: Counter[str] = Counter()
+    sample = PackedSamples.sample
+
+    def counted(self: PackedSamples, i: int) -> UserSample:
+        one = sample(self, i)
+        reads[one.user_id] += 1
+        return one
+
+    with PackedSamples(dataset / "samples") as packed:
+        train_idx, val_idx = split_indices(packed.user_ids(), 0.3, seed=0)
+        train, val = packed.subset(train_idx), packed.subset(val_idx)
+        monkeypatch.setattr(PackedSamples, "sample", counted)
+        model, report = fit_fused(train, val, SPEC, seed=0, epochs=1, prior=prior)
+        assert {u: reads[u] for u in val.user_ids()} == dict.fromkeys(val.user_ids(), 1)
+        monkeypatch.undo()
+        assert model.omega_t > 0 and set(report.val_metrics) == {"fused", "fnn", "svm",
+                                                                 "prior", "random"}
+        assert fit_fusion(model, val) == (model.omega, model.omega_t, report.val_pair_accuracy)
+        for name, part in part_models(model).items():
+            assert report.val_metrics[name] == pytest.approx(evaluate_samples(part, val),
+                                                             abs=1e-12), name
+
+        # phd eval --dataset: the fused model and random scores from one read of each user.
+        save_model(model, tmp_path / "m.safetensors")
+        on_file = load_model(tmp_path / "m.safetensors")
+        expected = {**evaluate_samples(on_file, packed),
+                    "random": evaluate_samples(None, packed)["map"]}
+    reads.clear()
+    monkeypatch.setattr(PackedSamples, "sample", counted)
+    got = evaluate_dataset(dataset, tmp_path / "m.safetensors")
+    assert set(reads.values()) == {1} and len(reads) == 30
+    assert {k: v for k, v in got.items() if k != "model"} == pytest.approx(expected, abs=1e-12)
 
 
 def _fp16(users: list[UserSample]) -> list[UserSample]:

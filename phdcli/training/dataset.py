@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from phdcli import fsutil
 from phdcli.errors import InputError, UsageError
 from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256, sha256_file
@@ -136,12 +137,23 @@ class DatasetSummary:
 
 @dataclass
 class Dataset:
+    """An opened dataset folder; it holds the pack's files open until ``close`` (or ``with``)."""
+
     spec: FeatureSpec
     backbone: str
     backbone_sha256: str
     samples: PackedSamples
     manifest: dict[str, Any]
     annotations: Path | None  # the copy inside the dataset, if there is one
+
+    def close(self) -> None:
+        self.samples.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 # -- the manifest -------------------------------------------------------------
@@ -197,6 +209,7 @@ def build_dataset(config: BuildConfig, engine: Engine | None = None,
         "labels": LABEL_RULE,
     }
     _check_or_start_manifest(out, base)
+    fsutil.clean_stale_temps(out)  # what a killed build left: a half-written pack, a copy's temp
     copy = out / ANNOTATIONS_COPY
     if not copy.is_file():
         with atomic_path(copy, suffix=".part.csv") as tmp:
@@ -366,14 +379,18 @@ def load_dataset(path: Path) -> Dataset:
     if not (path / SAMPLES_DIR / "pack.json").is_file():
         raise InputError(f"{path}: the dataset holds no samples (is its build finished?)")
     samples = PackedSamples(path / SAMPLES_DIR)
-    if not len(samples):
-        raise InputError(f"{path}: the dataset holds no user")
-    copy = path / ANNOTATIONS_COPY
-    return Dataset(
-        spec=FeatureSpec.from_dict(manifest["features"]),
-        backbone=str(manifest["backbone"]),
-        backbone_sha256=str(manifest.get("backbone_sha256", "any")),
-        samples=samples,
-        manifest=manifest,
-        annotations=copy if copy.is_file() else None,
-    )
+    try:
+        if not len(samples):
+            raise InputError(f"{path}: the dataset holds no user")
+        copy = path / ANNOTATIONS_COPY
+        return Dataset(
+            spec=FeatureSpec.from_dict(manifest["features"]),
+            backbone=str(manifest["backbone"]),
+            backbone_sha256=str(manifest.get("backbone_sha256", "any")),
+            samples=samples,
+            manifest=manifest,
+            annotations=copy if copy.is_file() else None,
+        )
+    except BaseException:
+        samples.close()
+        raise

@@ -37,7 +37,7 @@ from phdcli.ranking.model import Fnn, FusedModel
 from phdcli.ranking.prior import TemporalPrior
 from phdcli.training.labels import NEGATIVE, POSITIVE, has_pairs
 from phdcli.training.samples import SampleSet, UserSample, as_sample_set
-from phdcli.training.validation import evaluate_samples, fit_fusion, part_models
+from phdcli.training.validation import fusion_weights, part_metrics, part_models, read_terms
 
 Samples = SampleSet | Sequence[UserSample]
 
@@ -161,8 +161,10 @@ def train_fnn(
         for start in range(0, len(pairs), config.batch_pairs):
             batch = pairs[start:start + config.batch_pairs]
             p = torch.from_numpy(users.mean_history(batch[:, 0]))
-            pos = torch.from_numpy(users.segment_rows(batch[:, 0], batch[:, 1]))
-            neg = torch.from_numpy(users.segment_rows(batch[:, 0], batch[:, 2]))
+            # Both sides in one call: a pair's two rows lie near each other in a pack (one read).
+            rows = users.segment_rows(np.r_[batch[:, 0], batch[:, 0]],
+                                      np.r_[batch[:, 1], batch[:, 2]])
+            pos, neg = torch.from_numpy(rows[: len(batch)]), torch.from_numpy(rows[len(batch):])
             # One forward pass over both sides keeps dropout masks independent per row.
             scores = net(torch.cat([torch.cat([pos, p], 1), torch.cat([neg, p], 1)]))[:, 0]
             loss = pairwise_loss(scores[: len(batch)] - scores[len(batch):],
@@ -317,11 +319,12 @@ def fit_fused(
         torch.use_deterministic_algorithms(was_deterministic)
     model = FusedModel(spec, config.k, svm_w, svm_b, 1.0, 0.0, fnn_to_numpy(net, config.activation),
                        prior, config.centre)
-    model.omega, model.omega_t, acc = fit_fusion(model, val)
+    # One read of each validation user: the fusion and every part's metrics use its terms.
+    terms = read_terms(model, val)
+    model.omega, model.omega_t, acc = fusion_weights(terms, model.prior is not None)
     report = FitReport(len(train), len(val), val.user_ids(), model.omega,
                        model.omega_t, losses, val_pair_accuracy=acc)
-    report.val_metrics = {name: evaluate_samples(part, val, seed)
-                          for name, part in part_models(model).items()}
+    report.val_metrics = part_metrics(model, part_models(model), terms, seed)
     return model, report
 
 

@@ -7,6 +7,10 @@ only the rows asked for, so training's memory does not grow with the
 number of users: no feature matrix of the whole set is ever in RAM. Reads
 are ``os.pread`` of exact byte ranges rather than ``np.memmap``: pages a
 memory map touches count in the process's RSS, and an epoch touches them all.
+A batch's rows are sorted and read in runs: rows near each other (a pair's
+positive and negative, one user's rows) share one read. A ``PackedSamples``
+opened on a folder owns the pack's file handles: ``close`` it (or use it as
+a context manager); its subsets share them and leave closing to it.
 
 Pack layout (``<dataset>/samples/``, written by ``PackWriter``, swapped in whole)::
 
@@ -23,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +35,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from phdcli.errors import InputError
-from phdcli.fsutil import atomic_write_text
+from phdcli.fsutil import atomic_write_text, forget_temp, make_temp_dir
 from phdcli.training.labels import POSITIVE
 
 PACK_FORMAT = "phd-samples/1"
 _FILES = {"segments": np.float16, "test_segments": np.float16, "history": np.float16,
           "history_mean": np.float32}
 _SUFFIX = {np.float16: ".f16", np.float32: ".f32"}
+# Rows of a batch closer than this share one read: one request instead of two (a round
+# trip on NFS) for the bytes between; the cap bounds that waste to 64 KiB per row wanted.
+_MAX_GAP_BYTES = 64 * 1024
 
 
 @dataclass
@@ -153,11 +159,16 @@ class PackWriter:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.tmp = self.folder.with_name(f".{self.folder.name}.tmp-{os.getpid()}")
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(parents=True)
-        self.files = {name: open(self.tmp / f"{name}{_SUFFIX[dt]}", "wb")  # noqa: SIM115
-                      for name, dt in _FILES.items()}
+        # Owner-named (fsutil): if this build is killed, the next one's
+        # clean_stale_temps removes the half-written pack.
+        self.tmp = make_temp_dir(self.folder.parent, self.folder.name)
+        self.files: dict[str, Any] = {}
+        try:
+            for name, dt in _FILES.items():
+                self.files[name] = open(self.tmp / f"{name}{_SUFFIX[dt]}", "wb")  # noqa: SIM115
+        except BaseException:
+            self.abort()
+            raise
         self.dim: int | None = None
         self.index: dict[str, list[Any]] = {k: [] for k in (
             "user_id", "duration_s", "n_seg", "n_test", "n_hist", "n_gifs", "youtube_id",
@@ -192,6 +203,15 @@ class PackWriter:
         ix["history_ids"].extend(history_ids)
 
     def close(self, extra: dict[str, Any] | None = None) -> Path:
+        """Write the index and swap the pack in; on any failure the temp folder is removed."""
+        try:
+            self._finish(extra)
+        except BaseException:
+            self.abort()
+            raise
+        return self.folder
+
+    def _finish(self, extra: dict[str, Any] | None) -> None:
         for fh in self.files.values():
             fh.close()
         ix = self.index
@@ -211,18 +231,24 @@ class PackWriter:
         doc = {"format": PACK_FORMAT, "dim": self.dim or 0, "n_users": len(ix["user_id"]),
                **(extra or {})}
         atomic_write_text(self.tmp / "pack.json", json.dumps(doc, indent=1) + "\n")
-        # Swap the whole folder: a reader sees the old pack or the new one.
-        old = self.folder.with_name(f".{self.folder.name}.old-{int(time.time())}")
+        # Swap the whole folder: a reader sees the old pack or the new one. The old
+        # one goes to an owner-named temp first (an empty folder a rename replaces),
+        # so a build killed before removing it leaves nothing the next cannot clean.
+        old = None
         if self.folder.exists():
+            old = make_temp_dir(self.folder.parent, f"{self.folder.name}-old")
             os.replace(self.folder, old)
         os.replace(self.tmp, self.folder)
-        shutil.rmtree(old, ignore_errors=True)
-        return self.folder
+        forget_temp(self.tmp)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            forget_temp(old)
 
     def abort(self) -> None:
         for fh in self.files.values():
             fh.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        forget_temp(self.tmp)
 
 
 class _Pack:
@@ -237,35 +263,78 @@ class _Pack:
                 ix = {k: z[k] for k in z.files}
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"{folder}: not a readable sample pack ({exc})") from None
-        self.dim = int(doc["dim"])
-        self.ix = ix
+        self.folder, self.dim, self.ix = folder, int(doc["dim"]), ix
         self.off = {k: np.r_[0, np.cumsum(ix[k])] for k in ("n_seg", "n_test", "n_hist", "n_gifs")}
-        self.fds = {name: os.open(folder / f"{name}{_SUFFIX[dt]}", os.O_RDONLY)
-                    for name, dt in _FILES.items()}
-        for name, dt in _FILES.items():
-            rows = int(len(ix["user_id"]) if name == "history_mean" else
-                       self.off[{"segments": "n_seg", "test_segments": "n_test",
-                                 "history": "n_hist"}[name]][-1])
-            size = os.fstat(self.fds[name]).st_size
-            if size != rows * self.dim * np.dtype(dt).itemsize:
-                raise InputError(f"{folder}: {name} holds {size} bytes, expected {rows} rows")
+        self.fds: dict[str, int] = {}
+        try:
+            for name, dt in _FILES.items():
+                self.fds[name] = os.open(folder / f"{name}{_SUFFIX[dt]}", os.O_RDONLY)
+                rows = int(len(ix["user_id"]) if name == "history_mean" else
+                           self.off[{"segments": "n_seg", "test_segments": "n_test",
+                                     "history": "n_hist"}[name]][-1])
+                size = os.fstat(self.fds[name]).st_size
+                if size != rows * self.dim * np.dtype(dt).itemsize:
+                    raise InputError(f"{folder}: {name} holds {size} bytes, expected {rows} rows")
+        except OSError as exc:
+            self.close()
+            raise InputError(f"{folder}: not a readable sample pack ({exc})") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of a feature file in its own dtype."""
+        fd = self.fds.get(name)
+        if fd is None:
+            raise ValueError(f"{self.folder}: read of a closed sample pack")
+        dt = np.dtype(_FILES[name])
+        width = self.dim * dt.itemsize
+        data = os.pread(fd, (stop - start) * width, start * width)
+        if len(data) != (stop - start) * width:
+            raise InputError(f"{self.folder}: {name} is shorter than its index (changed?)")
+        return np.frombuffer(data, dtype=dt).reshape(-1, self.dim)
 
     def rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a feature file as float32."""
-        dt = np.dtype(_FILES[name])
-        width = self.dim * dt.itemsize
-        data = os.pread(self.fds[name], (stop - start) * width, start * width)
-        return np.frombuffer(data, dtype=dt).reshape(-1, self.dim).astype(np.float32)
+        return self._read(name, start, stop).astype(np.float32)
+
+    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """The rows ``rows`` (any order, repeats allowed) of a feature file as float32, in order.
+
+        The rows are sorted and read in runs, one run at a time; a row more
+        than ``_MAX_GAP_BYTES`` past the previous one starts a new run. A run
+        holds its own rows and at most 64 KiB between each two, so memory stays
+        within the batch's size plus that, wherever the rows lie.
+        """
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        order = np.argsort(rows, kind="stable")
+        ranked = rows[order]
+        gap_rows = _MAX_GAP_BYTES // max(1, self.dim * np.dtype(_FILES[name]).itemsize)
+        cuts = np.r_[0, np.flatnonzero(np.diff(ranked) > gap_rows + 1) + 1, len(rows)].tolist()
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            if b > a:
+                first = int(ranked[a])
+                block = self._read(name, first, int(ranked[b - 1]) + 1)
+                # float16 -> float32 is exact: the values are those of one read per row.
+                out[order[a:b]] = block[ranked[a:b] - first]
+        return out
 
     def close(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
+        """Close the files (once; later calls do nothing)."""
+        while self.fds:
+            os.close(self.fds.popitem()[1])
 
 
 class PackedSamples:
-    """A pack on disk as a SampleSet; ``users`` selects (and orders) a subset."""
+    """A pack on disk as a SampleSet; ``users`` selects (and orders) a subset.
+
+    Opened on a folder, it owns the pack's files and ``close`` closes them;
+    a subset shares its parent's pack, and its ``close`` leaves them open.
+    """
 
     def __init__(self, folder: Path | _Pack, users: np.ndarray | None = None) -> None:
+        self._owner = not isinstance(folder, _Pack)
         self.pack = folder if isinstance(folder, _Pack) else _Pack(Path(folder))
         n = len(self.pack.ix["user_id"])
         self.users = np.arange(n) if users is None else np.asarray(users, dtype=np.int64)
@@ -303,14 +372,24 @@ class PackedSamples:
         )
 
     def segment_rows(self, users: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        starts = self.pack.off["n_seg"][self.users[users]] + rows
-        return np.stack([self.pack.rows("segments", r, r + 1)[0] for r in starts])
+        return self.pack.gather("segments", self.pack.off["n_seg"][self.users[users]] + rows)
 
     def mean_history(self, users: np.ndarray) -> np.ndarray:
-        return np.stack([self.pack.rows("history_mean", u, u + 1)[0] for u in self.users[users]])
+        return self.pack.gather("history_mean", self.users[users])
 
     def subset(self, indices: Sequence[int]) -> PackedSamples:
         return PackedSamples(self.pack, self.users[np.asarray(indices, dtype=np.int64)])
 
     def __iter__(self) -> Iterator[UserSample]:
         return (self.sample(i) for i in range(len(self)))
+
+    def close(self) -> None:
+        """Close the pack's files if this set opened them (a subset leaves that to its owner)."""
+        if self._owner:
+            self.pack.close()
+
+    def __enter__(self) -> PackedSamples:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

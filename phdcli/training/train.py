@@ -20,7 +20,7 @@ from phdcli.errors import InputError, UsageError
 from phdcli.ranking.prior import TemporalPrior
 from phdcli.training.fit import TrainConfig, TrainProgress, fit_fused, split_indices
 from phdcli.training.labels import has_pairs
-from phdcli.training.validation import evaluate_samples
+from phdcli.training.validation import part_metrics, read_terms
 
 log = logging.getLogger("phd")
 
@@ -73,63 +73,64 @@ def train_content(
 
     if epochs < 1:
         raise UsageError(f"epochs must be at least 1, got {epochs}")
-    data = load_dataset(Path(dataset))
-    source = f"{Path(dataset).name}'s features"
-    prior: TemporalPrior | None = None
-    prior_note = "none: no base model and no annotations in the dataset"
-    if base_model is not None:
-        base = load_model(Path(base_model))
-        check_compatible(base, data.spec, source, data.backbone_sha256)
-        prior = base.prior
-        prior_note = f"taken from {Path(base_model).name}"
+    # The pack's files stay open until the model is written, and close on any error.
+    with load_dataset(Path(dataset)) as data:
+        source = f"{Path(dataset).name}'s features"
+        prior: TemporalPrior | None = None
+        prior_note = "none: no base model and no annotations in the dataset"
+        if base_model is not None:
+            base = load_model(Path(base_model))
+            check_compatible(base, data.spec, source, data.backbone_sha256)
+            prior = base.prior
+            prior_note = f"taken from {Path(base_model).name}"
 
-    samples = data.samples.subset(np.flatnonzero(data.samples.n_segments() > 0))
-    ids = samples.user_ids()
-    train_idx, val_idx = split_indices(ids, val_fraction, seed)
-    train, val = samples.subset(train_idx), samples.subset(val_idx)
-    if not any(has_pairs(lab) for lab in train.labels()):
-        raise InputError("no training user has both a positive and a negative segment")
-    val_ids = set(val.user_ids())
-    if prior is None and data.annotations is not None:
-        users = [u for u in load_annotations(data.annotations) if u.user_id not in val_ids]
-        try:
-            prior = fit_prior(users)
-            prior.fit_info.update({"annotations": data.manifest.get("annotations"),
-                                   "excluded": "validation users"})
-            prior_note = "fitted on the annotations of all but the validation users"
-        except InputError as exc:
-            log.warning("no temporal prior: %s", exc)
+        samples = data.samples.subset(np.flatnonzero(data.samples.n_segments() > 0))
+        ids = samples.user_ids()
+        train_idx, val_idx = split_indices(ids, val_fraction, seed)
+        train, val = samples.subset(train_idx), samples.subset(val_idx)
+        if not any(has_pairs(lab) for lab in train.labels()):
+            raise InputError("no training user has both a positive and a negative segment")
+        val_ids = set(val.user_ids())
+        if prior is None and data.annotations is not None:
+            users = [u for u in load_annotations(data.annotations) if u.user_id not in val_ids]
+            try:
+                prior = fit_prior(users)
+                prior.fit_info.update({"annotations": data.manifest.get("annotations"),
+                                       "excluded": "validation users"})
+                prior_note = "fitted on the annotations of all but the validation users"
+            except InputError as exc:
+                log.warning("no temporal prior: %s", exc)
 
-    model, report = fit_fused(train, val, data.spec, seed, epochs, config, prior, progress)
-    model.backbone_sha256 = data.backbone_sha256
-    model.provenance = {
-        "trained_by": "phd train content",
-        "backbone": data.backbone,
-        "layer": data.spec.layer,
-        "k": model.k,
-        "training_data": {
-            "dataset": Path(dataset).resolve().name,
-            "annotations": data.manifest.get("annotations"),
-            "annotations_sha256": data.manifest.get("annotations_sha256"),
-            "history": data.manifest.get("history"),
-            "n_train_users": report.n_train,
-            "n_val_users": report.n_val,
-            "val_users": sorted(val_ids),
-        },
-        "validation": report.val_metrics,
-        "validation_pair_accuracy": report.val_pair_accuracy,
-        "seed": seed,
-        "epochs": epochs,
-        "epoch_losses": report.epoch_losses,
-        "config": config_dict(config),
-        "h_time": prior_note,
-        "omega": "grid search on validation users' pair accuracy",
-        "torch": torch.__version__,
-    }
-    save_model(model, Path(out))
-    fused = report.val_metrics["fused"]
-    log.info("validation (%d users): mAP %.2f%%, nMSD %.2f%%, R@5 %.2f%%",
-             report.n_val, fused["map"], fused["nmsd"], fused["recall5"])
+        model, report = fit_fused(train, val, data.spec, seed, epochs, config, prior, progress)
+        model.backbone_sha256 = data.backbone_sha256
+        model.provenance = {
+            "trained_by": "phd train content",
+            "backbone": data.backbone,
+            "layer": data.spec.layer,
+            "k": model.k,
+            "training_data": {
+                "dataset": Path(dataset).resolve().name,
+                "annotations": data.manifest.get("annotations"),
+                "annotations_sha256": data.manifest.get("annotations_sha256"),
+                "history": data.manifest.get("history"),
+                "n_train_users": report.n_train,
+                "n_val_users": report.n_val,
+                "val_users": sorted(val_ids),
+            },
+            "validation": report.val_metrics,
+            "validation_pair_accuracy": report.val_pair_accuracy,
+            "seed": seed,
+            "epochs": epochs,
+            "epoch_losses": report.epoch_losses,
+            "config": config_dict(config),
+            "h_time": prior_note,
+            "omega": "grid search on validation users' pair accuracy",
+            "torch": torch.__version__,
+        }
+        save_model(model, Path(out))
+        fused = report.val_metrics["fused"]
+        log.info("validation (%d users): mAP %.2f%%, nMSD %.2f%%, R@5 %.2f%%",
+                 report.n_val, fused["map"], fused["nmsd"], fused["recall5"])
     return TrainSummary(Path(out), report.n_train, report.n_val, model.omega, model.omega_t,
                         epochs, seed, report.val_metrics)
 
@@ -143,8 +144,11 @@ def evaluate_dataset(dataset: Path, model: Path) -> dict[str, float]:
     from phdcli.ranking.model import check_compatible, load_model
     from phdcli.training.dataset import load_dataset
 
-    data = load_dataset(Path(dataset))
-    fused = load_model(Path(model))
-    check_compatible(fused, data.spec, f"{Path(dataset).name}'s features", data.backbone_sha256)
-    return {"model": str(model), **evaluate_samples(fused, data.samples),
-            "random": evaluate_samples(None, data.samples)["map"]}
+    with load_dataset(Path(dataset)) as data:
+        fused = load_model(Path(model))
+        check_compatible(fused, data.spec, f"{Path(dataset).name}'s features",
+                         data.backbone_sha256)
+        # One read of each user scores both (evaluate_samples' numbers, fused and random).
+        terms = read_terms(fused, data.samples, train=False)
+    metrics = part_metrics(fused, {"fused": fused, "random": None}, terms)
+    return {"model": str(model), **metrics["fused"], "random": metrics["random"]["map"]}

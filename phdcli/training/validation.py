@@ -5,12 +5,19 @@ out of every other fit): ``fit_fusion`` picks omega and omega_t by the
 pairwise ranking accuracy they give; ``evaluate_samples`` gives mAP, nMSD
 and R@5 on the users' test segments, for the fused model and each part
 alone (``part_models``).
+
+Every part shares the fused model's terms, so ``read_terms`` reads each
+user once and keeps only the unweighted terms ``[h_fnn, h_svm, h_time]``
+of its segments (and the test protocol's counts); ``fusion_weights`` and
+``part_metrics`` then work from those, with the numbers ``fit_fusion`` and
+``evaluate_samples`` give from the users themselves.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,10 +35,38 @@ def _terms(model: FusedModel, sample: UserSample, which: str) -> np.ndarray:
     """(n, 3) unweighted [h_fnn, h_svm, h_time] of the sample's training or eval segments."""
     feats, bounds = ((sample.segments, sample.bounds_s) if which == "train"
                      else sample.eval_segments())
+    # Weights of 1 leave each term as score() computes it (1.0 * x is x, exactly).
     unit = FusedModel(model.spec, model.k, model.svm_w, model.svm_b, 1.0, 1.0, model.fnn,
                       model.prior, model.centre)
     t = unit.score(feats, sample.history, bounds[:, 0], bounds[:, 1], sample.duration_s)
     return np.stack([t.fnn, t.svm, t.time], axis=1)
+
+
+@dataclass
+class UserTerms:
+    """What fusion and metrics need of one user, from one read of the user."""
+
+    labels: np.ndarray  # (n,) of the training segments
+    train: np.ndarray | None  # (n, 3) unweighted terms of the training segments (None: not asked)
+    case: VideoCase | None  # the test protocol's counts (None: no GIF inside the video)
+    eval: np.ndarray | None  # (t, 3) unweighted terms of the eval segments (None: no case)
+
+
+def read_terms(model: FusedModel, samples: Samples, train: bool = True) -> list[UserTerms]:
+    """Each user read once: the terms of its segments under ``model``'s content parts."""
+    users = as_sample_set(samples)
+    out = []
+    for i, labels in enumerate(users.labels()):
+        sample = users.sample(i)
+        train_terms = _terms(model, sample, "train") if train else None
+        case = sample_case(sample)
+        eval_terms = None
+        if case is not None:
+            # No test segments: the metrics score the training ones, already done.
+            same = train_terms is not None and sample.eval_segments()[0] is sample.segments
+            eval_terms = train_terms if same else _terms(model, sample, "eval")
+        out.append(UserTerms(labels, train_terms, case, eval_terms))
+    return out
 
 
 def pair_accuracy(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> float:
@@ -52,13 +87,19 @@ def fit_fusion(model: FusedModel, samples: Samples) -> tuple[float, float, float
     go to the most balanced weights (omega nearest the spread ratio), which
     matters when a few validation users cannot tell the options apart.
     """
-    users = as_sample_set(samples)
-    terms = [_terms(model, users.sample(i), "train") for i in range(len(users))]
-    labels = users.labels()
+    return fusion_weights(read_terms(model, samples), model.prior is not None)
+
+
+def fusion_weights(users: Sequence[UserTerms], has_prior: bool) -> tuple[float, float, float]:
+    """``fit_fusion`` on terms already read (``read_terms`` with ``train=True``)."""
+    terms = [u.train for u in users if u.train is not None]
+    if len(terms) != len(users):
+        raise ValueError("fusion_weights needs the training segments' terms of every user")
+    labels = [u.labels for u in users]
     spread = np.array([np.concatenate([t[:, j] - t[:, j].mean() for t in terms]).std()
                        for j in range(3)])
     ratios = np.r_[0.0, np.logspace(-2, 2, 25)]
-    rel_t = np.r_[0.0, np.logspace(-2, 1, 13)] if model.prior is not None else np.r_[0.0]
+    rel_t = np.r_[0.0, np.logspace(-2, 1, 13)] if has_prior else np.r_[0.0]
 
     def unit(j: int) -> float:
         return spread[0] / spread[j] if spread[j] > 1e-12 and spread[0] > 1e-12 else 1.0
@@ -131,7 +172,44 @@ def evaluate_samples(
             scores = model.score(feats, sample.history, bounds[:, 0], bounds[:, 1],
                                  sample.duration_s).total
         rows.append(case_metrics(case, scores))
+    return _mean_metrics(rows)
+
+
+def _mean_metrics(rows: Sequence[tuple[float, float, float]]) -> dict[str, float]:
     if not rows:
         return {"map": float("nan"), "nmsd": float("nan"), "recall5": float("nan"), "n_videos": 0}
     ap, nmsd, r5 = (100.0 * float(v) for v in np.mean(rows, axis=0))
     return {"map": ap, "nmsd": nmsd, "recall5": r5, "n_videos": len(rows)}
+
+
+def part_scores(part: FusedModel, model: FusedModel, terms: np.ndarray) -> np.ndarray:
+    """``part.score(...).total`` from ``model``'s unweighted terms (n, 3), the same floats.
+
+    ``part`` must share ``model``'s content (as ``part_models`` makes them):
+    its FNN, SVM-D and prior are ``model``'s or absent.
+    """
+    same_svm = (part.k, part.centre, part.svm_b) == (model.k, model.centre, model.svm_b) and (
+        np.array_equal(part.svm_w, model.svm_w))
+    own = all(mine is None or mine is theirs
+              for mine, theirs in ((part.fnn, model.fnn), (part.prior, model.prior)))
+    if not (own and same_svm):
+        raise ValueError("part_scores: the part does not share the model's terms")
+    n = len(terms)
+    fnn = terms[:, 0] if part.fnn is not None else np.zeros(n)
+    time = terms[:, 2] if part.prior is not None else np.zeros(n)
+    # The sum in FusedModel.score's order: fnn + omega * svm + omega_t * time.
+    return fnn + part.omega * terms[:, 1] + part.omega_t * time
+
+
+def part_metrics(model: FusedModel, parts: Mapping[str, FusedModel | None],
+                 users: Sequence[UserTerms], seed: int = 0) -> dict[str, dict[str, float]]:
+    """``evaluate_samples(part, users, seed)`` for every part, from terms read once."""
+    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in parts}
+    for user in users:
+        if user.case is None or user.eval is None:
+            continue
+        for name, part in parts.items():
+            scores = (random_scores(user.case, seed) if part is None
+                      else part_scores(part, model, user.eval))
+            rows[name].append(case_metrics(user.case, scores))
+    return {name: _mean_metrics(r) for name, r in rows.items()}

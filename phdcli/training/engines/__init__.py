@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from phdcli.errors import UsageError
 from phdcli.training.jobs import BuildContext, Outcome, VideoJob
 
 ENGINES = ("local", "ray")
@@ -31,16 +30,18 @@ class Engine(Protocol):
         """Run every job; report each video's outcome exactly once, as it ends."""
 
 
-def get_engine(name: str, address: str | None = None, num_cpus: int | None = None) -> Engine:
-    """An engine by name; ``address`` (and ``num_cpus`` for a cluster started here) are Ray's."""
-    if name == "local":
-        if address is not None:
-            raise UsageError("--address needs --engine ray")
-        from phdcli.training.engines.local import LocalEngine
+def get_engine(name: str, address: str | None = None) -> Engine:
+    """The engine called ``name``; ``address`` is the Ray cluster to join (None: start one).
 
-        return LocalEngine()
+    The options are checked once, before any work, by ``dataset.BuildConfig``
+    (the user's one error line); an unknown name here is a caller's bug.
+    """
     if name == "ray":
         from phdcli.training.engines.ray import RayEngine
 
-        return RayEngine(address=address, num_cpus=num_cpus)
-    raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {name!r}")
+        return RayEngine(address=address)
+    if name != "local":
+        raise ValueError(f"unknown engine {name!r}; one of {', '.join(ENGINES)}")
+    from phdcli.training.engines.local import LocalEngine
+
+    return LocalEngine()
