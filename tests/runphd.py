@@ -26,8 +26,9 @@ from typing import Any
 def run_cli(args: list[str], capsys: Any) -> tuple[int, str, str]:
     """``phd ARGS`` in this process (``main``): (exit code, stdout, stderr).
 
-    ``capsys`` is pytest's fixture; faster than a subprocess where a test needs
-    neither signals nor its own environment.
+    ``capsys`` (or ``capfd``, which also sees what C libraries and child
+    processes write to the file descriptors) is pytest's fixture; faster than
+    a subprocess where a test needs neither signals nor its own environment.
     """
     import pytest
 
@@ -98,10 +99,19 @@ def json_doc(stdout: str) -> dict[str, Any]:
     return doc
 
 
-def home_with_cache(tmp_path: Path, shared_cache: Path) -> Path:
+def home_with_cache(tmp_path: Path, shared_cache: Path, private: tuple[str, ...] = ()) -> Path:
+    """A new home whose cache is the shared one, except the ``private`` subfolders
+    (e.g. ``downloads``, for a test that counts what is fetched)."""
     home = tmp_path / "home"
     home.mkdir()
-    (home / "cache").symlink_to(shared_cache, target_is_directory=True)
+    if not private:
+        (home / "cache").symlink_to(shared_cache, target_is_directory=True)
+        return home
+    (home / "cache").mkdir()
+    for sub in ("weights", "features", "hash-index", "outputs", "downloads"):
+        if sub not in private:
+            (shared_cache / sub).mkdir(exist_ok=True)
+            (home / "cache" / sub).symlink_to(shared_cache / sub, target_is_directory=True)
     return home
 
 

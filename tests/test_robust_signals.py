@@ -76,7 +76,7 @@ def _gone(marker: str, seconds: float) -> bool:
     (signal.SIGTERM, 143, "phd: interrupted (SIGTERM)"),  # row 8
     (signal.SIGHUP, 129, "phd: interrupted (SIGHUP)"),
 ])
-def test_row8_a_signal_during_gif_writing_ends_ffmpeg_and_leaves_nothing(
+def test_a_signal_during_gif_writing_ends_ffmpeg_and_leaves_nothing(
     sig: signal.Signals, code: int, said: str, big: Path, home: Path, tmp_path: Path,
     mmaction2_weights: Path,
 ) -> None:
@@ -92,7 +92,7 @@ def test_row8_a_signal_during_gif_writing_ends_ffmpeg_and_leaves_nothing(
     assert not out.exists() or list(out.iterdir()) == []  # no .part.gif, no GIF
 
 
-def test_row8_leftovers_of_a_killed_run_are_cleaned_by_the_next(
+def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(
     big: Path, home: Path, tmp_path: Path, mmaction2_weights: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
