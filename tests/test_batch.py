@@ -58,7 +58,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 def server(videos: dict[str, Path]) -> Iterator[str]:
     handler = lambda *a, **kw: _Handler(*a, directory=str(videos["root"]), **kw)  # noqa: E731
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()

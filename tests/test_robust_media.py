@@ -178,7 +178,7 @@ def test_rotation_is_honoured_for_c3d_frames(rotated: dict[str, Path]) -> None:
 
 
 def test_a_rotated_video_gives_an_upright_gif_not_upscaled(
-    rotated: dict[str, Path], tmp_path: Path, phd_home: Path, mmaction2_weights: Path,
+    rotated: dict[str, Path], tmp_path: Path, c3d_home: Path, mmaction2_weights: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, out, err = run(["suggest", str(rotated["phone"]), "-k", "1", "--width", "480",

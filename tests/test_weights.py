@@ -200,7 +200,7 @@ def test_load_c3d(c3d_home: Path, files: dict[str, Path]) -> None:
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" and not p.requires_grad
                for p in model.parameters())
     # The channels_last_3d model computes what a plain one does.
-    plain = C3D().eval()
+    plain = C3D().eval()  # built the plain way, random init and all
     plain.load_state_dict(random_c3d_state(seed=0))
     x = torch.randn(1, 3, 16, 112, 112) * 50
     with torch.inference_mode():
@@ -283,7 +283,8 @@ def server() -> Iterator[_Served]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     served.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # A short poll: shutdown() waits up to one poll interval (0.5 s by default, per test).
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield served
     httpd.shutdown()
