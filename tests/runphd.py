@@ -80,12 +80,16 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error" in line.lower()]
 
 
-def one_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
-    """The single ``phd: error:`` line of a failed run (and no traceback)."""
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = error_lines(result.stderr)
-    assert len(lines) == 1, result.stderr
+def one_error(result: subprocess.CompletedProcess[str] | tuple[int, str, str],
+              code: int = 1) -> str:
+    """The single ``phd: error:`` line of a failed run (and no traceback): a
+    process, or ``run_cli``'s (exit code, stdout, stderr)."""
+    returncode, stderr = ((result[0], result[2]) if isinstance(result, tuple)
+                          else (result.returncode, result.stderr))
+    assert returncode == code, (returncode, stderr)
+    assert "Traceback" not in stderr, stderr
+    lines = error_lines(stderr)
+    assert len(lines) == 1, stderr
     assert lines[0].startswith("phd: error: "), lines
     return lines[0]
 

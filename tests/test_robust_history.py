@@ -170,33 +170,35 @@ def test_remove_from_a_read_only_history_is_one_error_line(
         os.chmod(folder, 0o755)
 
 
-def test_a_phd_home_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_phd_home_that_is_a_file_is_a_usage_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "not-a-folder"
     home.write_text("oops")
-    for args in (("history", "list"), ("history", "add", "x.gif"), ("suggest", "x.mp4")):
-        result = phd(*args, home=home)
-        assert "PHD_HOME" in one_error(result, code=2), args
+    monkeypatch.setenv("PHD_HOME", str(home))
+    for args in (["history", "list"], ["history", "add", "x.gif"], ["suggest", "x.mp4"]):
+        assert "PHD_HOME" in one_error(run(args, capfd), code=2), args
     assert home.read_text() == "oops"
 
 
 def test_a_deleted_history_gif_is_reported_and_skipped(
-    gif_set: list[Path], cached_home: Path, warm: Path
+    gif_set: list[Path], cached_home: Path, warm: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    home = cached_home
     History.for_user().add(gif_set[6:8], FeatureExtractor(c3d_weights=warm, device="cpu"))
     folder = History.for_user().folder
     (folder / "g6.gif").unlink()  # behind phd's back
-    listed = phd("history", "list", "--json", home=home)
-    assert listed.returncode == 0
-    assert [(it["name"], it["missing"]) for it in json_doc(listed.stdout)] == [  # type: ignore
+    code, stdout, err = run(["history", "list", "--json"], capfd)
+    assert code == 0
+    assert [(it["name"], it["missing"]) for it in json_doc(stdout)] == [  # type: ignore
         ("g6.gif", True), ("g7.gif", False)]
-    assert "g6.gif" in listed.stderr and "missing" in listed.stderr
+    assert "g6.gif" in err and "missing" in err
     # A GIF as the video: its one segment's features are already cached.
-    result = phd("suggest", str(gif_set[0]), "-k", "1", "--dry-run", "--json", "--explain",
-                 "--device", "cpu", home=home, weights=warm)
-    assert result.returncode == 0, result.stderr
-    assert "g6.gif" in result.stderr and "skipped" in result.stderr
-    (pick,) = json_doc(result.stdout)["results"][0]["suggestions"]
+    code, stdout, err = run(["suggest", str(gif_set[0]), "-k", "1", "--dry-run", "--json",
+                             "--explain", "--device", "cpu", "--c3d-weights", str(warm)], capfd)
+    assert code == 0, err
+    assert "g6.gif" in err and "skipped" in err
+    (pick,) = json_doc(stdout)["results"][0]["suggestions"]
     assert pick["explain"]["nearest_history_gif"] == "g7.gif"
-    assert phd("history", "remove", "g6.gif", home=home).returncode == 0
-    assert "missing" not in phd("history", "list", home=home).stderr
+    assert run(["history", "remove", "g6.gif"], capfd)[0] == 0
+    code, _, err = run(["history", "list"], capfd)
+    assert code == 0 and "missing" not in err
