@@ -36,8 +36,8 @@ SUGGESTION_KEYS = {"rank", "start", "end", "score", "path", "size_bytes"}
 def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("videos")
     a = media.lavfi_video(root / "alpha.mp4", duration_s=11.0, size="160x120", source="testsrc2")
-    b = media.lavfi_video(root / "beta.mp4", duration_s=11.0, size="160x120",
-                          source="testsrc")
+    # 6 s: two segments, so two GIFs, and fewer clips for the batch test's fresh cache.
+    b = media.lavfi_video(root / "beta.mp4", duration_s=6.0, size="160x120", source="testsrc")
     broken = root / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(3000))
     return {"a": a, "b": b, "broken": broken, "root": root}

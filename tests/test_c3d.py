@@ -13,12 +13,13 @@ MMACTION2_SPEC = C3DInput(channel_order="RGB", mean=(104.0, 117.0, 128.0))
 
 
 def random_c3d(pool5_padding: str = "both") -> C3D:
-    """C3D holding the RANDOM seed-0 weights, built as phd builds it (on the meta
-    device, then given the tensors: no random init drawn only to be overwritten)."""
+    """C3D holding the RANDOM seed-0 weights, built as phd's load_c3d builds it: on
+    the meta device, then given the tensors (no random init drawn only to be
+    overwritten), in channels_last_3d (oneDNN's fast layout on the CPU)."""
     with torch.device("meta"):
         net = C3D(pool5_padding)
     net.load_state_dict(random_c3d_state(seed=0), assign=True)
-    return net.eval().requires_grad_(False)
+    return net.eval().requires_grad_(False).to(memory_format=torch.channels_last_3d)
 
 
 @pytest.fixture(scope="module")
