@@ -9,6 +9,7 @@ second or two.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -102,7 +103,12 @@ def test_leftovers_of_a_killed_run_are_cleaned_by_the_next(
     _wait_for_ffmpeg(str(out), proc)
     proc.kill()  # SIGKILL: no handler runs
     proc.communicate()
-    assert _gone(str(out), seconds=120)  # orphaned ffmpeg finishes on its own
+    # Its orphaned ffmpeg would finish a 960-wide GIF on its own (seconds): end it
+    # too, as a reboot or the OOM killer would. Either way the temp folder stays.
+    for pid in processes_mentioning(str(out)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert _gone(str(out), seconds=10)
     stale = hidden_files(out)
     assert stale, "a SIGKILLed run leaves its temp folder"
     # A live run's temp files are not touched: fake one with our own pid.
