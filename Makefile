@@ -22,12 +22,14 @@ suggest: $(STAMP)
 	@test -n "$(VIDEO)" || (echo "usage: make suggest VIDEO=path-or-URL [ARGS='-k 5 --out gifs']" >&2; exit 2)
 	$(BIN)/phd suggest "$(VIDEO)" $(ARGS)
 
+# The default suite: within 4 minutes on 2 cores. The slowest tests are listed
+# at the end, so that a slow one is seen when it arrives.
 test: $(STAMP)
 	$(BIN)/ruff check phdcli tests bench scripts
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 test-heavy: $(STAMP)
-	$(BIN)/pytest -q -m heavy
+	$(BIN)/pytest -q -m heavy --durations=15
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench --quick

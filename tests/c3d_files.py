@@ -14,9 +14,26 @@ import torch
 
 from phdcli.features.c3d import C3D_PARAM_SHAPES
 
+_STATES: dict[int, dict[str, torch.Tensor]] = {}
+
 
 def random_c3d_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """Canonical-named float32 tensors: weights N(0, 2/fan_in), biases N(0, 0.01)."""
+    """Canonical-named float32 tensors: weights N(0, 2/fan_in), biases N(0, 0.01).
+
+    Drawn once per seed and process (a second each); every call gets its own
+    copies, which a test may change.
+    """
+    return {name: tensor.clone() for name, tensor in _shared_state(seed).items()}
+
+
+def _shared_state(seed: int) -> dict[str, torch.Tensor]:
+    """The drawn tensors themselves: for callers that only read them."""
+    if seed not in _STATES:
+        _STATES[seed] = _draw_c3d_state(seed)
+    return _STATES[seed]
+
+
+def _draw_c3d_state(seed: int) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
     for name, shape in C3D_PARAM_SHAPES.items():
@@ -37,7 +54,7 @@ def write_mmaction2_pth(path: Path, seed: int = 0, bad_shape: bool = False) -> P
     ``bad_shape`` gives ``conv3b.conv.weight`` 128 input channels instead of 256.
     """
     state: dict[str, torch.Tensor] = {}
-    for name, tensor in random_c3d_state(seed).items():
+    for name, tensor in _shared_state(seed).items():
         layer, param = name.rsplit(".", 1)
         key = f"{layer}.conv.{param}" if layer.startswith("conv") else name
         state[key] = tensor
@@ -52,7 +69,7 @@ def write_davidea_pickle(path: Path, seed: int = 0) -> Path:
     (487 Sports-1M classes), in torch's legacy (pre-1.6, non-zip) format as that
     2017 file is."""
     state: dict[str, torch.Tensor] = {}
-    for name, tensor in random_c3d_state(seed).items():
+    for name, tensor in _shared_state(seed).items():
         layer, param = name.rsplit(".", 1)
         layer = {"conv1a": "conv1", "conv2a": "conv2"}.get(layer, layer)
         state[f"{layer}.{param}"] = tensor

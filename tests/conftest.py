@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runphd import home_with_cache
 
 # ``auto`` precision stays off int8 in the tests (PHD_INT8=0), as on a machine
 # without OpenVINO: building the int8 model and its self-check cost about half
@@ -53,15 +55,10 @@ def phd_log() -> Iterator[LogLines]:
 
 @pytest.fixture
 def int8_home(phd_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """``phd_home`` where ``auto`` may choose int8 (needs OpenVINO and NNCF): the CPU
-    is taken for one without native bf16 (where ``auto`` proposes int8), whatever
-    this machine has."""
+    """``phd_home`` where ``auto`` may choose int8 (needs OpenVINO and NNCF)."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from phdcli.features import device as device_mod
-
     monkeypatch.delenv("PHD_INT8")
-    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
     return phd_home
 
 
@@ -71,6 +68,80 @@ def mmaction2_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.c3d_files import write_mmaction2_pth
 
     return write_mmaction2_pth(tmp_path_factory.mktemp("c3d") / "c3d_random_mmaction2.pth")
+
+
+class ConvertedWeights:
+    """C3D weights files converted to safetensors once a session, planted into
+    the caches of new homes as if an earlier run there had converted them.
+
+    A fresh PHD_HOME otherwise loads, canonicalises, hashes and saves 312 MB
+    (seconds) before its first feature. Each home gets hard links to one
+    template per weights file (``cache/weights/converted/<sha256>.safetensors``
+    and the hash-index memo that names that sha256): phd reads them, and
+    replaces rather than rewrites them, so the links stay shared. Tests about
+    conversion use a bare ``phd_home`` instead.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._templates: dict[Path, Path] = {}
+        self._stamps: dict[Path, tuple[int, int]] = {}
+
+    def template(self, weights: Path) -> Path:
+        """A cache folder holding only ``weights``' converted file and its hash memo."""
+        weights = Path(weights).resolve()
+        if weights not in self._templates:
+            from phdcli.features.weights import load_c3d_state
+
+            home = self.root / f"template{len(self._templates)}"
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("PHD_HOME", str(home))
+                load_c3d_state(weights)  # the real conversion, once
+            cache = home / "cache"
+            files = [p for p in cache.rglob("*") if p.is_file()]
+            assert any(p.suffix == ".safetensors" for p in files), files
+            for file in files:
+                stat = file.stat()
+                self._stamps[file] = (stat.st_size, stat.st_mtime_ns)
+            self._templates[weights] = cache
+        return self._templates[weights]
+
+    def seed(self, home: Path, weights: Path) -> Path:
+        """``home`` (created if need be) whose cache holds ``weights`` converted."""
+        template = self.template(weights)
+        for file in template.rglob("*"):
+            if not file.is_file():
+                continue
+            target = home / "cache" / file.relative_to(template)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                try:
+                    os.link(file, target)
+                except OSError:  # another file system: a copy costs a fraction of a second
+                    shutil.copyfile(file, target)
+        return home
+
+    def check_untouched(self) -> None:
+        """A test that wrote into a planted file in place would have changed every
+        home's copy: say so, rather than let later tests reconvert silently."""
+        for file, stamp in self._stamps.items():
+            stat = file.stat()
+            assert (stat.st_size, stat.st_mtime_ns) == stamp, f"{file} was written in place"
+
+
+@pytest.fixture(scope="session")
+def converted_weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConvertedWeights]:
+    converted = ConvertedWeights(tmp_path_factory.mktemp("converted-weights"))
+    yield converted
+    converted.check_untouched()
+
+
+@pytest.fixture
+def c3d_home(phd_home: Path, converted_weights: ConvertedWeights,
+             mmaction2_weights: Path) -> Path:
+    """``phd_home`` whose cache already holds the RANDOM mmaction2 weights converted:
+    for tests that are not about conversion (features are still computed afresh)."""
+    return converted_weights.seed(phd_home, mmaction2_weights)
 
 
 @pytest.fixture(scope="session")
@@ -86,44 +157,48 @@ FOOTAGE = ["bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"]
 GIF_FROM_S, GIF_LEN_S = 10.5, 3.0  # inside the fixed segment 10-15 s
 
 
-def _footage_files(root: Path, name: str) -> tuple[Path, Path]:
-    """``root/name`` (FOOTAGE joined) and ``root/history`` holding liked.gif cut from it.
+@pytest.fixture(scope="session")
+def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -> dict[str, Path]:
+    """Real footage (19.3 s) and ``history`` holding liked.gif cut from 10.5-13.5 s
+    of it, made once a session (tests only read them).
 
     bikes (0-10 s), bigbuckbunny (10-15.28 s), carphone (15.28-19.28 s): four
-    5 s segments; the history GIF is cut from 10.5-13.5 s.
+    5 s segments; the history GIF lies inside the segment at 10 s.
     """
     from tests import media
 
-    video = media.concat_real_footage(root / name, FOOTAGE)
+    root = tmp_path_factory.mktemp("footage")
+    video = media.concat_real_footage(root / "concat.mp4", FOOTAGE)
     history = root / "history"
     history.mkdir()
     media.gif_from(video, history / "liked.gif", GIF_FROM_S, GIF_LEN_S)
-    return video, history
-
-
-@pytest.fixture(scope="module")
-def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -> dict[str, Path]:
-    """Real footage (19.3 s) and a history GIF cut from 10.5-13.5 s of it."""
-    video, history = _footage_files(tmp_path_factory.mktemp("footage"), "concat.mp4")
     return {"video": video, "history": history, "weights": mmaction2_weights}
 
 
 @pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_cache(tmp_path_factory: pytest.TempPathFactory, converted_weights: ConvertedWeights,
+                 mmaction2_weights: Path) -> Path:
     """One phd cache folder (converted weights, features) for homes made with
-    ``runphd.home_with_cache``: C3D runs once per distinct input per session."""
-    return tmp_path_factory.mktemp("shared-cache")
+    ``runphd.home_with_cache``: C3D runs once per distinct input per session.
+    The RANDOM mmaction2 weights are in it, converted, from the start."""
+    root = tmp_path_factory.mktemp("shared")
+    converted_weights.seed(root, mmaction2_weights)
+    return root / "cache"
 
 
 @pytest.fixture(scope="session")
-def footage_home(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path
-                 ) -> dict[str, Path]:
-    """``footage``, plus one PHD_HOME for the report and keep tests, so that C3D
+def footage_home(tmp_path_factory: pytest.TempPathFactory, footage: dict[str, Path],
+                 shared_cache: Path) -> dict[str, Path]:
+    """``footage`` (the same bytes, named footage.mp4, and its history GIF), plus
+    one PHD_HOME on the shared cache for the report and keep tests, so that C3D
     (RANDOM weights) runs on the footage once a session."""
     root = tmp_path_factory.mktemp("footage-home")
-    video, history = _footage_files(root, "footage.mp4")
-    return {"root": root, "video": video, "history": history, "home": root / "phd-home",
-            "weights": mmaction2_weights}
+    video = root / "footage.mp4"
+    shutil.copyfile(footage["video"], video)
+    history = root / "history"
+    shutil.copytree(footage["history"], history)
+    return {"root": root, "video": video, "history": history,
+            "home": home_with_cache(root, shared_cache), "weights": footage["weights"]}
 
 
 @pytest.fixture

@@ -26,8 +26,9 @@ from typing import Any
 def run_cli(args: list[str], capsys: Any) -> tuple[int, str, str]:
     """``phd ARGS`` in this process (``main``): (exit code, stdout, stderr).
 
-    ``capsys`` is pytest's fixture; faster than a subprocess where a test needs
-    neither signals nor its own environment.
+    ``capsys`` (or ``capfd``, which also sees what C libraries and child
+    processes write to the file descriptors) is pytest's fixture; faster than
+    a subprocess where a test needs neither signals nor its own environment.
     """
     import pytest
 
@@ -79,12 +80,16 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "error" in line.lower()]
 
 
-def one_error(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
-    """The single ``phd: error:`` line of a failed run (and no traceback)."""
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = error_lines(result.stderr)
-    assert len(lines) == 1, result.stderr
+def one_error(result: subprocess.CompletedProcess[str] | tuple[int, str, str],
+              code: int = 1) -> str:
+    """The single ``phd: error:`` line of a failed run (and no traceback): a
+    process, or ``run_cli``'s (exit code, stdout, stderr)."""
+    returncode, stderr = ((result[0], result[2]) if isinstance(result, tuple)
+                          else (result.returncode, result.stderr))
+    assert returncode == code, (returncode, stderr)
+    assert "Traceback" not in stderr, stderr
+    lines = error_lines(stderr)
+    assert len(lines) == 1, stderr
     assert lines[0].startswith("phd: error: "), lines
     return lines[0]
 
@@ -98,10 +103,19 @@ def json_doc(stdout: str) -> dict[str, Any]:
     return doc
 
 
-def home_with_cache(tmp_path: Path, shared_cache: Path) -> Path:
+def home_with_cache(tmp_path: Path, shared_cache: Path, private: tuple[str, ...] = ()) -> Path:
+    """A new home whose cache is the shared one, except the ``private`` subfolders
+    (e.g. ``downloads``, for a test that counts what is fetched)."""
     home = tmp_path / "home"
     home.mkdir()
-    (home / "cache").symlink_to(shared_cache, target_is_directory=True)
+    if not private:
+        (home / "cache").symlink_to(shared_cache, target_is_directory=True)
+        return home
+    (home / "cache").mkdir()
+    for sub in ("weights", "features", "hash-index", "outputs", "downloads"):
+        if sub not in private:
+            (shared_cache / sub).mkdir(exist_ok=True)
+            (home / "cache" / sub).symlink_to(shared_cache / sub, target_is_directory=True)
     return home
 
 

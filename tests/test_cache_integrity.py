@@ -24,13 +24,15 @@ from phdcli.media.probe import VideoInfo, probe
 from phdcli.media.segments import Segment
 from tests import media
 from tests.c3d_files import random_c3d_state
-from tests.conftest import LogLines
+from tests.conftest import ConvertedWeights, LogLines
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One PHD_HOME for the module: the weights convert once."""
-    root = tmp_path_factory.mktemp("home")
+def home(tmp_path_factory: pytest.TempPathFactory, converted_weights: ConvertedWeights,
+         mmaction2_weights: Path) -> Iterator[Path]:
+    """One PHD_HOME for the module, its feature cache empty at first; the weights
+    come converted (the damaged converted file has a test of its own below)."""
+    root = converted_weights.seed(tmp_path_factory.mktemp("home"), mmaction2_weights)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PHD_HOME", str(root))
         mp.delenv("PHD_C3D_WEIGHTS", raising=False)
@@ -74,7 +76,7 @@ def _nan_entry(file: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
-def test_issue9_row6_damaged_feature_cache_entry_is_removed_and_recomputed(
+def test_a_damaged_feature_cache_entry_is_removed_and_recomputed(
     kind: str, home: Path, extractor: FeatureExtractor, video: VideoInfo,
     phd_log: LogLines,
 ) -> None:
@@ -95,7 +97,7 @@ def test_issue9_row6_damaged_feature_cache_entry_is_removed_and_recomputed(
     np.testing.assert_array_equal(again, got)
 
 
-def test_issue9_row6_empty_entry_through_the_cli_is_a_warning_not_an_abort(
+def test_an_empty_cache_entry_through_the_cli_is_a_warning_not_an_abort(
     home: Path, mmaction2_weights: Path, video: VideoInfo, extractor: FeatureExtractor,
     tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -145,7 +147,7 @@ def test_clips_are_computed_once_whatever_segments_ask(
     np.testing.assert_allclose(again.segments[1], whole.clips[1], rtol=1e-6)
 
 
-def test_issue9_row5_damaged_converted_weights_are_detected_and_reconverted(
+def test_damaged_converted_weights_are_detected_and_reconverted(
     phd_home: Path, mmaction2_weights: Path, phd_log: LogLines
 ) -> None:
     state, _ = load_c3d_state(mmaction2_weights)
@@ -163,7 +165,7 @@ def test_issue9_row5_damaged_converted_weights_are_detected_and_reconverted(
     assert not phd_log.records
 
 
-def test_issue9_row5_nonfinite_features_are_refused_and_never_cached(
+def test_nonfinite_features_are_refused_and_never_cached(
     phd_home: Path, tmp_path: Path, video: VideoInfo, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Finite weights whose forward overflows (conv1a scaled by 1e37) give

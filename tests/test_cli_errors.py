@@ -1,4 +1,9 @@
-"""Bad input: one line on stderr, a non-zero exit, no traceback, nothing lost."""
+"""Bad input: one line on stderr, a non-zero exit, no traceback, nothing lost.
+
+Most runs are in-process (``run_cli`` with ``capfd``: what ffmpeg's libraries or
+a child write to the file descriptors is seen too); the usage and missing
+weights errors run as real processes, the way a shell sees them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from runphd import run_cli
 
 from tests import media
 
@@ -21,13 +27,19 @@ def phd(*args: str, env_home: Path, weights: Path | None = None) -> subprocess.C
     )
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+def assert_one_line_error(result: subprocess.CompletedProcess | tuple[int, str, str],
+                          code: int = 1) -> str:
+    """The one error line of a run (a process, or ``run_cli``'s (code, stdout, stderr))."""
+    if isinstance(result, tuple):
+        returncode, stdout, stderr = result
+    else:
+        returncode, stdout, stderr = result.returncode, result.stdout, result.stderr
+    assert returncode == code, (returncode, stderr)
+    assert "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()]
-    assert len(errors) == 1, result.stderr
-    assert result.stdout == ""
+    assert len(errors) == 1, stderr
+    assert stdout == ""
     return errors[0]
 
 
@@ -55,11 +67,11 @@ def bad_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     "case", ["missing", "corrupt", "zero-length", "text", "audio-only", "too-short"]
 )
 def test_bad_video_is_one_line_and_exit_1(
-    case: str, bad_inputs: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
+    case: str, bad_inputs: dict[str, Path], tmp_path: Path, c3d_home: Path,
+    mmaction2_weights: Path, capfd: pytest.CaptureFixture[str],
 ) -> None:
-    weights = mmaction2_weights
-    result = phd("suggest", str(bad_inputs[case]), "--out", str(tmp_path / "o"),
-                 "--device", "cpu", env_home=tmp_path / "home", weights=weights)
+    result = run_cli(["suggest", str(bad_inputs[case]), "--out", str(tmp_path / "o"),
+                      "--device", "cpu", "--c3d-weights", str(mmaction2_weights)], capfd)
     line = assert_one_line_error(result)
     assert bad_inputs[case].name in line
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
@@ -78,30 +90,32 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-def test_explicit_cuda_without_a_gpu_is_an_error(tmp_path: Path, mmaction2_weights: Path) -> None:
+def test_explicit_cuda_without_a_gpu_is_an_error(
+    tmp_path: Path, c3d_home: Path, mmaction2_weights: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     pytest.importorskip("torch")
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     video = media.lavfi_video(tmp_path / "v.mp4", duration_s=2.0, size="160x120")
-    weights = mmaction2_weights
-    result = phd("suggest", str(video), "--device", "cuda", env_home=tmp_path / "h",
-                 weights=weights)
+    result = run_cli(["suggest", str(video), "--device", "cuda", "--c3d-weights",
+                      str(mmaction2_weights)], capfd)
     assert "cuda" in assert_one_line_error(result).lower()
 
 
 def test_failed_history_add_leaves_history_byte_identical(
-    bad_inputs: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
+    bad_inputs: dict[str, Path], tmp_path: Path, c3d_home: Path, mmaction2_weights: Path,
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    home = tmp_path / "home"
-    weights = mmaction2_weights
+    monkeypatch.setenv("PHD_C3D_WEIGHTS", str(mmaction2_weights))
     video = media.lavfi_video(tmp_path / "v.mp4", duration_s=4.0, size="160x120")
     first = media.gif_from(video, tmp_path / "first.gif", 0.5, 1.5, width=120)
     second = media.gif_from(video, tmp_path / "second.gif", 2.0, 1.5, width=120)
-    ok = phd("history", "add", str(first), "--device", "cpu", env_home=home, weights=weights)
-    assert ok.returncode == 0, ok.stderr
-    folder = Path(phd("history", "path", env_home=home).stdout.strip())
+    code, _, err = run_cli(["history", "add", str(first), "--device", "cpu"], capfd)
+    assert code == 0, err
+    folder = Path(run_cli(["history", "path"], capfd)[1].strip())
+    assert folder.is_relative_to(c3d_home)
 
     def snapshot() -> dict[str, bytes]:
         return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
@@ -111,8 +125,8 @@ def test_failed_history_add_leaves_history_byte_identical(
     assert "first.gif" in before
     for case in ("corrupt", "zero-length", "audio-only", "missing"):
         # a good file next to a bad one: all or nothing
-        result = phd("history", "add", str(second), str(bad_inputs[case]), "--device", "cpu",
-                     env_home=home, weights=weights)
+        result = run_cli(["history", "add", str(second), str(bad_inputs[case]), "--device",
+                          "cpu"], capfd)
         assert_one_line_error(result)
         assert snapshot() == before
 

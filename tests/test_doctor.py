@@ -11,12 +11,17 @@ import torch
 from phdcli import __version__
 from phdcli.cli import main
 from phdcli.doctor.checks import run_checks
+from tests.conftest import ConvertedWeights
 from tests.media import ffmpeg_exe
 
 
 def test_all_present_as_json_for_scripts(
-    phd_home: Path, plain_cpu: None, davidea_weights: Path, capsys: pytest.CaptureFixture[str]
+    phd_home: Path, plain_cpu: None, davidea_weights: Path, capsys: pytest.CaptureFixture[str],
+    converted_weights: ConvertedWeights,
 ) -> None:
+    # Converted already, as after any earlier run: the check loads it (conversion is
+    # tests/test_weights.py's subject).
+    converted_weights.seed(phd_home, davidea_weights)
     with pytest.raises(SystemExit) as info:
         main(["doctor", "--json", "--c3d-weights", str(davidea_weights)])
     doc = json.loads(capsys.readouterr().out)  # stdout holds the JSON document, nothing else

@@ -1,4 +1,8 @@
-"""History profiles: add (once), list, remove, path; random C3D weights."""
+"""History profiles: add (once), list, remove, path; random C3D weights.
+
+The DavideA weights come converted (``converted_weights``): tests/test_weights.py
+is where conversion itself is tested.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 from runphd import run_cli as run
 
 from tests import media
+from tests.conftest import ConvertedWeights
 
 
 @pytest.fixture
@@ -24,9 +29,10 @@ def gifs(tmp_path: Path) -> dict[str, Path]:
 
 def test_add_list_remove_and_no_duplicates(
     gifs: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, davidea_weights: Path,
+    monkeypatch: pytest.MonkeyPatch, davidea_weights: Path, converted_weights: ConvertedWeights,
 ) -> None:
     # The DavideA format works as a drop-in for the mmaction2 one.
+    converted_weights.seed(phd_home, davidea_weights)
     monkeypatch.setenv("PHD_C3D_WEIGHTS", str(davidea_weights))
     code, _, err = run(["history", "add", str(gifs["a"]), str(gifs["b"]), "--device", "cpu"],
                        capsys)
@@ -59,8 +65,9 @@ def test_add_list_remove_and_no_duplicates(
 
 def test_profiles_are_separate(
     gifs: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch, davidea_weights: Path,
+    monkeypatch: pytest.MonkeyPatch, davidea_weights: Path, converted_weights: ConvertedWeights,
 ) -> None:
+    converted_weights.seed(phd_home, davidea_weights)
     monkeypatch.setenv("PHD_C3D_WEIGHTS", str(davidea_weights))
     assert run(["history", "add", str(gifs["a"]), "--user", "ana", "--device", "cpu"],
                capsys)[0] == 0

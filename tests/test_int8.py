@@ -28,7 +28,7 @@ from phdcli.media.probe import VideoInfo, probe
 from phdcli.media.segments import Segment, fixed_segments
 from tests import media
 from tests.c3d_files import random_c3d_state
-from tests.conftest import LogLines
+from tests.conftest import ConvertedWeights, LogLines
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -72,10 +72,14 @@ def _table_int8_flags(ext: FeatureExtractor, video: VideoInfo,
 # Each builds an int8 model (NNCF) and runs fp32 references: minutes on 2 cores.
 @pytest.mark.heavy
 def test_self_check_accepts_random_weights_caches_the_verdict_and_fp32_wins(
-    int8_home: Path, mmaction2_weights: Path, video: VideoInfo, tmp_path: Path,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    int8_home: Path, plain_cpu: None, mmaction2_weights: Path, video: VideoInfo,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    converted_weights: ConvertedWeights,
 ) -> None:
+    """On a CPU without native bf16 (``plain_cpu``: on one with it, auto runs bf16)."""
     from phdcli.cli import main
+
+    converted_weights.seed(int8_home, mmaction2_weights)  # int8 is the subject, not conversion
 
     empty = tmp_path / "history"
     empty.mkdir()
@@ -135,7 +139,7 @@ def test_self_check_accepts_random_weights_caches_the_verdict_and_fp32_wins(
 
 @pytest.mark.heavy
 def test_self_check_refuses_weights_that_quantize_badly(
-    int8_home: Path, outlier_weights: Path, video: VideoInfo,
+    int8_home: Path, plain_cpu: None, outlier_weights: Path, video: VideoInfo,
     phd_log: LogLines, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     segments = fixed_segments(video.duration_s, 5.0)

@@ -1,7 +1,9 @@
 """The coarse-to-fine pass against the exhaustive one, on real footage.
 
 RANDOM C3D weights (the test says so); the right answer is known by
-construction: the history GIF was cut from the segment at 10 s.
+construction: the history GIF was cut from the segment at 10 s. Each test
+counts the clips it forwards, so each has a feature cache of its own (the
+weights come converted).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from phdcli.suggest.pipeline import suggest_batch
 
 
 def test_coarse_to_fine_gives_the_exhaustive_top_k_and_counts_skipped_clips(
-    footage: dict[str, Path], phd_home: Path
+    footage: dict[str, Path], c3d_home: Path
 ) -> None:
     model = load_model(default_model_path())
     ext = FeatureExtractor(model.spec, footage["weights"], "cpu", "fp32")
@@ -51,7 +53,7 @@ def test_coarse_to_fine_gives_the_exhaustive_top_k_and_counts_skipped_clips(
 
 
 def test_suggest_defaults_to_coarse_to_fine_and_exhaustive_turns_it_off(
-    footage: dict[str, Path], phd_home: Path, tmp_path: Path
+    footage: dict[str, Path], c3d_home: Path, tmp_path: Path
 ) -> None:
     base = SuggestConfig(k=1, length_s=2.5, out_dir=tmp_path, history_dir=footage["history"],
                          c3d_weights=footage["weights"], device="cpu", dry_run=True)

@@ -84,7 +84,7 @@ def site(footage_home: dict[str, Path]) -> Iterator[dict[str, object]]:
                                                        "heatmap": spans}))
     handler = lambda *a, **kw: _Quiet(*a, directory=str(www), **kw)  # noqa: E731
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield {"url": f"http://127.0.0.1:{httpd.server_address[1]}/watch/footage",
            "plugins": root / "plugins", "spans": spans}

@@ -2,7 +2,8 @@
 
 Real yt-dlp (in phd's watched worker) against servers that never end, that
 trickle a byte every few seconds, that serve HTML as video/mp4. Each test
-uses small limits so that it ends in seconds. No mocks, no internet.
+uses small limits (a 1 s stall: the trickle's byte comes every 5 s) so that
+it ends in seconds. No mocks, no internet.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runphd import json_doc, one_error, phd, serve
+from runphd import home_with_cache, json_doc, one_error, phd, processes_mentioning, serve
 
 from phdcli import paths
 from phdcli.cli import main
@@ -104,7 +105,7 @@ def _left_in_cache() -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
 
 
-def test_row3_endless_body_is_cut_at_max_filesize(phd_home: Path, server: str) -> None:
+def test_an_endless_body_is_cut_at_max_filesize(phd_home: Path, server: str) -> None:
     started = time.monotonic()
     with pytest.raises(DownloadError, match=r"larger than --max-filesize \(2 MB\)"):
         resolve_input(f"{server}/endless.mp4", DownloadOptions(max_filesize_bytes=2_000_000))
@@ -112,13 +113,14 @@ def test_row3_endless_body_is_cut_at_max_filesize(phd_home: Path, server: str) -
     assert _left_in_cache() == []  # no .part, no folder
 
 
-def test_row4_trickle_is_a_stall_and_steady_endless_hits_the_deadline(
+def test_a_trickling_download_is_a_stall_and_a_steady_endless_one_hits_the_deadline(
     phd_home: Path, server: str
 ) -> None:
     for url, options, words in (
-        (f"{server}/trickle.mp4", DownloadOptions(stall_timeout_s=2.0), "stalled"),
-        (f"{server}/steady.mp4", DownloadOptions(stall_timeout_s=30.0, timeout_s=3.0),
-         "not finished after 3 s"),
+        (f"{server}/trickle.mp4", DownloadOptions(stall_timeout_s=1.0), "stalled"),
+        # 4 KiB a second: never a stall, yet never done.
+        (f"{server}/steady.mp4", DownloadOptions(stall_timeout_s=30.0, timeout_s=2.0),
+         "not finished after 2 s"),
     ):
         started = time.monotonic()
         with pytest.raises(DownloadError, match=words) as info:
@@ -130,7 +132,7 @@ def test_row4_trickle_is_a_stall_and_steady_endless_hits_the_deadline(
     assert defaults.max_filesize_bytes and defaults.stall_timeout_s and defaults.timeout_s
 
 
-def test_row4_dataset_downloads_have_the_same_limits(server: str, tmp_path: Path) -> None:
+def test_dataset_downloads_have_the_same_limits(server: str, tmp_path: Path) -> None:
     """A multi-day dataset build must not hang on one video: its downloads run
     in the same watched worker, and a trickling server is a failed attempt."""
     from phdcli.training.download import fetch_with_retries
@@ -139,22 +141,22 @@ def test_row4_dataset_downloads_have_the_same_limits(server: str, tmp_path: Path
     started = time.monotonic()
     with pytest.raises(DownloadError, match="stalled") as info:
         fetch_with_retries("trickle", videos, f"{server}/{{id}}.mp4", attempts=2,
-                           backoff_s=0.0, limits=DownloadOptions(stall_timeout_s=2.0))
+                           backoff_s=0.0, limits=DownloadOptions(stall_timeout_s=1.0))
     assert "after 2 attempts" in str(info.value)
-    assert time.monotonic() - started < 60  # each attempt is cut after its 2 s stall
+    assert time.monotonic() - started < 60  # each attempt is cut after its 1 s stall
     assert [p.name for p in videos.iterdir()] == []  # no partial file, no temp folder
 
 
-def test_row4_flags_reach_the_download(server: str, tmp_path: Path,
-                                       mmaction2_weights: Path) -> None:
+def test_download_flags_reach_the_download(server: str, tmp_path: Path,
+                                           mmaction2_weights: Path) -> None:
     url = f"{server}/trickle.mp4"
-    result = phd("suggest", url, "--stall-timeout", "2", "--json", "--device", "cpu",
+    result = phd("suggest", url, "--stall-timeout", "1", "--json", "--device", "cpu",
                  home=tmp_path / "home", weights=mmaction2_weights, timeout=60)
-    assert "stalled" in one_error(result)
+    assert "stalled" in one_error(result) and "1 s" in result.stderr
     assert json_doc(result.stdout)["errors"][0]["input"] == url
 
 
-def test_row3_a_killed_download_is_cleaned_by_the_next_run(
+def test_a_killed_download_is_cleaned_by_the_next_run(
     server: str, tmp_path: Path, mmaction2_weights: Path, clip: bytes
 ) -> None:
     home = tmp_path / "home"
@@ -171,14 +173,17 @@ def test_row3_a_killed_download_is_cleaned_by_the_next_run(
     proc.wait()
     stale = list(downloads.glob("*/.dl.phd*"))
     assert stale, "the download never started"
-    time.sleep(1.5)  # the worker notices its parent is gone
+    deadline = time.monotonic() + 10
+    while processes_mentioning(f"PHD_HOME={home}", in_environment=True):
+        assert time.monotonic() < deadline, "the download worker outlived its killed phd"
+        time.sleep(0.05)  # it checks for its parent every 0.5 s
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PHD_HOME", str(home))
         assert resolve_input(f"{server}/v.mp4").path.read_bytes() == clip
     assert not any(p.exists() for p in stale)
 
 
-def test_row10_html_served_as_video_is_never_cached(phd_home: Path, server: str,
+def test_html_served_as_video_is_never_cached(phd_home: Path, server: str,
                                                     clip: bytes) -> None:
     Hostile.html_left = 2  # the generic extractor sniffs, then downloads: both get HTML
     url = f"{server}/v.mp4"
@@ -188,17 +193,12 @@ def test_row10_html_served_as_video_is_never_cached(phd_home: Path, server: str,
     assert resolve_input(url).path.read_bytes() == clip  # downloads again, then caches
 
 
-def test_row10_a_bad_cached_file_names_refresh(
+def test_a_bad_cached_download_names_refresh(
     server: str, tmp_path: Path, shared_cache: Path, mmaction2_weights: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "cache").mkdir()
     # Converted weights and features from the shared cache, downloads private.
-    for sub in ("weights", "features", "hash-index"):
-        (shared_cache / sub).mkdir(exist_ok=True)
-        (home / "cache" / sub).symlink_to(shared_cache / sub)
+    home = home_with_cache(tmp_path, shared_cache, private=("downloads",))
     monkeypatch.setenv("PHD_HOME", str(home))
     url = f"{server}/v.mp4"
     args = ["suggest", url, "--dry-run", "--json", "--device", "cpu",
@@ -221,7 +221,7 @@ def test_row10_a_bad_cached_file_names_refresh(
     assert Hostile.requests.count("/v.mp4") > fetched
 
 
-def test_row15_model_fetch_url_is_what_later_runs_use(
+def test_the_url_model_fetch_got_is_what_later_runs_use(
     phd_home: Path, server: str, capsys: pytest.CaptureFixture[str], clip: bytes
 ) -> None:
     url = f"{server}/v.mp4"  # any bytes will do: finding them is the point

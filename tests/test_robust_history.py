@@ -56,7 +56,7 @@ def cached_home(tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPa
     return home
 
 
-def test_row1_a_change_made_meanwhile_is_never_lost(
+def test_a_history_change_made_meanwhile_is_never_lost(
     gif_set: list[Path], cached_home: Path, warm: Path
 ) -> None:
     """Two adds prepared from the same state, committed one after the other:
@@ -72,7 +72,7 @@ def test_row1_a_change_made_meanwhile_is_never_lost(
     assert on_disk == ["g0.gif", "g1.gif", "history.json"]
 
 
-def test_row1_a_stray_file_is_never_replaced(
+def test_a_stray_file_in_the_history_is_never_replaced(
     gif_set: list[Path], cached_home: Path, warm: Path
 ) -> None:
     history = History.for_user("stray")
@@ -84,17 +84,25 @@ def test_row1_a_stray_file_is_never_replaced(
     assert (history.folder / "g2.gif").read_bytes() == b"not ours"
 
 
-def test_row1_add_waits_for_the_lock(gif_set: list[Path], cached_home: Path, warm: Path
-                                     ) -> None:
+def test_history_add_waits_for_the_lock(gif_set: list[Path], cached_home: Path, warm: Path
+                                        ) -> None:
     folder = History.for_user().folder
     folder.mkdir(parents=True)
+    gif = gif_set[4]
     with locked(folder / LOCK, "test"):
         proc = subprocess.Popen([sys.executable, "-m", "phdcli", "history", "add",
-                                 str(gif_set[4]), "--device", "cpu"],
+                                 str(gif), "--device", "cpu"],
                                 env={"PATH": "/usr/bin:/bin", "PHD_HOME": str(cached_home),
                                      "PHD_C3D_WEIGHTS": str(warm)},
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(4)
+        # The add copies the GIF into its private staging folder, then takes the
+        # lock: once the whole copy is there, only the lock holds it back.
+        deadline = time.monotonic() + 60
+        while not [p for p in folder.glob(".*/*") if p.stat().st_size == gif.stat().st_size]:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the add never staged its copy"
+            time.sleep(0.02)
+        time.sleep(1.0)  # a manifest write takes milliseconds once the lock is free
         assert proc.poll() is None  # blocked on the lock
         assert not (folder / "history.json").exists() and not (folder / "g4.gif").exists()
     assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
@@ -121,7 +129,7 @@ def test_stress_eight_parallel_adds_give_eight_entries(
         assert (folder / gif.name).read_bytes() == gif.read_bytes()
 
 
-def test_row9_manifest_names_cannot_leave_the_folder(
+def test_manifest_names_cannot_leave_the_history_folder(
     tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = History.for_user().folder
@@ -145,7 +153,7 @@ def test_row9_manifest_names_cannot_leave_the_folder(
         History.for_user("../../elsewhere")
 
 
-def test_row11_remove_from_a_read_only_history_is_one_line(
+def test_remove_from_a_read_only_history_is_one_error_line(
     gif_set: list[Path], cached_home: Path, warm: Path
 ) -> None:
     home = cached_home
@@ -162,33 +170,35 @@ def test_row11_remove_from_a_read_only_history_is_one_line(
         os.chmod(folder, 0o755)
 
 
-def test_row11_phd_home_that_is_a_file(tmp_path: Path) -> None:
+def test_a_phd_home_that_is_a_file_is_a_usage_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "not-a-folder"
     home.write_text("oops")
-    for args in (("history", "list"), ("history", "add", "x.gif"), ("suggest", "x.mp4")):
-        result = phd(*args, home=home)
-        assert "PHD_HOME" in one_error(result, code=2), args
+    monkeypatch.setenv("PHD_HOME", str(home))
+    for args in (["history", "list"], ["history", "add", "x.gif"], ["suggest", "x.mp4"]):
+        assert "PHD_HOME" in one_error(run(args, capfd), code=2), args
     assert home.read_text() == "oops"
 
 
-def test_row18_deleted_history_gif_is_reported_and_skipped(
-    gif_set: list[Path], cached_home: Path, warm: Path
+def test_a_deleted_history_gif_is_reported_and_skipped(
+    gif_set: list[Path], cached_home: Path, warm: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    home = cached_home
     History.for_user().add(gif_set[6:8], FeatureExtractor(c3d_weights=warm, device="cpu"))
     folder = History.for_user().folder
     (folder / "g6.gif").unlink()  # behind phd's back
-    listed = phd("history", "list", "--json", home=home)
-    assert listed.returncode == 0
-    assert [(it["name"], it["missing"]) for it in json_doc(listed.stdout)] == [  # type: ignore
+    code, stdout, err = run(["history", "list", "--json"], capfd)
+    assert code == 0
+    assert [(it["name"], it["missing"]) for it in json_doc(stdout)] == [  # type: ignore
         ("g6.gif", True), ("g7.gif", False)]
-    assert "g6.gif" in listed.stderr and "missing" in listed.stderr
+    assert "g6.gif" in err and "missing" in err
     # A GIF as the video: its one segment's features are already cached.
-    result = phd("suggest", str(gif_set[0]), "-k", "1", "--dry-run", "--json", "--explain",
-                 "--device", "cpu", home=home, weights=warm)
-    assert result.returncode == 0, result.stderr
-    assert "g6.gif" in result.stderr and "skipped" in result.stderr
-    (pick,) = json_doc(result.stdout)["results"][0]["suggestions"]
+    code, stdout, err = run(["suggest", str(gif_set[0]), "-k", "1", "--dry-run", "--json",
+                             "--explain", "--device", "cpu", "--c3d-weights", str(warm)], capfd)
+    assert code == 0, err
+    assert "g6.gif" in err and "skipped" in err
+    (pick,) = json_doc(stdout)["results"][0]["suggestions"]
     assert pick["explain"]["nearest_history_gif"] == "g7.gif"
-    assert phd("history", "remove", "g6.gif", home=home).returncode == 0
-    assert "missing" not in phd("history", "list", home=home).stderr
+    assert run(["history", "remove", "g6.gif"], capfd)[0] == 0
+    code, _, err = run(["history", "list"], capfd)
+    assert code == 0 and "missing" not in err

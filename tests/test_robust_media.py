@@ -65,7 +65,7 @@ def _image_payloads(data: bytes) -> list[list[tuple[int, int]]]:
     return frames
 
 
-def test_row7_gif_bombs_are_refused_from_the_header_in_bounded_memory(
+def test_gif_bombs_are_refused_from_the_header_in_bounded_memory(
     tmp_path: Path, phd_home: Path
 ) -> None:
     canvas = gif_bomb(tmp_path / "canvas.gif", 16000, 16000)  # 256 MP: 1 GB a frame
@@ -107,7 +107,7 @@ def test_max_megapixels_moves_the_budget(clean_gif: Path, tmp_path: Path, phd_ho
 
 
 @pytest.mark.parametrize("damage", ["lzw-payload", "block-structure"])
-def test_row12_damaged_gif_is_refused_for_the_history(
+def test_a_damaged_gif_is_refused_for_the_history(
     damage: str, clean_gif: Path, tmp_path: Path, phd_home: Path, mmaction2_weights: Path,
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -163,7 +163,7 @@ def rotated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"plain": plain, "phone": phone, "upright": upright}
 
 
-def test_row18_rotation_is_honoured_for_c3d_frames(rotated: dict[str, Path]) -> None:
+def test_rotation_is_honoured_for_c3d_frames(rotated: dict[str, Path]) -> None:
     info = probe(rotated["phone"])
     assert (info.width, info.height, info.rotation_deg) == (160, 90, 90)
     assert (info.display_width, info.display_height) == (90, 160)
@@ -177,8 +177,8 @@ def test_row18_rotation_is_honoured_for_c3d_frames(rotated: dict[str, Path]) -> 
     assert gray[:50].mean() > 200 and gray[-50:].mean() < 50  # white turned to the top
 
 
-def test_row18_rotated_video_gives_an_upright_gif_not_upscaled(
-    rotated: dict[str, Path], tmp_path: Path, phd_home: Path, mmaction2_weights: Path,
+def test_a_rotated_video_gives_an_upright_gif_not_upscaled(
+    rotated: dict[str, Path], tmp_path: Path, c3d_home: Path, mmaction2_weights: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, out, err = run(["suggest", str(rotated["phone"]), "-k", "1", "--width", "480",

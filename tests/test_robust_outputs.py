@@ -66,7 +66,7 @@ def _first_frame(path: Path, start_s: float = 0.0) -> np.ndarray:
     return clip[0].astype(np.int16)
 
 
-def test_row2_same_stem_in_a_batch_gives_distinct_files_holding_their_own_gifs(
+def test_same_stem_in_a_batch_gives_distinct_files_holding_their_own_gifs(
     clips: dict[str, Path], home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
@@ -88,7 +88,7 @@ def test_row2_same_stem_in_a_batch_gives_distinct_files_holding_their_own_gifs(
         assert mine < theirs / 2, (gif, mine, theirs)
 
 
-def test_row2_the_same_file_twice_and_names_that_sanitise_alike(
+def test_the_same_file_twice_and_names_that_sanitise_alike_get_distinct_gifs(
     clips: dict[str, Path], home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
@@ -118,7 +118,7 @@ def test_templates_that_cannot_name_every_file_are_refused_before_work(
     assert not (tmp_path / "o").exists()
 
 
-def test_row11_out_that_is_a_file_or_read_only_fails_before_any_work(
+def test_an_out_that_is_a_file_or_read_only_fails_before_any_work(
     clips: dict[str, Path], home: Path, tmp_path: Path, mmaction2_weights: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -146,7 +146,7 @@ def test_row11_out_that_is_a_file_or_read_only_fails_before_any_work(
 
 # Heavy: converts the full 312 MB mmaction2 checkpoint in a child process (~40 s).
 @pytest.mark.heavy
-def test_row11_disk_full_while_converting_weights_is_not_fatal(
+def test_a_full_disk_while_converting_weights_is_not_fatal(
     clips: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
 ) -> None:
     """RLIMIT_FSIZE stands in for a full disk: the 312 MB converted copy cannot be
@@ -165,7 +165,7 @@ def test_row11_disk_full_while_converting_weights_is_not_fatal(
     assert not list((home / "cache" / "weights").rglob("*.safetensors"))
 
 
-def test_row11_a_batch_keeps_its_json_when_a_shared_part_fails(
+def test_a_batch_keeps_its_json_when_a_shared_part_fails(
     clips: dict[str, Path], tmp_path: Path
 ) -> None:
     inputs = [str(clips["a"]), str(clips["b"])]
@@ -175,7 +175,7 @@ def test_row11_a_batch_keeps_its_json_when_a_shared_part_fails(
     assert doc["results"] == [] and [e["input"] for e in doc["errors"]] == inputs
 
 
-def test_row13_a_failed_video_leaves_no_file_and_reports_none(
+def test_a_failed_video_leaves_no_file_and_reports_none(
     clips: dict[str, Path], home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     limit = 50_000
@@ -232,7 +232,7 @@ def test_stress_four_identical_runs_into_one_out(
         assert probe(gif).duration_s == pytest.approx(s["end"] - s["start"], abs=0.5)
 
 
-def test_row5_a_non_finite_score_never_reaches_stdout(
+def test_a_non_finite_score_never_reaches_stdout(
     clips: dict[str, Path], home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = load_model(default_model_path())
@@ -247,7 +247,7 @@ def test_row5_a_non_finite_score_never_reaches_stdout(
     assert code == 1 and stdout == ""
 
 
-def test_row16_a_folder_without_videos_says_so(
+def test_a_folder_without_videos_says_so(
     clips: dict[str, Path], home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, stdout, err = run(["suggest", str(clips["empty"]), "--out", str(tmp_path / "o")],
@@ -264,7 +264,7 @@ def test_row16_a_folder_without_videos_says_so(
     ["--max-size", "0"], ["--max-filesize", "nan"], ["--stall-timeout", "inf"],
     ["--download-timeout", "0"], ["--max-megapixels", "-1"], ["-k", "0"],
 ])
-def test_row17_numbers_are_checked_before_any_work(
+def test_numbers_are_checked_before_any_work(
     flags: list[str], clips: dict[str, Path], home: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -280,7 +280,7 @@ def test_row17_numbers_are_checked_before_any_work(
     ["suggest", "--no-such-flag"], ["suggest", "x.mp4", "-k", "abc"], ["histroy"],
     ["suggest"], ["history", "remove"],
 ])
-def test_row19_usage_errors_are_one_line(args: list[str], tmp_path: Path,
+def test_usage_errors_are_one_line(args: list[str], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PHD_HOME", str(tmp_path))
@@ -290,7 +290,7 @@ def test_row19_usage_errors_are_one_line(args: list[str], tmp_path: Path,
     assert len(lines) == 1 and lines[0].startswith("phd: error: ") and "--help" in lines[0]
 
 
-def test_row19_the_input_is_named_once(home: Path, tmp_path: Path,
+def test_the_failed_input_is_named_once(home: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     blink = media.lavfi_video(tmp_path / "tiny02.mp4", duration_s=0.3, size="96x72")
     code, _, err = run(["suggest", str(blink), "--out", str(tmp_path / "o"), "--device", "cpu"],
@@ -301,7 +301,7 @@ def test_row19_the_input_is_named_once(home: Path, tmp_path: Path,
 
 
 @pytest.mark.heavy
-def test_row5_damaged_converted_weights_never_put_nan_on_stdout(
+def test_damaged_converted_weights_never_put_nan_on_stdout(
     clips: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
 ) -> None:
     """Row 5 as written: 1 MiB of garbage inside the converted weights. Whether

@@ -4,6 +4,10 @@ The right answer is known by construction: the segment the history GIF was
 cut from must rank first. The C3D weights are random (the test says so);
 near-copy retrieval still works because the model centres features on the
 video's mean before the cosine (stack.md, "Near-copy retrieval").
+
+The first two tests run C3D themselves (a fresh feature cache, the weights
+already converted); the others read the footage's features from the
+session's shared cache.
 """
 
 from __future__ import annotations
@@ -12,15 +16,22 @@ import json
 from pathlib import Path
 
 import pytest
-from runphd import run_cli
+from runphd import home_with_cache, run_cli
 
 from phdcli.media.probe import probe
 from phdcli.suggest.config import SuggestConfig
 from phdcli.suggest.pipeline import Suggester
 
 
+@pytest.fixture
+def shared_home(tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = home_with_cache(tmp_path, shared_cache)
+    monkeypatch.setenv("PHD_HOME", str(home))
+    return home
+
+
 def test_near_copy_of_history_gif_ranks_first_and_gifs_are_valid(
-    footage: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    footage: dict[str, Path], c3d_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "gifs"
     code, out, err = run_cli(
@@ -46,7 +57,7 @@ def test_near_copy_of_history_gif_ranks_first_and_gifs_are_valid(
 
 
 def test_second_run_reads_features_from_cache(
-    footage: dict[str, Path], phd_home: Path, tmp_path: Path
+    footage: dict[str, Path], c3d_home: Path, tmp_path: Path
 ) -> None:
     config = SuggestConfig(
         k=2, out_dir=tmp_path, history_dir=footage["history"], c3d_weights=footage["weights"],
@@ -72,7 +83,7 @@ def test_second_run_reads_features_from_cache(
 
 
 def test_existing_gifs_are_not_overwritten_without_force(
-    footage: dict[str, Path], phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    footage: dict[str, Path], shared_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "gifs"
     args = ["suggest", str(footage["video"]), "-k", "1", "--out", str(out_dir),
@@ -89,7 +100,7 @@ def test_existing_gifs_are_not_overwritten_without_force(
 
 
 def test_cold_start_ranks_with_an_empty_history(
-    footage: dict[str, Path], phd_home: Path, tmp_path: Path
+    footage: dict[str, Path], shared_home: Path, tmp_path: Path
 ) -> None:
     config = SuggestConfig(k=4, out_dir=tmp_path, c3d_weights=footage["weights"],
                            device="cpu", dry_run=True)
@@ -101,7 +112,7 @@ def test_cold_start_ranks_with_an_empty_history(
 
 
 def test_warm_run_never_imports_torch(
-    footage: dict[str, Path], phd_home: Path, tmp_path: Path
+    footage: dict[str, Path], shared_home: Path, tmp_path: Path
 ) -> None:
     import subprocess
     import sys
@@ -119,6 +130,6 @@ def test_warm_run_never_imports_torch(
         "print('torch' in sys.modules, file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={"PATH": "/usr/bin:/bin", "PHD_HOME": str(phd_home)})
+                            env={"PATH": "/usr/bin:/bin", "PHD_HOME": str(shared_home)})
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().splitlines()[-1] == "False"

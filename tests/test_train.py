@@ -316,12 +316,17 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
+@pytest.mark.heavy
 def test_training_memory_does_not_grow_with_the_number_of_users(tmp_path: Path) -> None:
     """Peak RSS training on 2,000 users within 1.3x of 200 users (4096-d, like fc6).
 
     Held in RAM as float32, the 2,000 users' features alone would be ~450 MB
     more than the 200 users' (a ratio near 2); streamed, the difference is
     the per-user index (labels, offsets) and the sampled pairs.
+
+    Heavy (~15 s). Its default-suite twin for the same code path (train_content
+    streaming a pack from disk) is
+    test_training_from_the_pack_gives_the_model_trained_in_memory.
     """
     import os
     import subprocess

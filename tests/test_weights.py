@@ -28,19 +28,16 @@ from phdcli.features.registry import (
 )
 from phdcli.features.weights import INPUT_SPECS, backbone_id, load_c3d, load_c3d_state
 from phdcli.fsutil import sha256_file
-from tests.c3d_files import random_c3d_state, write_davidea_pickle, write_mmaction2_pth
+from tests.c3d_files import random_c3d_state, write_mmaction2_pth
 
 # ------------------------------------------------------------ weight files
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Full-size random weights (~312 MB each), written once for this module."""
-    folder = tmp_path_factory.mktemp("c3d-weights")
-    return {
-        "mmaction2": write_mmaction2_pth(folder / "c3d_sports1m.pth", seed=0),
-        "davidea": write_davidea_pickle(folder / "c3d.pickle", seed=0),
-    }
+def files(mmaction2_weights: Path, davidea_weights: Path) -> dict[str, Path]:
+    """Full-size RANDOM weights (~312 MB each, seed 0), the session's files: these
+    tests only read them (one checks that the source is never touched)."""
+    return {"mmaction2": mmaction2_weights, "davidea": davidea_weights}
 
 
 def _converted(sha256: str) -> Path:
@@ -189,7 +186,7 @@ def test_wrapped_mmaction2_checkpoint(phd_home: Path, files: dict[str, Path],
     assert torch.equal(state["conv3b.weight"], flat["conv3b.conv.weight"])
 
 
-def test_load_c3d(phd_home: Path, files: dict[str, Path]) -> None:
+def test_load_c3d(c3d_home: Path, files: dict[str, Path]) -> None:
     from phdcli.features.c3d import C3D
 
     loaded = load_c3d(files["mmaction2"], Runtime("cpu", "fp32", "test"))
@@ -203,7 +200,7 @@ def test_load_c3d(phd_home: Path, files: dict[str, Path]) -> None:
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" and not p.requires_grad
                for p in model.parameters())
     # The channels_last_3d model computes what a plain one does.
-    plain = C3D().eval()
+    plain = C3D().eval()  # built the plain way, random init and all
     plain.load_state_dict(random_c3d_state(seed=0))
     x = torch.randn(1, 3, 16, 112, 112) * 50
     with torch.inference_mode():
@@ -286,7 +283,8 @@ def server() -> Iterator[_Served]:
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     served.port = httpd.server_address[1]
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # A short poll: shutdown() waits up to one poll interval (0.5 s by default, per test).
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield served
     httpd.shutdown()
