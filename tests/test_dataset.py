@@ -188,7 +188,7 @@ def build_config(tmp_path: Path, weights: Path, template: str, **kw: object) -> 
 
 
 def test_build_resume_train_end_to_end(
-    tmp_path: Path, phd_home: Path, video_server: VideoServer, c3d_weights: Path
+    tmp_path: Path, c3d_home: Path, video_server: VideoServer, c3d_weights: Path
 ) -> None:
     cfg = build_config(tmp_path, c3d_weights, video_server.template)
     videos, out = cfg.videos_dir, cfg.out

@@ -27,6 +27,7 @@ from phdcli.features.spec import FeatureSpec
 from phdcli.training.dataset import BuildConfig, DatasetSummary, build_dataset
 from phdcli.training.engines.local import LocalEngine
 from phdcli.training.store import FeatureStore, StoreKey
+from tests.conftest import ConvertedWeights
 
 ray = pytest.importorskip("ray")
 
@@ -44,14 +45,16 @@ IDS = ["vidA", "vidC", "vidB"]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path
-          ) -> Iterator[dict[str, object]]:
+def world(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path,
+          converted_weights: ConvertedWeights) -> Iterator[dict[str, object]]:
     """Videos downloaded once by a local build (the reference store), and a Ray cluster.
 
     PHD_HOME is set before the cluster starts, so Ray's workers keep their
     caches (converted weights) under tmp too.
     """
     root = tmp_path_factory.mktemp("engines")
+    # The weights come converted (not the subject here); features are computed afresh.
+    converted_weights.seed(root / "phd-home", mmaction2_weights)
     server = VideoServer(three_videos(root / "src"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PHD_HOME", str(root / "phd-home"))
