@@ -8,6 +8,7 @@ with --include-kept that segment is a perfect match for the history (cosine
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 
@@ -126,11 +127,27 @@ def test_records_are_checked_before_they_are_trusted(
     record, why = lookup(digest)
     assert record is None and "damaged" in why and "checksum" in why
 
-    # A record an older phd wrote (another format) is not read, and is listed for pruning.
-    doc["format"] = "phd-output/1"
-    path.write_text(json.dumps(doc))
-    assert lookup(digest)[0] is None
+    # A record an older phd wrote (format 1: raw little-endian floats) is still read,
+    # checked as a current one is, and pruned only when it cannot be used.
+    raw = np.full(8, 0.25, dtype="<f4").tobytes()
+    older = {k: v for k, v in doc["feature"].items() if k != "npy_base64"}
+    older.update(sha256=hashlib.sha256(raw).hexdigest(),
+                 float32_le_base64=base64.b64encode(raw).decode())
+    path.write_text(json.dumps({**doc, "format": "phd-output/1", "feature": older}))
+    record, why = lookup(digest)
+    assert record is not None and why == "", why
+    assert record.provenance == provenance and record.feature.vector.tolist() == [0.25] * 8
+    assert path not in list(orphaned_records())
+    older["sha256"] = "0" * 64
+    path.write_text(json.dumps({**doc, "format": "phd-output/1", "feature": older}))
+    record, why = lookup(digest)
+    assert record is None and "checksum" in why
     assert path in list(orphaned_records())
+
+    # A format this phd does not know is not read either.
+    path.write_text(json.dumps({**doc, "format": "phd-output/9"}))
+    record, why = lookup(digest)
+    assert record is None and "phd-output/9" in why and path in list(orphaned_records())
 
     # A record copied under another file's hash says it is for another file.
     record_path("b" * 64).parent.mkdir(parents=True, exist_ok=True)

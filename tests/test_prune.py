@@ -132,10 +132,10 @@ def home_with_orphans(root: Path, tmp_path: Path) -> Iterator[Home]:
     (paths.features_cache_dir() / "index.json").write_text('{"segments": 1}')
     orphans["old-features"] |= {old / "ab12-seg3.npy", paths.features_cache_dir() / "index.json"}
 
-    # b. a record of the older format (raw floats), and an unreadable one.
+    # b. a record without its vector, one filed under another file's hash, and one
+    # that is not JSON at all.
     doc = json.loads(current.read_text())
-    doc.update(format="phd-output/1", file_sha256="d" * 64,
-               feature={**doc["feature"], "floats": [0.5] * 8})
+    doc.update(file_sha256="d" * 64, feature={**doc["feature"], "floats": [0.5] * 8})
     del doc["feature"]["npy_base64"]
     older = records.record_path("d" * 64)
     older.parent.mkdir(parents=True)
@@ -143,7 +143,10 @@ def home_with_orphans(root: Path, tmp_path: Path) -> Iterator[Home]:
     damaged = records.record_path("e" * 64)
     damaged.parent.mkdir(parents=True)
     damaged.write_text(current.read_text()[:100])  # cut short: not JSON
-    orphans["old-records"] |= {older, damaged}
+    misfiled = records.record_path("c" * 64)
+    misfiled.parent.mkdir(parents=True)
+    misfiled.write_text(current.read_text())
+    orphans["unusable-records"] |= {older, damaged, misfiled}
 
     # c. memos of a file edited since and of a file deleted since.
     edited, deleted = tmp_path / "edited.mp4", tmp_path / "deleted.mp4"
@@ -228,7 +231,7 @@ def test_prune_removes_exactly_the_orphans(home: Home) -> None:
     kept = {rel: data for rel, data in before.items() if not _under(rel, home.root, _all(home))}
     # Folders left empty go too (not the cache's own rooms).
     emptied = {"cache/features/segments/ab", "cache/features/segments",
-               f"cache/outputs/{'d' * 2}", f"cache/outputs/{'e' * 2}"}
+               f"cache/outputs/{'c' * 2}", f"cache/outputs/{'d' * 2}", f"cache/outputs/{'e' * 2}"}
     assert emptied <= kept.keys()
     assert after == {rel: data for rel, data in kept.items() if rel not in emptied}
     assert all(p.exists() for p in home.live)
@@ -257,7 +260,7 @@ def test_a_file_rewritten_after_it_was_found_stays(home: Home) -> None:
     is not the file that was found: it stays."""
     from phdcli.doctor import prune as prune_mod
 
-    (category,) = [c for c in find_orphans() if c.key == "old-records"]
+    (category,) = [c for c in find_orphans() if c.key == "unusable-records"]
     orphan = next(o for o in category.orphans if o.path == records.record_path("d" * 64))
     fsutil.atomic_write_text(orphan.path, orphan.path.read_text())  # same text, new file
     assert prune_mod._remove(orphan, category.key) is False

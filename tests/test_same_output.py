@@ -13,6 +13,7 @@ to its own parent commit, or retires this test, saying why.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -76,3 +77,21 @@ def test_suggest_json_and_gifs_are_byte_identical_to_before_the_restructure(
     assert b'"suggestions"' in after and len(after_files) == 2
     assert after == before
     assert after_files == before_files
+
+    # A GIF the old phd wrote is kept, by this phd, with the source the old one
+    # recorded (its record, format 1, is still read): no decoding of the GIF.
+    env = {"PATH": os.environ["PATH"], "PHD_HOME": str(tmp_path / "home-before"),
+           "PHD_INT8": "0", "OMP_NUM_THREADS": "2"}
+    first = json.loads(before)["results"][0]["suggestions"][0]
+    common = ["--c3d-weights", str(footage["weights"]),
+              "--model", str(ROOT / "weights" / "phd-fused-v0.safetensors")]
+    added = subprocess.run([sys.executable, "-m", "phdcli", "history", "add",
+                            str(tmp_path / "before" / first["path"]), *common],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert added.returncode == 0, added.stderr
+    listed = subprocess.run([sys.executable, "-m", "phdcli", "history", "list", "--json"],
+                            env=env, capture_output=True, text=True, check=True).stdout
+    (item,) = json.loads(listed)
+    assert item["source"] is not None and item["feature"] is not None, added.stderr
+    assert (item["source"]["start_s"], item["source"]["end_s"]) == (first["start"],
+                                                                    first["end"])

@@ -4,8 +4,9 @@ Each kind of orphan is found by the module that owns its format:
 
 - ``old-features``: feature-cache entries outside ``clips/``, the segment
   cache of phd before the clip cache (``features.cache.orphaned_entries``);
-- ``old-records``: records of ``phd suggest``'s outputs in another format,
-  or unreadable (``history.records.orphaned_records``);
+- ``unusable-records``: records of ``phd suggest``'s outputs that no lookup
+  can use: damaged, misfiled, or of a format this phd does not read
+  (``history.records.orphaned_records``);
 - ``stale-hash-memos``: hash-index memos whose file is gone or changed, so
   that no lookup can reach them (``fsutil.stale_sha256_memos``);
 - ``dead-temps``: temp files and folders anywhere in the cache whose owner
@@ -45,7 +46,7 @@ from phdcli.sources import inputs
 # (key, what it is in words): the order of the report.
 KINDS: tuple[tuple[str, str], ...] = (
     ("old-features", "old feature-cache entries (outside clips/)"),
-    ("old-records", "output records of another format or unreadable"),
+    ("unusable-records", "output records phd cannot use (damaged or unknown)"),
     ("stale-hash-memos", "hash memos of changed or deleted files"),
     ("dead-temps", "temp files of phd runs that died"),
     ("incomplete-downloads", "download folders with no complete download"),
@@ -140,7 +141,7 @@ def find_orphans() -> tuple[Category, ...]:
         "old-features": (features_root, [
             p for p in feature_cache.orphaned_entries(features_root)
             if not _in_temp(p, features_root)]),
-        "old-records": (records_root, [
+        "unusable-records": (records_root, [
             p for p in records.orphaned_records() if not _in_temp(p, records_root)]),
         "stale-hash-memos": (cache / fsutil.HASH_INDEX_DIR, fsutil.stale_sha256_memos()),
         "dead-temps": (cache, [t for t in _dead_temps(cache)

@@ -39,8 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("phd")
 
-# 2: the vector is stored as .npy bytes, like a history folder's (1 had raw floats).
+# 2: the vector is stored as .npy bytes, like a history folder's. 1 (raw
+# little-endian floats) is still read: the files phd wrote then can still be kept.
 RECORD_FORMAT = "phd-output/2"
+_FORMAT_1 = "phd-output/1"
 RECORDS_DIR = "outputs"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -124,12 +126,19 @@ def lookup(file_sha256: str) -> tuple[OutputRecord | None, str]:
         return None, "not a file phd suggest wrote here (no record)"
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") != RECORD_FORMAT or doc.get("file_sha256") != file_sha256:
-            raise ValueError("record is for another file or format")
+        if doc.get("format") not in (RECORD_FORMAT, _FORMAT_1):
+            raise ValueError(f"format {doc.get('format')!r} is not one this phd reads")
+        if doc.get("file_sha256") != file_sha256:
+            raise ValueError("record is for another file")
         provenance = Provenance.from_dict(doc.get("source"))
         meta = doc["feature"]
-        vector = vectors.decode(base64.b64decode(meta["npy_base64"], validate=True),
-                                meta["sha256"], int(meta["dims"]))
+        if doc["format"] == _FORMAT_1:
+            vector = vectors.decode_float32_le(
+                base64.b64decode(meta["float32_le_base64"], validate=True),
+                meta["sha256"], int(meta["dims"]))
+        else:
+            vector = vectors.decode(base64.b64decode(meta["npy_base64"], validate=True),
+                                    meta["sha256"], int(meta["dims"]))
         if not isinstance(meta["backbone"], str) or not isinstance(meta["spec"], dict):
             raise ValueError("feature does not say what made it")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -138,18 +147,13 @@ def lookup(file_sha256: str) -> tuple[OutputRecord | None, str]:
 
 
 def orphaned_records() -> Iterator[Path]:
-    """Records no phd of this version reads: another format (an older phd's), or unreadable."""
+    """Records :func:`lookup` can never use: damaged, misfiled, or of a format it does not read."""
     folder = paths.cache_dir() / RECORDS_DIR
     if not folder.is_dir():
         return
     for path in sorted(folder.glob("*/*")):
         if path.name.startswith("."):  # a temp file: its owner decides (fsutil.stale_temps)
             continue
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            current = (isinstance(doc, dict) and doc.get("format") == RECORD_FORMAT
-                       and path.name == f"{doc.get('file_sha256')}.json")
-        except (OSError, ValueError):
-            current = False
-        if not current:
+        digest = path.name.removesuffix(".json")
+        if not _SHA256.match(digest) or record_path(digest) != path or lookup(digest)[0] is None:
             yield path

@@ -29,9 +29,28 @@ def encode(vector: np.ndarray) -> tuple[bytes, str]:
 
 def decode(blob: bytes, sha256: str, dims: int | None = None) -> np.ndarray:
     """The vector in ``blob`` if its checksum and contents are sound; ValueError (why) if not."""
+    _check_sum(blob, sha256)
+    return _checked(np.load(io.BytesIO(blob), allow_pickle=False), dims)
+
+
+def decode_float32_le(raw: bytes, sha256: str, dims: int) -> np.ndarray:
+    """The vector in raw little-endian float32 bytes, checked as :func:`decode` checks.
+
+    Read, never written: output records of format 1 (before the vector became
+    ``.npy`` bytes) stored it this way, and a GIF written then can still be kept.
+    """
+    _check_sum(raw, sha256)
+    if len(raw) % 4:
+        raise ValueError("not a whole number of float32 values")
+    return _checked(np.frombuffer(raw, dtype="<f4").astype(np.float32), dims)
+
+
+def _check_sum(blob: bytes, sha256: str) -> None:
     if hashlib.sha256(blob).hexdigest() != sha256:
         raise ValueError("checksum mismatch")
-    vector = np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+def _checked(vector: np.ndarray, dims: int | None) -> np.ndarray:
     if vector.ndim != 1 or vector.dtype != np.float32 or not np.isfinite(vector).all():
         raise ValueError("not a finite float32 vector")
     if dims is not None and vector.shape != (dims,):
