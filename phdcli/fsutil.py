@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import json
 import logging
 import os
 import re
@@ -344,8 +345,6 @@ def cached_sha256(path: Path, index_dir: Path | None = None) -> str:
     should not pay it again. The memo is keyed by the resolved path, size and
     mtime_ns, so an edited or replaced file is hashed anew.
     """
-    import json
-
     path = Path(path).resolve()
     memo = _memo_file(path, index_dir)
     try:
@@ -359,8 +358,6 @@ def cached_sha256(path: Path, index_dir: Path | None = None) -> str:
 
 def remember_sha256(path: Path, digest: str, index_dir: Path | None = None) -> None:
     """Record a hash computed elsewhere (e.g. while downloading) in the index."""
-    import json
-
     path = Path(path).resolve()
     with contextlib.suppress(OSError):  # a read-only cache only costs speed
         atomic_write_text(_memo_file(path, index_dir),
@@ -371,8 +368,6 @@ def stale_sha256_memos(index_dir: Path | None = None) -> list[Path]:
     """Memos of the hash index that can never be hit again, sorted: their file is
     gone or changed (another size or mtime makes another key), or the memo is
     unreadable. Nothing is removed; temps are left to :func:`stale_temps`."""
-    import json
-
     folder = _index_dir(index_dir)
     try:
         memos = sorted(entry.path for entry in os.scandir(folder)

@@ -72,6 +72,13 @@ class ScoreTerms:
     nearest_similarity: np.ndarray  # cosine similarity used by SVM-D (nan when empty)
 
 
+def fuse(fnn: np.ndarray, svm: np.ndarray, time: np.ndarray, omega: float,
+         omega_t: float) -> np.ndarray:
+    """The late fusion of the unweighted terms, the one place it is written: scoring,
+    the fusion weights' grid search and the per-part metrics all sum in this order."""
+    return fnn + omega * svm + omega_t * time
+
+
 @dataclass
 class FusedModel:
     spec: FeatureSpec
@@ -117,7 +124,7 @@ class FusedModel:
             if self.prior is not None
             else np.zeros(n)
         )
-        total = fnn + self.omega * svm + self.omega_t * time
+        total = fuse(fnn, svm, time, self.omega, self.omega_t)
         return ScoreTerms(fnn, self.omega * svm, self.omega_t * time, total, nearest, similarity)
 
     def history_distances(

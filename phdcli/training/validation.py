@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from phdcli.ranking.model import FusedModel
+from phdcli.ranking.model import FusedModel, fuse
 from phdcli.training import metrics
 from phdcli.training.evaluate import VideoCase, case_metrics, random_scores
 from phdcli.training.labels import NEGATIVE, POSITIVE
@@ -108,8 +108,8 @@ def fusion_weights(users: Sequence[UserTerms], has_prior: bool) -> tuple[float, 
     for r in ratios:
         for rt in rel_t:
             omega, omega_t = r * unit(1), rt * unit(2)
-            acc = pair_accuracy([t[:, 0] + omega * t[:, 1] + omega_t * t[:, 2] for t in terms],
-                                labels)
+            acc = pair_accuracy([fuse(t[:, 0], t[:, 1], t[:, 2], omega, omega_t)
+                                 for t in terms], labels)
             if math.isnan(acc):
                 acc = 0.0
             imbalance = abs(math.log(r)) if r > 0 else math.inf
@@ -197,8 +197,7 @@ def part_scores(part: FusedModel, model: FusedModel, terms: np.ndarray) -> np.nd
     n = len(terms)
     fnn = terms[:, 0] if part.fnn is not None else np.zeros(n)
     time = terms[:, 2] if part.prior is not None else np.zeros(n)
-    # The sum in FusedModel.score's order: fnn + omega * svm + omega_t * time.
-    return fnn + part.omega * terms[:, 1] + part.omega_t * time
+    return fuse(fnn, terms[:, 1], time, part.omega, part.omega_t)
 
 
 def part_metrics(model: FusedModel, parts: Mapping[str, FusedModel | None],
