@@ -46,6 +46,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("segments", "fixed", "fixed or shots"),
     Setting("length", defaults.SEGMENT_LENGTH_S, "segment length, seconds"),
     Setting("gif_length", None, "GIF length around the best clip, seconds"),
+    Setting("min_gap", None, "least time between two picks, seconds (one segment)"),
+    Setting("one_shot", True, "keep each GIF inside one shot"),
     Setting("fps", defaults.GIF_FPS, "GIF frame rate"),
     Setting("width", defaults.GIF_WIDTH, "GIF width, pixels"),
     Setting("format", "gif", "gif, mp4 or webp"),

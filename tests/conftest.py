@@ -211,3 +211,17 @@ def plain_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
+
+
+@pytest.fixture(scope="session")
+def one_gif_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --history folder holding one small GIF: with it every run needs C3D
+    (with an empty history the bundled model ranks by position alone)."""
+    from tests import media
+
+    root = tmp_path_factory.mktemp("one-gif-history")
+    video = media.lavfi_video(root / "src.mp4", duration_s=2.0, size="160x120")
+    folder = root / "history"
+    folder.mkdir()
+    media.gif_from(video, folder / "made-before.gif", 0.0, 1.5, width=96)
+    return folder

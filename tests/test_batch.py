@@ -29,7 +29,7 @@ from phdcli.suggest.config import SuggestConfig
 from phdcli.suggest.pipeline import suggest_batch
 from tests import media
 
-SUGGESTION_KEYS = {"rank", "start", "end", "score", "path", "size_bytes"}
+SUGGESTION_KEYS = {"rank", "start", "end", "segment", "score", "path", "size_bytes"}
 
 
 @pytest.fixture(scope="module")
@@ -135,12 +135,14 @@ def test_hostile_title_cannot_leave_out(
 
 
 def test_three_inputs_on_stdin_one_corrupt(
-    videos: dict[str, Path], tmp_path: Path, c3d_home: Path, mmaction2_weights: Path
+    videos: dict[str, Path], tmp_path: Path, c3d_home: Path, mmaction2_weights: Path,
+    one_gif_history: Path,
 ) -> None:
     # In-process, to read the batch's load counters (not timings). A cache of its
-    # own (converted weights only): C3D must load here, and only once for two videos.
+    # own (converted weights only): C3D must load here (a history to compare
+    # with), and only once for two videos.
     config = SuggestConfig(k=2, out_dir=tmp_path / "out", c3d_weights=mmaction2_weights,
-                           device="cpu")
+                           device="cpu", history_dir=one_gif_history)
     inputs = [str(videos["a"]), str(videos["broken"]), str(videos["b"])]
     batch = suggest_batch(inputs, config)
     assert [r.input for r in batch.results] == [inputs[0], inputs[2]]
@@ -190,7 +192,8 @@ def test_json_schema_and_clean_stdout_on_a_terminal(
     doc = json.loads(chunks[out_master].decode())  # nothing else on stdout
     assert set(doc) == {"version", "results", "errors"} and doc["version"] == 1
     result = doc["results"][0]
-    assert set(result) == {"input", "video", "duration", "segments", "suggestions"}
+    assert set(result) == {"input", "video", "duration", "segments", "ranked_by",
+                           "suggestions"}
     for s in result["suggestions"]:
         assert set(s) == SUGGESTION_KEYS | {"explain"}
         assert set(s["explain"]) == {"content_fnn", "svm_d", "temporal_prior",
@@ -207,7 +210,7 @@ def test_config_precedence_flag_env_file_default(
             for name, value in (env or {}).items():
                 patch.setenv(name, value)
             code, stdout, err = run_cli(["suggest", str(videos["a"]), "--dry-run", "--json",
-                                         "--device", "cpu", *extra], capfd)
+                                         "--device", "cpu", "--min-gap", "0", *extra], capfd)
         assert code == 0, err
         return len(json.loads(stdout)["results"][0]["suggestions"])
 

@@ -99,7 +99,7 @@ def test_a_damaged_feature_cache_entry_is_removed_and_recomputed(
 
 def test_an_empty_cache_entry_through_the_cli_is_a_warning_not_an_abort(
     home: Path, mmaction2_weights: Path, video: VideoInfo, extractor: FeatureExtractor,
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], one_gif_history: Path,
 ) -> None:
     from phdcli.cli import main
 
@@ -109,7 +109,7 @@ def test_an_empty_cache_entry_through_the_cli_is_a_warning_not_an_abort(
     with pytest.raises(SystemExit) as exit_info:
         main(["suggest", str(video.path), "-k", "1", "--dry-run", "--json", "--device", "cpu",
               "--precision", "fp32", "--c3d-weights", str(mmaction2_weights),
-              "--history", str(tmp_path)])
+              "--history", str(one_gif_history)])
     out, err = capsys.readouterr()
     assert exit_info.value.code == 0, err
     assert json.loads(out)["results"][0]["suggestions"][0]["rank"] == 1
@@ -182,11 +182,9 @@ def test_nonfinite_features_are_refused_and_never_cached(
     with pytest.raises(WeightsError, match="NaN/Inf"):
         ext.segment_features(video, [Segment(0.0, video.duration_s)])
     assert not _entries(phd_home)
-    empty = tmp_path / "history"
-    empty.mkdir()
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit) as exit_info:  # a history: the features are needed
         main(["suggest", str(video.path), "--dry-run", "--json", "--device", "cpu",
-              "--c3d-weights", str(weights), "--history", str(empty)])
+              "--c3d-weights", str(weights), "--history", str(one_gif_history)])
     out, err = capsys.readouterr()
     assert exit_info.value.code == 1
     if out.strip():  # the batch's JSON document: valid, with no NaN/Infinity value in it

@@ -77,9 +77,11 @@ def test_bad_video_is_one_line_and_exit_1(
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_missing_weights_name_the_fetch_command(bad_inputs: dict[str, Path], tmp_path: Path):
+def test_missing_weights_name_the_fetch_command(bad_inputs: dict[str, Path], tmp_path: Path,
+                                                one_gif_history: Path):
     video = media.lavfi_video(tmp_path / "v.mp4", duration_s=2.0, size="160x120")
-    result = phd("suggest", str(video), "--device", "cpu", env_home=tmp_path / "home")
+    result = phd("suggest", str(video), "--device", "cpu", "--history", str(one_gif_history),
+                 env_home=tmp_path / "home")
     assert "phd model fetch" in assert_one_line_error(result)
 
 

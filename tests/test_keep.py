@@ -46,8 +46,12 @@ def test_keep_two_picks_then_suggest_leaves_them_out(
     home: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     video, user = home["video"], "keeper"
+    # A history to compare with (so the run computes features for `history add`
+    # to reuse); no gap or shot rule: ranks 2 and 3 are whole segments.
     code, out, err = run(["suggest", str(video), "-k", "3", "--out", str(tmp_path / "picks"),
-                          "--width", "96", "--json", "--user", user, "--device", "cpu"], capsys)
+                          "--width", "96", "--json", "--user", user, "--device", "cpu",
+                          "--history", str(home["history"]), "--min-gap", "0", "--no-one-shot"],
+                         capsys)
     assert code == 0, err
     picks = json.loads(out)["results"][0]["suggestions"]
     chosen = picks[1:3]  # keep ranks 2 and 3
@@ -77,7 +81,7 @@ def test_keep_two_picks_then_suggest_leaves_them_out(
 
     kept = {p["start"] for p in chosen}
     config = SuggestConfig(k=4, user=user, c3d_weights=home["weights"], device="cpu",
-                           dry_run=True)
+                           dry_run=True, min_gap_s=0, one_shot=False)
     default = Suggester(config)
     again = default.run(video)
     assert not kept & {s.start_s for s in again.suggestions}  # never suggested again
@@ -87,7 +91,8 @@ def test_keep_two_picks_then_suggest_leaves_them_out(
     assert default.extractor.stats.c3d_loads == 0
 
     included = Suggester(SuggestConfig(k=4, user=user, c3d_weights=home["weights"],
-                                       device="cpu", dry_run=True, include_kept=True)).run(video)
+                                       device="cpu", dry_run=True, include_kept=True,
+                                       min_gap_s=0, one_shot=False)).run(video)
     first = included.suggestions[0]
     assert first.start_s in kept
     assert first.explanation.similarity == pytest.approx(1.0, abs=1e-3)  # float32

@@ -148,7 +148,8 @@ def test_report_renders_in_chromium_from_a_moved_folder(
                     "here: apt-get install -y chromium)")
     out = tmp_path / "sheet"
     doc = phd(str(site["url"]), "-k", "3", "--out", str(out), "--report", "--explain",
-              "--history", str(footage_home["history"]), home=footage_home, site=site)
+              "--history", str(footage_home["history"]), "--min-gap", "0",
+              home=footage_home, site=site)
     result = doc["results"][0]
     assert doc["report"] == result["report"] == str(out / "index.html")
     assert result["heatmap"] == [[s["start_time"], s["end_time"], s["value"]]
@@ -185,7 +186,9 @@ def test_report_renders_in_chromium_from_a_moved_folder(
 def test_heatmap_weight_adds_exactly_the_documented_term(
     footage_home: dict[str, Path], site: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    common = ["-k", "4", "--dry-run", "--explain", "--history", str(footage_home["history"])]
+    # Every segment, whole (no gap, no shot rule): each score is compared.
+    common = ["-k", "4", "--dry-run", "--explain", "--history", str(footage_home["history"]),
+              "--min-gap", "0", "--no-one-shot"]
     plain = phd(str(site["url"]), *common, home=footage_home, site=site)
     weight = 5.0
     weighted = phd(str(site["url"]), *common, "--heatmap-weight", str(weight),
@@ -194,7 +197,7 @@ def test_heatmap_weight_adds_exactly_the_documented_term(
     monkeypatch.setenv("PHD_HOME", str(footage_home["home"]))
     local = suggest_batch([str(footage_home["video"])], SuggestConfig(
         k=4, dry_run=True, history_dir=footage_home["history"],
-        c3d_weights=footage_home["weights"], device="cpu"))
+        c3d_weights=footage_home["weights"], device="cpu", min_gap_s=0, one_shot=False))
     assert "heatmap" not in local.to_dict()["results"][0]
 
     # Default weight: the ranking (and every score) is the model's own.

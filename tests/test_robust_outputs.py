@@ -72,7 +72,7 @@ def test_same_stem_in_a_batch_gives_distinct_files_holding_their_own_gifs(
     out = tmp_path / "out"
     code, stdout, err = run(["suggest", str(clips["a"]), str(clips["b"]), "--name",
                              "{stem}_{rank}", "--force", "--json", "-k", "2", "--out", str(out),
-                             "--device", "cpu"], capsys)
+                             "--device", "cpu", "--min-gap", "0"], capsys)
     assert code == 0, err
     doc = json_doc(stdout)
     reported = [(r["input"], s) for r in doc["results"] for s in r["suggestions"]]
@@ -166,10 +166,11 @@ def test_a_full_disk_while_converting_weights_is_not_fatal(
 
 
 def test_a_batch_keeps_its_json_when_a_shared_part_fails(
-    clips: dict[str, Path], tmp_path: Path
+    clips: dict[str, Path], tmp_path: Path, one_gif_history: Path
 ) -> None:
     inputs = [str(clips["a"]), str(clips["b"])]
-    result = phd("suggest", *inputs, "--json", "--device", "cpu", home=tmp_path / "h")
+    result = phd("suggest", *inputs, "--json", "--device", "cpu", "--history",
+                 str(one_gif_history), home=tmp_path / "h")
     assert "phd model fetch" in one_error(result)  # no weights: nothing can work
     doc = json_doc(result.stdout)
     assert doc["results"] == [] and [e["input"] for e in doc["errors"]] == inputs
@@ -185,7 +186,8 @@ def test_a_failed_video_leaves_no_file_and_reports_none(
     with pytest.raises(Exception, match="cannot fit"):
         write_clip(clips["mixed"], 5.0, 10.0, tmp_path / "noise.gif", options)
     out = tmp_path / "out"
-    args = ["suggest", str(clips["mixed"]), "-k", "2", "--out", str(out), "--device", "cpu"]
+    args = ["suggest", str(clips["mixed"]), "-k", "2", "--out", str(out), "--device", "cpu",
+            "--min-gap", "0"]
     for fmt in ("--json", "--jsonl"):
         code, stdout, err = run([*args, "--max-size", str(limit / 1e6), fmt], capsys)
         assert code == 1 and "cannot fit" in err

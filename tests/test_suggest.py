@@ -37,7 +37,7 @@ def test_near_copy_of_history_gif_ranks_first_and_gifs_are_valid(
     code, out, err = run_cli(
         ["suggest", str(footage["video"]), "-k", "3", "--out", str(out_dir), "--json",
          "--history", str(footage["history"]), "--c3d-weights", str(footage["weights"]),
-         "--device", "cpu"],
+         "--device", "cpu", "--min-gap", "0", "--no-one-shot"],  # the ranking's own top 3
         capsys,
     )
     assert code == 0, err

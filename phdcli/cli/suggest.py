@@ -31,6 +31,12 @@ def suggest(
                                           help="Segment length, s.")] = defaults.SEGMENT_LENGTH_S,
     gif_length: Annotated[float | None, typer.Option(
         envvar=env("gif_length"), help="GIF length around the best clip, s.")] = None,
+    min_gap: Annotated[float | None, typer.Option(
+        envvar=env("min_gap"),
+        help="Least time between two picks, s (default: one segment; 0: none).")] = None,
+    one_shot: Annotated[bool, typer.Option(
+        envvar=env("one_shot"),
+        help="Keep each GIF inside one shot (trim or shift it off a cut).")] = True,
     fps: Annotated[float, typer.Option(envvar=env("fps"), help="GIF frame rate.")] = (
         defaults.GIF_FPS),
     width: Annotated[int, typer.Option(envvar=env("width"), help="GIF width, px.")] = (
@@ -106,7 +112,7 @@ def suggest(
         k=k, out_dir=out.expanduser(), segments=segments, length_s=length,
         gif=GifOptions(fps=fps, width=width, format=fmt,
                        max_size_bytes=_megabytes("--max-size", max_size)),
-        gif_length_s=gif_length, name_template=name,
+        gif_length_s=gif_length, min_gap_s=min_gap, one_shot=one_shot, name_template=name,
         download=DownloadOptions(max_height=max_height,
                                  max_filesize_bytes=_megabytes("--max-filesize", max_filesize),
                                  stall_timeout_s=stall_timeout, timeout_s=download_timeout,

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from phdcli import NOTICE
 from phdcli.fsutil import cached_sha256
 from phdcli.history.store import History, HistoryItem, Precomputed
@@ -64,8 +62,8 @@ def recognise_outputs(files: Sequence[Path], extractor: FeatureExtractor
             level = logging.INFO if "no record" in why else NOTICE
             log.log(level, "%s: %s; computing its features from the file", file.name, why)
             continue
-        vector: np.ndarray | None = record.feature.vector
-        if not record.feature.fits(extractor):
+        vector = None if record.feature is None else record.feature.vector
+        if record.feature is not None and not record.feature.fits(extractor):
             log.log(NOTICE, "%s: phd suggest computed its features with other C3D weights "
                     "or sampling; decoding the GIF instead", file.name)
             vector = None

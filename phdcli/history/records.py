@@ -93,26 +93,33 @@ class SpanFeature:
 @dataclass(frozen=True)
 class OutputRecord:
     provenance: Provenance
-    feature: SpanFeature
+    feature: SpanFeature | None  # None: the run computed none (a cold start skips C3D)
 
 
 def record_path(file_sha256: str) -> Path:
     return paths.cache_dir() / RECORDS_DIR / file_sha256[:2] / f"{file_sha256}.json"
 
 
-def remember(file: Path, provenance: Provenance, feature: SpanFeature) -> None:
-    """Record a written output; a cache that cannot be written only costs the shortcut."""
+def remember(file: Path, provenance: Provenance, feature: SpanFeature | None) -> None:
+    """Record a written output; a cache that cannot be written only costs the shortcut.
+
+    Without a feature (a cold start ran no C3D) the provenance alone is kept:
+    ``history add`` then decodes the GIF, and still knows the span was kept.
+    """
     try:
         digest = cached_sha256(file)
-        blob, blob_sha = vectors.encode(feature.vector)
+        feature_doc = None
+        if feature is not None:
+            blob, blob_sha = vectors.encode(feature.vector)
+            feature_doc = {"backbone": feature.backbone, "spec": feature.spec,
+                           "dims": int(feature.vector.shape[0]), "sha256": blob_sha,
+                           "npy_base64": base64.b64encode(blob).decode("ascii")}
         doc = {
             "format": RECORD_FORMAT,
             "file": file.name,  # for people reading the cache; never used as a path
             "file_sha256": digest,
             "source": provenance.to_dict(),
-            "feature": {"backbone": feature.backbone, "spec": feature.spec,
-                        "dims": int(feature.vector.shape[0]), "sha256": blob_sha,
-                        "npy_base64": base64.b64encode(blob).decode("ascii")},
+            "feature": feature_doc,
         }
         atomic_write_text(record_path(digest), json.dumps(doc) + "\n")
     except OSError as exc:
@@ -132,6 +139,8 @@ def lookup(file_sha256: str) -> tuple[OutputRecord | None, str]:
             raise ValueError("record is for another file")
         provenance = Provenance.from_dict(doc.get("source"))
         meta = doc["feature"]
+        if meta is None and doc["format"] == RECORD_FORMAT:
+            return OutputRecord(provenance, None), ""
         if doc["format"] == _FORMAT_1:
             vector = vectors.decode_float32_le(
                 base64.b64decode(meta["float32_le_base64"], validate=True),

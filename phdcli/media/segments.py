@@ -72,20 +72,14 @@ def shot_segments(
     Uses PySceneDetect's AdaptiveDetector on the PyAV backend. A video without
     a cut is a single shot.
     """
+    return segments_from_cuts(detect_cuts(path), duration_s, max_shot_s, chunk_s)
+
+
+def segments_from_cuts(cuts: list[float], duration_s: float, max_shot_s: float = 15.0,
+                       chunk_s: float = 5.0) -> list[Segment]:
+    """The shots between ``cuts`` over [0, duration_s], long ones cut in ``chunk_s``."""
     if duration_s <= 0:
         raise ValueError(f"duration must be positive, got {duration_s}")
-    # Lazy: scenedetect pulls in OpenCV.
-    from scenedetect import AdaptiveDetector, detect
-
-    try:
-        scenes = detect(str(path), AdaptiveDetector(), backend="pyav", start_in_scene=True)
-    except Exception as exc:  # scenedetect raises assorted types for bad files
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise InputError(f"{path}: shot detection failed ({detail})") from exc
-
-    # Inner boundaries only: the ends are pinned to 0 and the probed duration,
-    # which can differ from scenedetect's frame count by a frame.
-    cuts = sorted({_seconds(start) for start, _end in scenes[1:]})
     bounds = [0.0, *(c for c in cuts if 0.0 < c < duration_s), float(duration_s)]
     segments: list[Segment] = []
     for a, b in zip(bounds, bounds[1:], strict=False):
@@ -94,6 +88,27 @@ def shot_segments(
         else:
             segments.append(Segment(a, b))
     return segments
+
+
+def detect_cuts(path: Path, start_s: float | None = None,
+                end_s: float | None = None) -> list[float]:
+    """Times of the shot changes (the first frame of each new shot), ascending,
+    in the whole video or only in [start_s, end_s] (decoding only that).
+
+    PySceneDetect's AdaptiveDetector on the PyAV backend; a range that holds
+    no cut gives ``[]``.
+    """
+    # Lazy: scenedetect pulls in OpenCV.
+    from scenedetect import AdaptiveDetector, detect
+
+    try:
+        scenes = detect(str(path), AdaptiveDetector(), backend="pyav", start_in_scene=True,
+                        start_time=start_s, end_time=end_s)
+    except Exception as exc:  # scenedetect raises assorted types for bad files
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"{path}: shot detection failed ({detail})") from exc
+    # Inner boundaries only: a range's own ends are not cuts.
+    return sorted({_seconds(start) for start, _end in scenes[1:]})
 
 
 def clip_starts(

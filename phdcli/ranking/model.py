@@ -93,6 +93,24 @@ class FusedModel:
     provenance: dict[str, Any] = field(default_factory=dict)
     backbone_sha256: str = ANY_BACKBONE  # the C3D weights its content terms were fitted on
 
+    def active_terms(self, history_size: int) -> tuple[str, ...]:
+        """The terms that can tell segments apart with a history of ``history_size``
+        GIFs, in the JSON's words: ``phd-ca`` (content), ``svm-d`` (nearest
+        history GIFs), ``prior`` (position in the video)."""
+        terms = []
+        if self.fnn is not None:  # FNN([s; 0]) still reads s on a cold start
+            terms.append("phd-ca")
+        if history_size > 0 and self.omega != 0 and np.any(self.svm_w != 0):
+            terms.append("svm-d")
+        if self.prior is not None and self.omega_t != 0:
+            terms.append("prior")
+        return tuple(terms)
+
+    def needs_features(self, history_size: int) -> bool:
+        """Whether any term reads the segments' C3D features: on a cold start
+        (no history) without a content FNN, C3D cannot change the ranking."""
+        return bool({"phd-ca", "svm-d"} & set(self.active_terms(history_size)))
+
     def score(
         self,
         segment_feats: np.ndarray,

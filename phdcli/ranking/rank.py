@@ -39,11 +39,18 @@ DEFAULT_MARGIN = 4
 
 @dataclass
 class Ranking:
-    feats: SegmentFeatures
+    feats: SegmentFeatures | None  # None: no term reads features (a cold start), C3D skipped
     terms: ScoreTerms
-    order: np.ndarray  # indices of the top k segments, best first
+    candidates: np.ndarray  # the segments scored in full, best first (-inf left out)
     clips_used: int  # clips the features were built from (cached or computed)
     clips_exhaustive: int  # clips the full spec would have needed
+    k: int = 1
+    active_terms: tuple[str, ...] = ()  # the model terms that ordered the segments
+
+    @property
+    def order(self) -> np.ndarray:
+        """The top k by score alone (the paper's protocol: no gap, no shot rule)."""
+        return self.candidates[: self.k]
 
     @property
     def clips_skipped(self) -> int:
@@ -78,6 +85,14 @@ def rank_segments(
     def score(feats: SegmentFeatures) -> ScoreTerms:
         return model.score(feats.segments, history, starts, ends, video.duration_s)
 
+    active = model.active_terms(len(history))
+    if not model.needs_features(len(history)):
+        # A cold start without a content model: only the prior can speak,
+        # so no clip is decoded and C3D is never loaded.
+        terms = model.score(np.zeros((n, 0), np.float32), np.zeros((0, 0), np.float32),
+                            starts, ends, video.duration_s)
+        return Ranking(None, terms, _best_first(ranked(terms), np.arange(n)), 0, n_full, k,
+                       active)
     candidates = np.arange(n)
     if exhaustive or n <= margin * k:
         feats = extractor.segment_features(video, segments, progress)
@@ -92,8 +107,12 @@ def rank_segments(
         log.info("%s: coarse to fine: %d of %d clips (%d skipped), %d candidates",
                  video.path.name, used, n_full, n_full - used, len(candidates))
     terms = score(feats)  # the caller refuses non-finite totals (suggest._check_finite)
-    # Ties go to the earlier segment: stable and predictable for scripts.
-    final = ranked(terms)
+    return Ranking(feats, terms, _best_first(ranked(terms), candidates), used, n_full, k, active)
+
+
+def _best_first(final: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """``candidates`` by ``final``, best first; ties go to the earlier segment
+    (stable and predictable for scripts); -inf (left out) dropped."""
     candidates = np.sort(candidates)
-    best = candidates[np.argsort(-final[candidates], kind="stable")][:k]
-    return Ranking(feats, terms, best[final[best] > -np.inf], used, n_full)
+    ordered = candidates[np.argsort(-final[candidates], kind="stable")]
+    return ordered[final[ordered] > -np.inf]

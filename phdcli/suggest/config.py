@@ -32,6 +32,8 @@ class SuggestConfig:
     length_s: float = defaults.SEGMENT_LENGTH_S
     gif: GifOptions = GifOptions()
     gif_length_s: float | None = None  # None: the GIF is the whole segment
+    min_gap_s: float | None = None  # between picks; None: one segment length; 0: no gap rule
+    one_shot: bool = True  # keep each GIF inside one shot (no cut in a GIF)
     name_template: str = defaults.NAME_TEMPLATE
     download: DownloadOptions = DownloadOptions()
     device: str = "auto"
@@ -61,6 +63,9 @@ class SuggestConfig:
                 math.isfinite(self.gif_length_s) and self.gif_length_s > 0):
             raise UsageError(f"--gif-length must be a positive number of seconds, "
                              f"got {self.gif_length_s}")
+        if self.min_gap_s is not None and not (
+                math.isfinite(self.min_gap_s) and self.min_gap_s >= 0):
+            raise UsageError(f"--min-gap must be a number of seconds from 0, got {self.min_gap_s}")
         if not (math.isfinite(self.gif.fps) and self.gif.fps <= MAX_FPS):
             raise UsageError(f"--fps must be at most {MAX_FPS:g}, got {self.gif.fps}")
         if not (math.isfinite(self.max_megapixels) and self.max_megapixels > 0):
@@ -69,3 +74,8 @@ class SuggestConfig:
             raise UsageError(f"--heatmap-weight must be a finite number, got {self.heatmap_weight}")
         if self.report and self.dry_run:
             raise UsageError("--report shows the written GIFs: it cannot go with --dry-run")
+
+    @property
+    def gap_s(self) -> float:
+        """The least time between two picks (``--min-gap``; one segment by default)."""
+        return self.length_s if self.min_gap_s is None else self.min_gap_s

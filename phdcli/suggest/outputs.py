@@ -177,14 +177,17 @@ def _encode_all(video: VideoInfo, picks: list[Suggestion], outs: list[Path],
 def remember_written(picks: list[Suggestion], ranking: Ranking, spec: FeatureSpec,
                      backbone_id: str, video: str, video_sha256: str) -> None:
     """Record each written pick's provenance and feature for ``phd history add``
-    (``phdcli.history.records``); the pick of rank r is ``ranking.order[r - 1]``."""
+    (``phdcli.history.records``); without features (a cold start) the provenance."""
     from phdcli.history.kept import span_feature
     from phdcli.history.records import Provenance, SpanFeature, remember
 
     for pick in picks:
         if pick.path is None:
             continue
-        vector = span_feature(ranking.feats, int(ranking.order[pick.rank - 1]), pick.start_s,
-                              pick.end_s, (pick.segment_start_s, pick.segment_end_s), spec.clip_s)
+        feature = None
+        if ranking.feats is not None and pick.segment is not None:
+            vector = span_feature(ranking.feats, pick.segment, pick.start_s, pick.end_s,
+                                  (pick.segment_start_s, pick.segment_end_s), spec.clip_s)
+            feature = SpanFeature(vector, backbone_id, spec.to_dict())
         remember(Path(pick.path), Provenance(video, video_sha256, pick.start_s, pick.end_s),
-                 SpanFeature(vector, backbone_id, spec.to_dict()))
+                 feature)

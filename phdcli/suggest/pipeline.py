@@ -16,6 +16,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from phdcli import NOTICE
 from phdcli.errors import DeviceError, HistoryError, InputError, PhdError, UsageError, WeightsError
 from phdcli.suggest.config import SuggestConfig
 from phdcli.suggest.outputs import check_outputs, remember_written, write_picks
@@ -81,8 +82,30 @@ class Suggester:
         if self._history is None:
             names, feats = self.history.named_features(self.extractor)
             log.info("history: %d GIFs in %s", len(names), self.history.folder)
+            if not names:
+                self._say_cold_start()
             self._history = (names, feats)
         return self._history
+
+    @property
+    def content_needed(self) -> bool:
+        """Whether a term of the model reads C3D features with this history (no:
+        a cold start with the bundled model ranks by position alone)."""
+        return self.model.needs_features(len(self.history.items()))
+
+    def _say_cold_start(self) -> None:
+        """Once a batch: why the picks cannot follow this user's taste yet."""
+        user = "" if self.config.user == "default" else f" -u {self.config.user}"
+        if not self.history.managed:
+            where = f"the --history folder {self.history.folder} holds no GIF"
+            fix = "put GIFs you made in it"
+        else:
+            where = "your history is empty"
+            fix = f"`phd history add{user} GIF...` adds GIFs you made"
+        what = ("the content model and the position in the video" if self.content_needed
+                else "position in the video only (no C3D needed)")
+        log.log(NOTICE, "%s: ranking by %s; %s, so that picks follow your taste",
+                where, what, fix)
 
     def _unique_stem(self, stem: str) -> str:
         """``stem``, or ``stem-2``, ``stem-3``... when an earlier input of the batch
@@ -104,11 +127,12 @@ class Suggester:
         from phdcli.fsutil import cached_sha256
         from phdcli.history.kept import same_span
         from phdcli.media.probe import probe
-        from phdcli.media.segments import fixed_segments, shot_segments
+        from phdcli.media.segments import detect_cuts, fixed_segments, segments_from_cuts
         from phdcli.ranking.rank import rank_segments
         from phdcli.sources.heatmap import score_term
         from phdcli.sources.inputs import resolve_input
-        from phdcli.suggest.picks import check_finite_scores, make_picks
+        from phdcli.suggest.picks import check_finite_scores, choose, make_picks
+        from phdcli.suggest.spans import shot_fit, span_of
 
         cfg = self.config
         source = resolve_input(item, cfg.download, self._stage_progress("download"))
@@ -127,8 +151,10 @@ class Suggester:
                 f"{item}: {info.duration_s:.2f} s is shorter than one "
                 f"{spec.clip_frames}-frame clip ({spec.clip_s:.2f} s)"
             )
+        cuts: list[float] | None = None  # the whole video's, once --segments shots found them
         if cfg.segments == "shots":
-            segments = shot_segments(info.path, info.duration_s, chunk_s=cfg.length_s)
+            cuts = detect_cuts(info.path)
+            segments = segments_from_cuts(cuts, info.duration_s, chunk_s=cfg.length_s)
         else:
             segments = fixed_segments(info.duration_s, cfg.length_s)
         log.info("%s: %.1f s, %d segments", stem, info.duration_s, len(segments))
@@ -156,19 +182,29 @@ class Suggester:
         self.clips_skipped += ranking.clips_skipped
         total = ranking.terms.total + heat_term
         check_finite_scores(item, total)
-        picks = make_picks(ranking, total, starts, ends, names, history, spec, replay, heat_term,
-                           cfg.gif_length_s, info.duration_s)
+        chosen = choose(ranking.candidates, starts, ends, cfg.k, cfg.gap_s,
+                        span_of(ranking, starts, ends, history, spec, info.duration_s,
+                                cfg.gif_length_s),
+                        shot_fit(info, cuts, cfg.gif_length_s or cfg.length_s)
+                        if cfg.one_shot else None)
+        if len(chosen) < min(cfg.k, len(segments)):
+            log.info("%s: %d of %d picks (--min-gap %g s and one shot per GIF leave no more)",
+                     stem, len(chosen), cfg.k, cfg.gap_s)
+        picks = make_picks(ranking, chosen, total, starts, ends, names, replay, heat_term)
+        ranked_by = ranking.active_terms + (("heatmap",) if replay is not None
+                                            and cfg.heatmap_weight else ())
 
         page = self._report_page(stem)
         if not cfg.dry_run:
             picks = write_picks(info, stem, picks, cfg, self._written, self.progress)
-            remember_written(picks, ranking, spec, self.extractor.backbone_id, video_id,
-                             video_sha)
+            remember_written(picks, ranking, spec,
+                             self.extractor.backbone_id if ranking.feats is not None else "",
+                             video_id, video_sha)
         if on_suggestion is not None:  # with files, only once they are in place
             for pick in picks:
                 on_suggestion(item, pick)
         result = VideoSuggestions(item, info.path, info.duration_s, len(segments), picks,
-                                  heatmap=source.heatmap)
+                                  heatmap=source.heatmap, ranked_by=ranked_by)
         if page is not None:
             from phdcli.suggest.report import write_video_page
 
@@ -262,9 +298,12 @@ def suggest_batch(
         from phdcli.ranking.model import check_compatible
 
         # Missing weights fail once, up front; a model trained on one
-        # backbone's features must not score another's.
-        check_compatible(suggester.model, suggester.extractor.spec,
-                         "the features of these weights", suggester.extractor.backbone_sha256)
+        # backbone's features must not score another's. A cold start that
+        # reads no feature needs no weights.
+        if suggester.content_needed:
+            check_compatible(suggester.model, suggester.extractor.spec,
+                             "the features of these weights",
+                             suggester.extractor.backbone_sha256)
     except SHARED_ERRORS as exc:
         _stop(batch, items, exc)
     batch.stats.model_loads = 1

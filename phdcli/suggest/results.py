@@ -54,12 +54,15 @@ class Suggestion:
     explanation: Explanation
     path: Path | None = None
     size_bytes: int | None = None
+    segment: int | None = None  # index of the segment among the video's
 
     def to_dict(self, explain: bool = False) -> dict[str, object]:
         doc: dict[str, object] = {
             "rank": self.rank,
-            "start": round(self.start_s, 3),
+            "start": round(self.start_s, 3),  # the GIF's window
             "end": round(self.end_s, 3),
+            "segment": {"start": round(self.segment_start_s, 3),
+                        "end": round(self.segment_end_s, 3)},
             "score": round(self.score, 6),
             "path": None if self.path is None else str(self.path),
             "size_bytes": self.size_bytes,
@@ -78,6 +81,7 @@ class VideoSuggestions:
     suggestions: list[Suggestion]
     heatmap: Heatmap | None = None
     report: Path | None = None
+    ranked_by: tuple[str, ...] = ()  # the terms that ordered the segments (phd-ca, svm-d...)
 
 
 @dataclass
@@ -112,6 +116,7 @@ class BatchResult:
                 "video": str(r.video),
                 "duration": round(r.duration_s, 3),
                 "segments": r.n_segments,
+                "ranked_by": list(r.ranked_by),
                 "suggestions": [s.to_dict(explain) for s in r.suggestions],
             }
             if r.heatmap is not None:
