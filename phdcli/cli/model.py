@@ -14,14 +14,16 @@ from phdcli.cli._app import DeviceOpt, Progress, UserOpt, WeightsOpt, app, model
 @model_app.command("fetch")
 def model_fetch(
     name: Annotated[str | None, typer.Argument(
-        metavar="[NAME]", help="mmaction2 (default) or davidea; with --url or --from: which file it is.")] = None,
+        metavar="[NAME]",
+        help="mmaction2 (default) or davidea; with --url or --from: which file it is.")] = None,
     url: Annotated[str | None, typer.Option(
         metavar="URL", help="Fetch from this http(s):// or file:// URL instead.")] = None,
     from_file: Annotated[Path | None, typer.Option(
         "--from", metavar="FILE", dir_okay=False,
         help="Install a file you downloaded yourself (no network).")] = None,
     sha256: Annotated[str | None, typer.Option(
-        metavar="HEX", help="Expected sha256 of --url or --from (registry files carry their own).")] = None,
+        metavar="HEX",
+        help="Expected sha256 of --url or --from (registry files carry their own).")] = None,
     force: Annotated[bool, typer.Option(help="Download again even if cached.")] = False,
 ) -> None:
     """Fetch the C3D Sports-1M weights into the cache (the first run that needs them
