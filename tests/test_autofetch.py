@@ -228,6 +228,10 @@ def test_model_fetch_takes_short_names_local_files_and_file_urls(
     assert code == 0, err
     assert registry.resolve_weights_path() == paths.weights_cache_dir() / "other.pth"
     assert len(mirror.requests) == 1  # local files never touch the network
+    # The cached file itself, even with --force: checked, not deleted.
+    cached = paths.weights_cache_dir() / "other.pth"
+    code, _, err = run_cli(["model", "fetch", "--from", str(cached), "--force"], capsys)
+    assert code == 0 and cached.stat().st_size == registered.stat().st_size, err
     assert mine.read_bytes()[:64] == registered.read_bytes()[:64]  # sources left as they were
 
     message = one_error(run_cli(["model", "fetch", "c3d"], capsys), code=2)

@@ -135,6 +135,13 @@ def fetch(source: WeightsSource | str, progress: ByteProgress | None = None,
 def _fetch_locked(src: WeightsSource, final: Path, progress: ByteProgress | None,
                   force: bool) -> Path:
     part = final.with_name(final.name + ".part")
+    url = source_url(src)
+    local = local_path(url)
+    if local is not None and final.exists() and local.resolve() == final.resolve():
+        # The cached file itself (`--from` a file in the cache): check, never delete.
+        if _is_verified(final, src):
+            return final
+        raise DownloadError(f"{final}: not {src.name} (sha256 or size differ)")
     if force:
         final.unlink(missing_ok=True)
         part.unlink(missing_ok=True)
@@ -142,7 +149,6 @@ def _fetch_locked(src: WeightsSource, final: Path, progress: ByteProgress | None
         if _is_verified(final, src):
             return final
         final.unlink()  # damaged or replaced: download again
-    url = source_url(src)
     try:
         digest = download(url, part, src.size_bytes, progress)
     except NotReached as exc:
