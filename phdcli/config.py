@@ -63,6 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("download_timeout", 3600.0, "give up a download after this many seconds in all"),
     Setting("max_megapixels", 36.0, "largest frame or GIF canvas, megapixels"),
     Setting("c3d_weights", None, "C3D weights file"),
+    Setting("offline", False, "never download: C3D weights, URLs not in the cache"),
     Setting("model", None, "ranking model file"),
     Setting("report", False, "write an HTML contact sheet"),
     Setting("heatmap_weight", 0.0, "weight of the site's replay heatmap (hand-set)"),
@@ -98,9 +99,13 @@ def load_file(path: Path | None = None) -> dict[str, Any]:
 
 
 def default_map() -> dict[str, Any]:
-    """Click's default_map for the app: the file's values for `phd suggest`."""
+    """Click's default_map for the app: the file's values for `phd suggest`
+    (and its ``offline`` for `phd history add`, which may fetch weights too)."""
     values = load_file()
-    return {"suggest": values} if values else {}
+    found: dict[str, Any] = {"suggest": values} if values else {}
+    if "offline" in values:
+        found["history"] = {"add": {"offline": values["offline"]}}
+    return found
 
 
 @dataclass(frozen=True)

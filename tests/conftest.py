@@ -7,13 +7,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runphd import home_with_cache
+from runphd import NO_MIRROR, home_with_cache
 
 # ``auto`` precision stays off int8 in the tests (PHD_INT8=0), as on a machine
 # without OpenVINO: building the int8 model and its self-check cost about half
 # a minute per fresh PHD_HOME, so only the tests about int8 (``int8_home``,
 # tests/test_int8.py) pay it. Subprocesses that inherit the environment too.
 os.environ["PHD_INT8"] = "0"
+# Never the real C3D weights from the internet (runphd.NO_MIRROR).
+os.environ["PHD_MODEL_MIRROR"] = NO_MIRROR
 
 
 @pytest.fixture

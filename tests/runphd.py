@@ -22,6 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# Registry weights come from here in every test (conftest sets it for the
+# tests' own process too): a run that lacks weights fails on this missing
+# folder instead of downloading 312 MB. Tests about fetching set their own mirror.
+NO_MIRROR = "file:///nonexistent/phd-tests-fetch-no-weights"
+
 
 def run_cli(args: list[str], capsys: Any) -> tuple[int, str, str]:
     """``phd ARGS`` in this process (``main``): (exit code, stdout, stderr).
@@ -44,6 +49,7 @@ def phd(*args: str, home: Path, weights: Path | None = None, env: dict[str, str]
         stdin: str | None = None, timeout: float = 300, drop_root: bool = False,
         preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
     full_env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "OMP_NUM_THREADS": "2",
+                "PHD_MODEL_MIRROR": NO_MIRROR,
                 **({"PHD_C3D_WEIGHTS": str(weights)} if weights is not None else {}),
                 **(env or {})}
     cmd = [sys.executable, "-m", "phdcli", *args]
@@ -56,6 +62,7 @@ def phd(*args: str, home: Path, weights: Path | None = None, env: dict[str, str]
 def phd_popen(*args: str, home: Path, weights: Path | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     full_env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "OMP_NUM_THREADS": "1",
+                "PHD_MODEL_MIRROR": NO_MIRROR,
                 **({"PHD_C3D_WEIGHTS": str(weights)} if weights is not None else {}),
                 **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "phdcli", *args], stdout=subprocess.PIPE,

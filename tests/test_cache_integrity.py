@@ -166,7 +166,8 @@ def test_damaged_converted_weights_are_detected_and_reconverted(
 
 
 def test_nonfinite_features_are_refused_and_never_cached(
-    phd_home: Path, tmp_path: Path, video: VideoInfo, capsys: pytest.CaptureFixture[str]
+    phd_home: Path, tmp_path: Path, video: VideoInfo, capsys: pytest.CaptureFixture[str],
+    one_gif_history: Path,
 ) -> None:
     """Finite weights whose forward overflows (conv1a scaled by 1e37) give
     Inf/NaN features: an error, not a cached entry nor a "score": NaN."""

@@ -12,13 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from runphd import run_cli
+from runphd import NO_MIRROR, run_cli
 
 from tests import media
 
 
 def phd(*args: str, env_home: Path, weights: Path | None = None) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(env_home), "PHD_INT8": "0"}
+    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(env_home), "PHD_INT8": "0",
+           "PHD_MODEL_MIRROR": NO_MIRROR}
     if weights is not None:
         env["PHD_C3D_WEIGHTS"] = str(weights)
     return subprocess.run(

@@ -24,7 +24,7 @@ from runphd import home_with_cache, json_doc, one_error, phd, processes_mentioni
 from phdcli import paths
 from phdcli.cli import main
 from phdcli.errors import DownloadError, WeightsError
-from phdcli.features import registry
+from phdcli.features import download, registry
 from phdcli.sources.inputs import resolve_input
 from phdcli.sources.options import DownloadOptions
 from tests import media
@@ -226,11 +226,8 @@ def test_the_url_model_fetch_got_is_what_later_runs_use(
 ) -> None:
     url = f"{server}/v.mp4"  # any bytes will do: finding them is the point
     digest = hashlib.sha256(clip).hexdigest()
-    with pytest.raises(SystemExit) as info:
-        main(["model", "fetch", "--url", url, "--sha256", digest])
-    out, err = capsys.readouterr()
-    assert info.value.code == 0, err
-    fetched = Path(out.strip())
+    # Not C3D weights: `phd model fetch` would refuse them at the format check.
+    fetched = registry.fetch_weights(url=url, sha256=digest, check_format=False)
     assert registry.resolve_weights_path() == fetched  # not "weights not found"
     # The pointer is read back as a plain name inside the cache, nothing else.
     pointer = paths.weights_cache_dir() / "fetched.json"
@@ -244,8 +241,8 @@ def test_model_fetch_has_limits_too(phd_home: Path, server: str,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """`phd model fetch --url`: a trickle is a stall (the .part stays for a resume),
     an endless body is not C3D weights (deleted)."""
-    monkeypatch.setattr(registry, "_STALL_S", 1.5)
-    monkeypatch.setattr(registry, "_MAX_UNKNOWN_BYTES", 3_000_000)
+    monkeypatch.setattr(download, "_STALL_S", 1.5)
+    monkeypatch.setattr(download, "_MAX_UNKNOWN_BYTES", 3_000_000)
     Hostile.trickle_s = 1.0
     started = time.monotonic()
     with pytest.raises(DownloadError, match="stalled"):

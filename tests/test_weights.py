@@ -40,6 +40,13 @@ def files(mmaction2_weights: Path, davidea_weights: Path) -> dict[str, Path]:
     return {"mmaction2": mmaction2_weights, "davidea": davidea_weights}
 
 
+@pytest.fixture(autouse=True)
+def _no_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registry entries here point at the tests' own servers (conftest's guard
+    would send them to runphd.NO_MIRROR)."""
+    monkeypatch.delenv("PHD_MODEL_MIRROR", raising=False)
+
+
 def _converted(sha256: str) -> Path:
     return paths.weights_cache_dir() / "converted" / f"{sha256}.safetensors"
 
@@ -323,13 +330,15 @@ def test_fetch_weights_by_url(phd_home: Path, server: _Served,
                               monkeypatch: pytest.MonkeyPatch) -> None:
     url = server.source().url
     good = hashlib.sha256(server.payload).hexdigest()
-    assert registry.fetch_weights(url=url, sha256=good.upper()).read_bytes() == server.payload
+    # The payload is random bytes: the format check is tests/test_autofetch.py's.
+    assert registry.fetch_weights(url=url, sha256=good.upper(),
+                                  check_format=False).read_bytes() == server.payload
     with pytest.raises(UsageError):
         registry.fetch_weights(url="ftp://example.org/w.pth")
     with pytest.raises(UsageError):
         registry.fetch_weights(sha256=good)
     monkeypatch.setitem(REGISTRY, DEFAULT_WEIGHTS, server.source())
-    assert registry.fetch_weights() == registry.cached_path(DEFAULT_WEIGHTS)
+    assert registry.fetch_weights(check_format=False) == registry.cached_path(DEFAULT_WEIGHTS)
     assert len(server.requests) == 1  # same file name, already cached and verified
 
 
@@ -415,7 +424,7 @@ def test_fetch_then_load_without_rehash(phd_home: Path, files: dict[str, Path],
     assert os.path.getsize(path) == len(server.payload)
 
 
-def test_cli_model_fetch_verifies_and_refuses_a_bad_checksum(
+def test_cli_model_fetch_refuses_a_bad_checksum_and_a_file_that_is_not_weights(
     phd_home: Path, server: _Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from phdcli.cli import main
@@ -434,8 +443,7 @@ def test_cli_model_fetch_verifies_and_refuses_a_bad_checksum(
     assert len([line for line in err.splitlines() if line.strip()]) == 1
     assert not list(paths.weights_cache_dir().glob("w.pth*"))  # nothing half-written
 
-    code, out, _ = run("--url", url, "--sha256", good)
-    assert code == 0 and Path(out.strip()).read_bytes() == server.payload
-    requests = len(server.requests)
-    assert run("--url", url, "--sha256", good)[0] == 0
-    assert len(server.requests) == requests  # cached and verified: no new request
+    # The right bytes, but not C3D weights: refused at the format check, not kept.
+    code, out, err = run("--url", url, "--sha256", good)
+    assert code == 1 and "not a readable PyTorch weights file" in err, err
+    assert not list(paths.weights_cache_dir().glob("w.pth*"))

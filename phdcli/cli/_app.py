@@ -76,6 +76,26 @@ def _show_progress() -> bool:
     return not _State.quiet and sys.stderr.isatty()
 
 
+# Stages whose counts are bytes: their bars also show the size and the rate.
+_BYTE_STAGES = ("download", "weights")
+
+
+def _bytes_column() -> Any:
+    """A rich column: done/total size and rate for byte stages, blank for the others."""
+    from rich.progress import DownloadColumn, ProgressColumn, TransferSpeedColumn
+    from rich.text import Text
+
+    class BytesColumn(ProgressColumn):
+        size, rate = DownloadColumn(), TransferSpeedColumn()
+
+        def render(self, task: Any) -> Any:
+            if not task.fields.get("bytes"):
+                return Text("")
+            return Text.assemble(self.size.render(task), " ", self.rate.render(task))
+
+    return BytesColumn()
+
+
 class Progress:
     """A rich bar on stderr when it is a terminal; nothing otherwise."""
 
@@ -85,7 +105,8 @@ class Progress:
         if _show_progress():
             from rich.progress import Progress as RichProgress
 
-            self._bar = RichProgress(console=_stderr_console(), transient=True)
+            self._bar = RichProgress(*RichProgress.get_default_columns(), _bytes_column(),
+                                     console=_stderr_console(), transient=True)
             self._bar.start()
         return self
 
@@ -93,7 +114,8 @@ class Progress:
         if self._bar is None:
             return
         if stage not in self._tasks:
-            self._tasks[stage] = self._bar.add_task(stage, total=total or None)
+            self._tasks[stage] = self._bar.add_task(stage, total=total or None,
+                                                    bytes=stage in _BYTE_STAGES)
         self._bar.update(self._tasks[stage], completed=done, total=total or None)
 
     def __exit__(self, *exc: object) -> None:

@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from phdcli.cli._app import DeviceOpt, HistoryDirOpt, UserOpt, WeightsOpt, history_app, log
+from phdcli.cli._app import (
+    DeviceOpt,
+    HistoryDirOpt,
+    Progress,
+    UserOpt,
+    WeightsOpt,
+    history_app,
+    log,
+)
 from phdcli.errors import UsageError
 
 
@@ -28,14 +36,20 @@ def history_add(
     model: Annotated[Path | None, typer.Option(help="Ranking model (sets the features).")] = None,
     max_megapixels: Annotated[float, typer.Option(
         help="Largest frame or GIF canvas, megapixels (frames x area scale with it).")] = 36.0,
+    offline: Annotated[bool, typer.Option(
+        envvar="PHD_OFFLINE", help="Never download the C3D weights (else fetched once, "
+        "~312 MB, when first needed).")] = False,
 ) -> None:
     """Copy GIFs into the history and compute their features once."""
     from phdcli.history.adding import add_to_history
 
     if not (math.isfinite(max_megapixels) and max_megapixels > 0):
         raise UsageError(f"--max-megapixels must be positive, got {max_megapixels}")
-    added = add_to_history(files, user=user, device=device, c3d_weights=c3d_weights, model=model,
-                           max_megapixels=max_megapixels)
+    with Progress() as progress:
+        added = add_to_history(
+            files, user=user, device=device, c3d_weights=c3d_weights, model=model,
+            max_megapixels=max_megapixels, offline=offline,
+            weights_progress=lambda done, total: progress.update("weights", done, total or 0))
     for item in added:
         if item.source is not None:
             how = ("its features from phd suggest, no C3D" if item.feature is not None

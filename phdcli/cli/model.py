@@ -13,17 +13,30 @@ from phdcli.cli._app import DeviceOpt, Progress, UserOpt, WeightsOpt, app, model
 
 @model_app.command("fetch")
 def model_fetch(
-    name: Annotated[str | None, typer.Argument(help="Registry name (default: mmaction2).")] = None,
-    url: Annotated[str | None, typer.Option(help="Download from this URL instead.")] = None,
-    sha256: Annotated[str | None, typer.Option(help="Expected sha256 of --url.")] = None,
+    name: Annotated[str | None, typer.Argument(
+        metavar="[NAME]",
+        help="mmaction2 (default) or davidea; with --url or --from: which file it is.")] = None,
+    url: Annotated[str | None, typer.Option(
+        metavar="URL", help="Fetch from this http(s):// or file:// URL instead.")] = None,
+    from_file: Annotated[Path | None, typer.Option(
+        "--from", metavar="FILE", dir_okay=False,
+        help="Install a file you downloaded yourself (no network).")] = None,
+    sha256: Annotated[str | None, typer.Option(
+        metavar="HEX",
+        help="Expected sha256 of --url or --from (registry files carry their own).")] = None,
     force: Annotated[bool, typer.Option(help="Download again even if cached.")] = False,
 ) -> None:
-    """Download the published C3D Sports-1M weights into the cache."""
+    """Fetch the C3D Sports-1M weights into the cache (the first run that needs them
+    does it by itself): sha256 checked, converted once, used by later runs.
+
+    PHD_MODEL_MIRROR=URL fetches the registry's files from a mirror with the same file
+    names (still checked against the registry's sha256).
+    """
     from phdcli.features.registry import fetch_weights
 
     with Progress() as progress:
-        path = fetch_weights(name, url=url, sha256=sha256, force=force,
-                             progress=lambda done, total: progress.update("download", done,
+        path = fetch_weights(name, url=url, sha256=sha256, force=force, from_file=from_file,
+                             progress=lambda done, total: progress.update("weights", done,
                                                                           total or 0))
     typer.echo(str(path))
 

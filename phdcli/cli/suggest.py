@@ -88,6 +88,9 @@ def suggest(
         help="Largest frame or GIF canvas, megapixels (frames x area scale with it).")] = 36.0,
     c3d_weights: Annotated[Path | None, typer.Option(
         envvar=env("c3d_weights"), dir_okay=False, help="C3D weights file.")] = None,
+    offline: Annotated[bool, typer.Option(
+        envvar=env("offline"), help="Never download: no C3D weights (else fetched once, "
+        "~312 MB, when first needed), no URL not already in the cache.")] = False,
     model: Annotated[Path | None, typer.Option(envvar=env("model"),
                                                help="Ranking model file.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
@@ -116,13 +119,14 @@ def suggest(
         download=DownloadOptions(max_height=max_height,
                                  max_filesize_bytes=_megabytes("--max-filesize", max_filesize),
                                  stall_timeout_s=stall_timeout, timeout_s=download_timeout,
-                                 refresh=refresh),
+                                 refresh=refresh, offline=offline),
         device=device, precision=precision, c3d_weights=c3d_weights, model_path=model,
         user=user, history_dir=history, force=force, dry_run=dry_run, report=report,
         exhaustive=exhaustive,
         include_kept=include_kept, heatmap_weight=heatmap_weight,
         command=_reproduce_command(ctx) if report else "",
         max_megapixels=max_megapixels,
+        offline=offline,
     )
 
     def print_line(source: str, suggestion: Any) -> None:

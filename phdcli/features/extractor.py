@@ -36,7 +36,7 @@ from phdcli.features.clips import (
 )
 from phdcli.features.network import C3DNetwork, ExtractorStats
 from phdcli.features.precision import PrecisionChoice
-from phdcli.features.registry import Backbone
+from phdcli.features.registry import AutoFetch, Backbone
 from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import cached_sha256
 from phdcli.media.segments import Segment
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 class FeatureExtractor:
     """Turns files into feature vectors; loads C3D only when the cache misses.
+
+    ``auto_fetch``: with no weights, fetch the default ones when C3D first
+    runs (``registry.fetch_for_run``); None: no weights is a WeightsError.
 
     One extractor serves a whole batch of videos (and their history), so the
     network is loaded at most once per process.
@@ -62,12 +65,13 @@ class FeatureExtractor:
         batch_clips: int = 8,
         cache_dir: Path | None = None,
         auto_int8: bool = True,
+        auto_fetch: AutoFetch | None = None,
     ) -> None:
         self.spec = spec
         self.batch_clips = batch_clips
         self.stats = ExtractorStats()
         self.precision = PrecisionChoice(device, precision, auto_int8)
-        self.backbone = Backbone(spec.family, c3d_weights)
+        self.backbone = Backbone(spec.family, c3d_weights, auto_fetch)
         self.network = C3DNetwork(spec, self.backbone, self.precision, batch_clips, self.stats)
         self.cache = ClipCache(cache_dir or paths.features_cache_dir(), FEATURE_DIMS[spec.layer])
 

@@ -18,6 +18,7 @@ from phdcli.fsutil import cached_sha256
 from phdcli.history.store import History, HistoryItem, Precomputed
 
 if TYPE_CHECKING:
+    from phdcli.features.download import ByteProgress
     from phdcli.features.extractor import FeatureExtractor
 
 log = logging.getLogger("phd")
@@ -31,16 +32,24 @@ def add_to_history(
     model: Path | None = None,
     extractor: FeatureExtractor | None = None,
     max_megapixels: float | None = None,
+    offline: bool = False,
+    weights_progress: ByteProgress | None = None,
 ) -> list[HistoryItem]:
-    """Add ``files`` to ``user``'s history; the features follow the ranking model's spec."""
+    """Add ``files`` to ``user``'s history; the features follow the ranking model's spec.
+
+    With no C3D weights, the default ones are fetched when a file first needs
+    C3D (``weights_progress`` sees the bytes), or refused when ``offline``.
+    """
     from phdcli.features.extractor import FeatureExtractor
+    from phdcli.features.registry import AutoFetch
     from phdcli.media.budget import DEFAULT_MAX_MEGAPIXELS, PixelBudget, using_pixel_budget
     from phdcli.ranking.model import default_model_path, load_model
 
     history = History.for_user(user)
     if extractor is None:
         spec = load_model(model or default_model_path()).spec
-        extractor = FeatureExtractor(spec, c3d_weights, device)
+        extractor = FeatureExtractor(spec, c3d_weights, device,
+                                     auto_fetch=AutoFetch(offline, weights_progress))
     budget = PixelBudget.from_megapixels(max_megapixels or DEFAULT_MAX_MEGAPIXELS)
     with using_pixel_budget(budget):
         return history.add(files, extractor, recognise_outputs(files, extractor))

@@ -92,6 +92,9 @@ def resolve_input(
     cached = None if options.refresh else _cached(folder, text)
     if cached is not None:
         return cached
+    if options.offline:
+        raise InputError(f"{text}: not downloaded yet, and downloads are off (--offline, "
+                         "PHD_OFFLINE or offline = true in the config file)")
     return _download(text, folder, options, progress)
 
 

@@ -31,6 +31,7 @@ class DownloadOptions:
     timeout_s: float = DOWNLOAD_TIMEOUT_S  # the whole download, extraction included
     refresh: bool = False  # download again even if cached
     archive: Path | None = None  # yt-dlp's download archive (dataset builds)
+    offline: bool = False  # --offline: a URL not yet in the cache is refused, not fetched
 
     def __post_init__(self) -> None:
         if self.max_height < 1:

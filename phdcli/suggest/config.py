@@ -49,6 +49,7 @@ class SuggestConfig:
     report: bool = False  # --report: an HTML contact sheet in out_dir
     include_kept: bool = False  # suggest spans the profile already kept
     heatmap_weight: float = 0.0  # hand-set, unmeasured (phdcli.sources.heatmap)
+    offline: bool = False  # never download: C3D weights a run needs (URLs: download.offline)
     command: str = ""  # for the report: how to run this again ("{input}" for the video)
 
     def __post_init__(self) -> None:

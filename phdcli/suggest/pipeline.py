@@ -32,7 +32,7 @@ from phdcli.suggest.results import (
 
 log = logging.getLogger("phd")
 
-# progress(stage, done, total): stages "download", "clips", "gifs".
+# progress(stage, done, total): stages "download", "weights" (bytes), "clips", "gifs".
 Progress = Callable[[str, int, int], None]
 
 # on_suggestion(input, suggestion): called as each GIF is written (--jsonl).
@@ -66,8 +66,12 @@ class Suggester:
         self.model = load_model(self.model_path)
         # The device is resolved (and said on stderr) when C3D first runs:
         # a batch whose features are all cached never imports torch.
+        from phdcli.features.registry import AutoFetch
+
+        # No weights: fetched when C3D first runs (never for a cached run), or refused offline.
         self.extractor = FeatureExtractor(
-            self.model.spec, config.c3d_weights, config.device, config.precision
+            self.model.spec, config.c3d_weights, config.device, config.precision,
+            auto_fetch=AutoFetch(config.offline, self._stage_progress("weights")),
         )
         self.history = (
             History.from_folder(config.history_dir)
@@ -297,9 +301,9 @@ def suggest_batch(
         suggester = Suggester(config, progress, single_report=len(items) == 1)
         from phdcli.ranking.model import check_compatible
 
-        # Missing weights fail once, up front; a model trained on one
-        # backbone's features must not score another's. A cold start that
-        # reads no feature needs no weights.
+        # A model trained on one backbone's features must not score another's
+        # (missing weights are named by the sha256 they will be fetched with).
+        # A cold start that reads no feature needs no weights at all.
         if suggester.content_needed:
             check_compatible(suggester.model, suggester.extractor.spec,
                              "the features of these weights",
