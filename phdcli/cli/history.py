@@ -21,7 +21,7 @@ def _history(user: str, folder: Path | None) -> Any:
 
 @history_app.command("add")
 def history_add(
-    files: Annotated[list[Path], typer.Argument(help="GIFs or short clips.")],
+    files: Annotated[list[Path], typer.Argument(help="GIFs or short clips.", metavar="GIF")],
     user: UserOpt = "default",
     device: DeviceOpt = "auto",
     c3d_weights: WeightsOpt = None,

@@ -6,12 +6,25 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from phdcli import NOTICE, config, defaults
-from phdcli.cli._app import HistoryDirOpt, Progress, app, env, log, setup_output
+from phdcli.cli._app import (
+    PANEL_DOWNLOAD,
+    PANEL_INPUT,
+    PANEL_OUTPUT,
+    PANEL_RANKING,
+    PANEL_SCRIPTING,
+    PANEL_SPEED,
+    Progress,
+    app,
+    complete_device,
+    env,
+    log,
+    setup_output,
+)
 from phdcli.errors import UsageError
 
 
@@ -22,69 +35,97 @@ def suggest(
         list[str], typer.Argument(help="Videos, folders, URLs; - reads them from stdin.",
                                   metavar="VIDEO")
     ],
-    k: Annotated[int, typer.Option("-k", envvar=env("k"), help="GIFs per video.")] = defaults.K,
-    out: Annotated[Path, typer.Option("--out", "-o", envvar=env("out"),
-                                      help="Output folder.")] = Path("."),
-    segments: Annotated[str, typer.Option(envvar=env("segments"),
-                                          help="fixed or shots.")] = "fixed",
-    length: Annotated[float, typer.Option(envvar=env("length"),
-                                          help="Segment length, s.")] = defaults.SEGMENT_LENGTH_S,
+    k: Annotated[int, typer.Option("-k", envvar=env("k"), metavar="N", rich_help_panel=PANEL_OUTPUT,
+                                   help="GIFs per video.")] = defaults.K,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", envvar=env("out"), metavar="DIR", rich_help_panel=PANEL_OUTPUT,
+        help="Output folder.")] = Path("."),
+    segments: Annotated[Literal["fixed", "shots"], typer.Option(
+        envvar=env("segments"), metavar="KIND", rich_help_panel=PANEL_RANKING,
+        help="fixed (every --length s) or shots (cut at shot changes).")] = "fixed",
+    length: Annotated[float, typer.Option(
+        envvar=env("length"), metavar="SECONDS", rich_help_panel=PANEL_RANKING,
+        help="Segment length.")] = defaults.SEGMENT_LENGTH_S,
     gif_length: Annotated[float | None, typer.Option(
-        envvar=env("gif_length"), help="GIF length around the best clip, s.")] = None,
-    fps: Annotated[float, typer.Option(envvar=env("fps"), help="GIF frame rate.")] = (
-        defaults.GIF_FPS),
-    width: Annotated[int, typer.Option(envvar=env("width"), help="GIF width, px.")] = (
-        defaults.GIF_WIDTH),
-    fmt: Annotated[str, typer.Option("--format", envvar=env("format"),
-                                     help="gif, mp4 or webp.")] = "gif",
+        envvar=env("gif_length"), metavar="SECONDS", rich_help_panel=PANEL_OUTPUT,
+        help="GIF length around the best clip (default: the segment).")] = None,
+    fps: Annotated[float, typer.Option(
+        envvar=env("fps"), metavar="FPS", rich_help_panel=PANEL_OUTPUT,
+        help="GIF frame rate.")] = defaults.GIF_FPS,
+    width: Annotated[int, typer.Option(
+        envvar=env("width"), metavar="PX", rich_help_panel=PANEL_OUTPUT,
+        help="GIF width.")] = defaults.GIF_WIDTH,
+    fmt: Annotated[Literal["gif", "mp4", "webp"], typer.Option(
+        "--format", envvar=env("format"), metavar="FORMAT", rich_help_panel=PANEL_OUTPUT,
+        help="gif, mp4 or webp.")] = "gif",
     max_size: Annotated[float | None, typer.Option(
-        envvar=env("max_size"), help="Largest output file, MB.")] = None,
-    name: Annotated[str, typer.Option(envvar=env("name"), help="Output name template.")] = (
-        defaults.NAME_TEMPLATE),
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
-    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON line per GIF.")] = False,
-    explain: Annotated[bool, typer.Option(help="Show each model term and the nearest GIF.")] = (
+        envvar=env("max_size"), metavar="MB", rich_help_panel=PANEL_OUTPUT,
+        help="Largest output file.")] = None,
+    name: Annotated[str, typer.Option(
+        envvar=env("name"), metavar="TEMPLATE", rich_help_panel=PANEL_OUTPUT,
+        help="Output name template.")] = defaults.NAME_TEMPLATE,
+    as_json: Annotated[bool, typer.Option("--json", rich_help_panel=PANEL_SCRIPTING,
+                                          help="One JSON document on stdout.")] = False,
+    as_jsonl: Annotated[bool, typer.Option(
+        "--jsonl", rich_help_panel=PANEL_SCRIPTING,
+        help="One JSON line per GIF and per failed input.")] = False,
+    explain: Annotated[bool, typer.Option(rich_help_panel=PANEL_RANKING,
+                                          help="Show each model term and the nearest GIF.")] = (
         False),
-    force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Rank only; write nothing.")] = False,
+    force: Annotated[bool, typer.Option(rich_help_panel=PANEL_OUTPUT,
+                                        help="Overwrite existing files.")] = False,
+    dry_run: Annotated[bool, typer.Option(rich_help_panel=PANEL_OUTPUT,
+                                          help="Rank only; write nothing.")] = False,
     report: Annotated[bool, typer.Option(
-        envvar=env("report"), help="Also write an HTML contact sheet (index.html) in --out.")] = (
-        False),
+        envvar=env("report"), rich_help_panel=PANEL_OUTPUT,
+        help="Also write an HTML contact sheet (index.html) in --out.")] = False,
     include_kept: Annotated[bool, typer.Option(
+        rich_help_panel=PANEL_RANKING,
         help="Also suggest spans of this video you already kept.")] = False,
     heatmap_weight: Annotated[float, typer.Option(
-        envvar=env("heatmap_weight"),
+        envvar=env("heatmap_weight"), metavar="W", rich_help_panel=PANEL_RANKING,
         help="Add W x the site's replay heatmap to the score (hand-set, unmeasured).")] = 0.0,
-    user: Annotated[str, typer.Option("--user", "-u", envvar=env("user"),
-                                      help="History profile.")] = "default",
-    history: HistoryDirOpt = None,
-    device: Annotated[str, typer.Option(envvar=env("device"),
-                                        help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(envvar=env("precision"),
-                                           help="auto, bf16, fp32 or int8.")] = "auto",
+    user: Annotated[str, typer.Option("--user", "-u", envvar=env("user"), metavar="NAME",
+                                      rich_help_panel=PANEL_INPUT, help="History profile.")] = (
+        "default"),
+    history: Annotated[Path | None, typer.Option(
+        "--history", metavar="DIR", rich_help_panel=PANEL_INPUT,
+        help="Use this folder of GIFs as the history.")] = None,
+    device: Annotated[str, typer.Option(
+        envvar=env("device"), metavar="DEVICE", rich_help_panel=PANEL_SPEED,
+        autocompletion=complete_device, help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[Literal["auto", "bf16", "fp32", "int8"], typer.Option(
+        envvar=env("precision"), metavar="PRECISION", rich_help_panel=PANEL_SPEED,
+        help="auto, bf16, fp32 or int8.")] = "auto",
     exhaustive: Annotated[bool, typer.Option(
-        envvar=env("exhaustive"),
+        envvar=env("exhaustive"), rich_help_panel=PANEL_SPEED,
         help="Full C3D features for every segment (no coarse-to-fine pass).")] = False,
-    max_height: Annotated[int, typer.Option(envvar=env("max_height"),
-                                            help="Largest video height to download.")] = 720,
+    max_height: Annotated[int, typer.Option(
+        envvar=env("max_height"), metavar="PX", rich_help_panel=PANEL_DOWNLOAD,
+        help="Largest video height to download.")] = 720,
     max_filesize: Annotated[float, typer.Option(
-        envvar=env("max_filesize"), help="Largest video download, MB.")] = 4000.0,
+        envvar=env("max_filesize"), metavar="MB", rich_help_panel=PANEL_DOWNLOAD,
+        help="Largest video download.")] = 4000.0,
     stall_timeout: Annotated[float, typer.Option(
-        envvar=env("stall_timeout"),
-        help="Give up a download after this many seconds without 1 KiB.")] = 60.0,
+        envvar=env("stall_timeout"), metavar="SECONDS", rich_help_panel=PANEL_DOWNLOAD,
+        help="Give up a download after this long without 1 KiB.")] = 60.0,
     download_timeout: Annotated[float, typer.Option(
-        envvar=env("download_timeout"),
-        help="Give up a download after this many seconds in all.")] = 3600.0,
+        envvar=env("download_timeout"), metavar="SECONDS", rich_help_panel=PANEL_DOWNLOAD,
+        help="Give up a download after this long in all.")] = 3600.0,
     refresh: Annotated[bool, typer.Option(
+        rich_help_panel=PANEL_DOWNLOAD,
         help="Download URLs again even if they are cached.")] = False,
     max_megapixels: Annotated[float, typer.Option(
-        envvar=env("max_megapixels"),
+        envvar=env("max_megapixels"), metavar="MP", rich_help_panel=PANEL_INPUT,
         help="Largest frame or GIF canvas, megapixels (frames x area scale with it).")] = 36.0,
     c3d_weights: Annotated[Path | None, typer.Option(
-        envvar=env("c3d_weights"), dir_okay=False, help="C3D weights file.")] = None,
-    model: Annotated[Path | None, typer.Option(envvar=env("model"),
+        envvar=env("c3d_weights"), dir_okay=False, metavar="FILE", rich_help_panel=PANEL_RANKING,
+        help="C3D weights file.")] = None,
+    model: Annotated[Path | None, typer.Option(envvar=env("model"), metavar="FILE",
+                                               rich_help_panel=PANEL_RANKING,
                                                help="Ranking model file.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=PANEL_SCRIPTING,
+                                        help="Only errors on stderr.")] = False,
 ) -> None:
     """Rank each video's segments for this user and write the top k as GIFs."""
     if quiet:  # also accepted after the command, where scripts put it
