@@ -131,6 +131,23 @@ class Progress:
             self._bar.stop()
 
 
+def narrow_table(columns: list[str], folded: set[str], title: str | None = None,
+                 leading: int = 0) -> Any:
+    """A rich table readable at 80 columns: no frame, the ``folded`` columns (names,
+    paths) break anywhere rather than end in an ellipsis, the others never break
+    (spans, numbers: short, and wrong when cut)."""
+    from rich.table import Table
+
+    # No frame: at 80 columns the borders would take the width names need.
+    table = Table(title=title, box=None, pad_edge=False, title_justify="left",
+                  header_style="bold underline", leading=leading)
+    for column in columns:
+        fold = column in folded
+        table.add_column(column, overflow="fold", no_wrap=not fold,
+                         min_width=12 if fold else None)
+    return table
+
+
 def _version(value: bool) -> None:
     if value:
         from phdcli.doctor.about import collect  # imports torch: only when asked

@@ -161,14 +161,20 @@ def suggest(
     )
 
     def print_line(source: str, suggestion: Any) -> None:
-        doc = {"input": source, **suggestion.to_dict(explain)}
+        doc = {"type": "pick", "input": source, **suggestion.to_dict(explain)}
         typer.echo(json.dumps(doc, allow_nan=False))  # NaN is not JSON: never print it
+        sys.stdout.flush()
+
+    def print_failure(failure: Any) -> None:  # a script sees every input's fate
+        doc = {"type": "failure", "input": failure.input, "error": failure.message}
+        typer.echo(json.dumps(doc))
         sys.stdout.flush()
 
     try:
         with Progress() as progress:
             batch = suggest_batch(inputs, cfg, progress=progress.update,
-                                  on_suggestion=print_line if as_jsonl else None)
+                                  on_suggestion=print_line if as_jsonl else None,
+                                  on_failure=print_failure if as_jsonl else None)
     except BatchStopped as stopped:  # the whole run stopped: --json still gets its document
         if as_json:
             typer.echo(json.dumps(stopped.batch.to_dict(explain), indent=1, allow_nan=False))
@@ -230,21 +236,23 @@ def _reproduce_command(ctx: typer.Context) -> str:
 
 def _print_suggestions(batch: Any, explain: bool) -> None:
     from rich.console import Console
-    from rich.table import Table
 
+    from phdcli.cli._app import narrow_table
     from phdcli.suggest.results import clock
 
     console = Console()
     for result in batch.results:
-        table = Table(title=f"{result.input} ({result.duration_s:.0f} s)")
-        for column in ("rank", "start-end", "score"):
-            table.add_column(column, justify="right")
         heat = explain and result.heatmap is not None
+        # Spans and numbers never break; names and paths fold rather than end in "...".
+        columns = ["rank", "start-end", "score"]
         if explain:
-            for column in ("fnn", "svm-d", "prior", *(["heatmap (replay)"] if heat else []),
-                           "nearest GIF (sim.)"):
-                table.add_column(column, justify="right")
-        table.add_column("file")
+            columns += ["fnn", "svm-d", "prior", *(["heat (replay)"] if heat else []),
+                        "nearest GIF (sim.), file"]
+        else:
+            columns.append("file")
+        table = narrow_table(columns, folded={"nearest GIF (sim.), file", "file"},
+                             title=f"{result.input} ({result.duration_s:.0f} s)",
+                             leading=1 if explain else 0)  # rows of two names apart
         for s in result.suggestions:
             row = [str(s.rank), f"{clock(s.start_s)}-{clock(s.end_s)}", f"{s.score:.3f}"]
             if explain:
@@ -253,8 +261,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
                 row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}"]
                 if heat:
                     row.append(f"{e.heatmap_term:.3f} ({e.heatmap_value:.2f})")
-                row.append(near)
-            row.append(str(s.path or "-"))
+                # Under the nearest GIF: the two names need the width the terms leave.
+                row.append(f"{near}\n{s.path or '-'}")
+            else:
+                row.append(str(s.path or "-"))
             table.add_row(*row)
         console.print(table)
 
@@ -265,7 +275,8 @@ def show_config(
 ) -> None:
     """Show the defaults `phd suggest` uses and where each comes from."""
     from rich.console import Console
-    from rich.table import Table
+
+    from phdcli.cli._app import narrow_table
 
     if as_json:
         rows = [{"setting": r.name, "value": r.value, "from": r.origin,
@@ -273,9 +284,9 @@ def show_config(
         typer.echo(json.dumps({"file": str(config.config_path()), "settings": rows}, indent=1))
         return
 
-    table = Table(title=f"config file: {config.config_path()}")
-    for column in ("setting", "value", "from", "env var"):
-        table.add_column(column)
+    table = narrow_table(["setting", "value", "from", "env var"], folded={"value"},
+                         title=f"config file: {config.config_path()}")
     for row in config.effective_settings():
-        table.add_row(row.name, repr(row.value), row.origin, config.env_var(row.name))
+        origin = "env" if row.origin.startswith("env ") else row.origin  # named beside it
+        table.add_row(row.name, repr(row.value), origin, config.env_var(row.name))
     Console().print(table)
