@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from runphd import run_cli as run
 
+from phdcli.cli.history import added_summary
 from phdcli.features.extractor import FeatureExtractor
 from phdcli.fsutil import sha256_file
 from phdcli.history.adding import add_to_history, recognise_outputs
@@ -66,6 +67,9 @@ def test_keep_two_picks_then_suggest_leaves_them_out(
     assert [it.source for it in added] == [
         Provenance(str(video.resolve()), video_sha, p["start"], p["end"]) for p in chosen
     ]
+    # What `phd history add` says of it, in one line.
+    assert added_summary(added, 2, user).startswith(
+        f"added 2 GIFs to profile 'keeper' (2 kept from {video.name} ")
 
     code, out, _ = run(["history", "list", "--json", "--user", user], capsys)
     listed = json.loads(out)
