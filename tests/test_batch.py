@@ -98,7 +98,8 @@ def test_a_url_is_downloaded_once_and_jsonl_lists_its_gifs(
     lines = [json.loads(line) for line in first.stdout.splitlines()]
     assert [doc["rank"] for doc in lines] == [1, 2]
     for doc in lines:
-        assert set(doc) == SUGGESTION_KEYS | {"input"} and doc["input"] == url
+        assert set(doc) == SUGGESTION_KEYS | {"input", "type"} and doc["input"] == url
+        assert doc["type"] == "pick"
         assert Path(doc["path"]).parent == out and probe(Path(doc["path"])).duration_s > 4
     fetched = [p for p in _Handler.requests if p.endswith("alpha.mp4")]
     assert len(fetched) > before  # this run downloaded it

@@ -9,6 +9,7 @@ cache, so most runs here cost ffmpeg only.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import resource
 import shutil
@@ -194,8 +195,10 @@ def test_a_failed_video_leaves_no_file_and_reports_none(
         if fmt == "--json":
             doc = json_doc(stdout)
             assert doc["results"] == [] and doc["errors"][0]["input"] == str(clips["mixed"])
-        else:
-            assert stdout == ""  # nothing reported that is not there
+        else:  # no pick reported that is not there; the failure, marked as one
+            (line,) = [json.loads(x) for x in stdout.splitlines()]
+            assert line["type"] == "failure" and line["input"] == str(clips["mixed"])
+            assert "cannot fit" in line["error"]
         assert not out.exists() or list(out.iterdir()) == []
     code, stdout, err = run([*args, "--max-size", "5", "--json"], capsys)  # no "already exists"
     assert code == 0, err
@@ -246,7 +249,8 @@ def test_a_non_finite_score_never_reaches_stdout(
     doc = json_doc(stdout)  # strict: a NaN would fail here
     assert doc["results"] == [] and "non-finite" in doc["errors"][0]["error"]
     code, stdout, err = run([*base, "--jsonl"], capsys)
-    assert code == 1 and stdout == ""
+    assert code == 1
+    assert [json.loads(x)["type"] for x in stdout.splitlines()] == ["failure"]
 
 
 def test_a_folder_without_videos_says_so(
@@ -289,7 +293,9 @@ def test_usage_errors_are_one_line(args: list[str], tmp_path: Path,
     code, stdout, err = run(args, capsys)
     assert code == 2 and stdout == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("phd: error: ") and "--help" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("phd: error: ")
+    # Where to look next: the help, or (a bad value) what the flag takes.
+    assert "--help" in lines[0] or ": expected " in lines[0]
 
 
 def test_the_failed_input_is_named_once(home: Path, tmp_path: Path,

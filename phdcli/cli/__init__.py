@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - older typer on real click
 from phdcli.cli import suggest, model, training, history, cache  # noqa: F401
 # isort: on
 from phdcli.cli._app import app, log, setup_output
+from phdcli.cli._help import BadParameter, bad_value_message
 from phdcli.errors import Interrupted, PhdError
 
 __all__ = ["app", "main"]
@@ -86,6 +87,10 @@ def _usage_error(exc: _ClickUsageError) -> int:
         exc.show()
         return exc.exit_code
     ctx = getattr(exc, "ctx", None)
+    words = bad_value_message(exc) if isinstance(exc, BadParameter) else None
+    if words is not None:  # the flag's own words: what it takes, what it got
+        print(f"phd: error: {words}", file=sys.stderr)
+        return exc.exit_code
     command = ctx.command_path if ctx is not None else "phd"
     print(f"phd: error: {_one_line(exc.format_message())} (see `{command} --help`)",
           file=sys.stderr)

@@ -14,8 +14,17 @@ from typing import Annotated, Any
 import typer
 
 from phdcli import NOTICE, config
+from phdcli.cli._help import (  # noqa: F401 (the panels commands use)
+    PANEL_DOWNLOAD,
+    PANEL_INPUT,
+    PANEL_OUTPUT,
+    PANEL_RANKING,
+    PANEL_SCRIPTING,
+    PANEL_SPEED,
+    PhdTyper,
+)
 
-app = typer.Typer(
+app = PhdTyper(
     name="phd",
     help="Personalized highlight detection: the GIFs this user would make from a video.",
     no_args_is_help=True,
@@ -23,11 +32,11 @@ app = typer.Typer(
     add_completion=True,
     rich_markup_mode=None,
 )
-history_app = typer.Typer(help="Manage the GIFs a profile made before.", no_args_is_help=True)
-model_app = typer.Typer(help="C3D weights and ranking models.", no_args_is_help=True)
-train_app = typer.Typer(help="Train model parts.", no_args_is_help=True)
-dataset_app = typer.Typer(help="Training data from PHD^2 annotations.", no_args_is_help=True)
-cache_app = typer.Typer(help="Look after phd's cache folder.", no_args_is_help=True)
+history_app = PhdTyper(help="Manage the GIFs a profile made before.", no_args_is_help=True)
+model_app = PhdTyper(help="C3D weights and ranking models.", no_args_is_help=True)
+train_app = PhdTyper(help="Train model parts.", no_args_is_help=True)
+dataset_app = PhdTyper(help="Training data from PHD^2 annotations.", no_args_is_help=True)
+cache_app = PhdTyper(help="Look after phd's cache folder.", no_args_is_help=True)
 app.add_typer(history_app, name="history")
 app.add_typer(model_app, name="model")
 app.add_typer(train_app, name="train")
@@ -96,16 +105,29 @@ def _bytes_column() -> Any:
     return BytesColumn()
 
 
+# What a stage is called while it runs (a library stage name not here is shown as is).
+STAGE_WORDS = {"download": "downloading", "clips": "C3D features", "gifs": "writing GIFs"}
+
+
 class Progress:
-    """A rich bar on stderr when it is a terminal; nothing otherwise."""
+    """Bars and a spinner on stderr when it is a terminal; nothing otherwise.
+
+    ``update(stage, done, total)`` is the library's progress callback: a
+    counted stage gets a bar; ``done == total == 0`` says a stage started whose
+    length is unknown (loading C3D, probing...): one spinner line names it
+    until the next stage says something, so no stage is silent.
+    """
 
     def __enter__(self) -> Progress:
         self._bar: Any = None
         self._tasks: dict[str, Any] = {}
+        self._spinner: Any = None
         if _show_progress():
             from rich.progress import Progress as RichProgress
+            from rich.progress import SpinnerColumn
 
-            self._bar = RichProgress(*RichProgress.get_default_columns(), _bytes_column(),
+            self._bar = RichProgress(SpinnerColumn(), *RichProgress.get_default_columns(),
+                                     _bytes_column(),
                                      console=_stderr_console(), transient=True)
             self._bar.start()
         return self
@@ -113,14 +135,39 @@ class Progress:
     def update(self, stage: str, done: int, total: int) -> None:
         if self._bar is None:
             return
+        words = STAGE_WORDS.get(stage, stage)
+        if done == 0 and total == 0:  # started, length unknown
+            if self._spinner is None:
+                self._spinner = self._bar.add_task(words, total=None)
+            self._bar.update(self._spinner, description=words, visible=True)
+            return
+        if self._spinner is not None:  # a counted stage took over
+            self._bar.update(self._spinner, visible=False)
         if stage not in self._tasks:
-            self._tasks[stage] = self._bar.add_task(stage, total=total or None,
+            self._tasks[stage] = self._bar.add_task(words, total=total or None,
                                                     bytes=stage in _BYTE_STAGES)
         self._bar.update(self._tasks[stage], completed=done, total=total or None)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def narrow_table(columns: list[str], folded: set[str], title: str | None = None,
+                 leading: int = 0) -> Any:
+    """A rich table readable at 80 columns: no frame, the ``folded`` columns (names,
+    paths) break anywhere rather than end in an ellipsis, the others never break
+    (spans, numbers: short, and wrong when cut)."""
+    from rich.table import Table
+
+    # No frame: at 80 columns the borders would take the width names need.
+    table = Table(title=title, box=None, pad_edge=False, title_justify="left",
+                  header_style="bold underline", leading=leading)
+    for column in columns:
+        fold = column in folded
+        table.add_column(column, overflow="fold", no_wrap=not fold,
+                         min_width=12 if fold else None)
+    return table
 
 
 def _version(value: bool) -> None:
@@ -147,14 +194,26 @@ def _root(
 
 
 # Options several commands share.
-UserOpt = Annotated[str, typer.Option("--user", "-u", help="History profile.")]
+DEVICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps")
+
+
+def complete_device(incomplete: str) -> list[str]:
+    """--device <Tab>: the usual names (cuda:N stays open: any N is accepted)."""
+    return [d for d in DEVICES if d.startswith(incomplete)]
+
+
+UserOpt = Annotated[str, typer.Option("--user", "-u", metavar="NAME", help="History profile.")]
 HistoryDirOpt = Annotated[
-    Path | None, typer.Option("--history", help="Use this folder of GIFs as the history.")
+    Path | None, typer.Option("--history", metavar="DIR",
+                              help="Use this folder of GIFs as the history.")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")]
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="DEVICE",
+                                        autocompletion=complete_device,
+                                        help="auto, cpu, cuda, cuda:N or mps.")]
 WeightsOpt = Annotated[
     Path | None,
-    typer.Option("--c3d-weights", help="C3D weights file (also PHD_C3D_WEIGHTS).", dir_okay=False),
+    typer.Option("--c3d-weights", metavar="FILE", dir_okay=False,
+                 help="C3D weights file (also PHD_C3D_WEIGHTS)."),
 ]
 
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from phdcli import NOTICE
 from phdcli.cli._app import (
     DeviceOpt,
     HistoryDirOpt,
@@ -17,6 +18,7 @@ from phdcli.cli._app import (
     WeightsOpt,
     history_app,
     log,
+    narrow_table,
 )
 from phdcli.errors import UsageError
 
@@ -29,7 +31,7 @@ def _history(user: str, folder: Path | None) -> Any:
 
 @history_app.command("add")
 def history_add(
-    files: Annotated[list[Path], typer.Argument(help="GIFs or short clips.")],
+    files: Annotated[list[Path], typer.Argument(help="GIFs or short clips.", metavar="GIF")],
     user: UserOpt = "default",
     device: DeviceOpt = "auto",
     c3d_weights: WeightsOpt = None,
@@ -48,18 +50,40 @@ def history_add(
     with Progress() as progress:
         added = add_to_history(
             files, user=user, device=device, c3d_weights=c3d_weights, model=model,
-            max_megapixels=max_megapixels, offline=offline,
+            max_megapixels=max_megapixels, offline=offline, progress=progress.update,
             weights_progress=lambda done, total: progress.update("weights", done, total or 0))
-    for item in added:
-        if item.source is not None:
-            how = ("its features from phd suggest, no C3D" if item.feature is not None
-                   else "features from the GIF")
-            log.info("kept %s: %s %.1f-%.1f s (%s)", item.name, item.source.video,
-                     item.source.start_s, item.source.end_s, how)
-        else:
-            log.info("added %s (%d frames, %.1f s)", item.name, item.frames, item.duration_s)
+    log.log(NOTICE, "%s", added_summary(added, len(set(files)), user))
+
+
+def _span(start_s: float, end_s: float) -> str:
+    from phdcli.suggest.results import clock
+
+    return f"{clock(start_s, tenths=False)}-{clock(end_s, tenths=False)}"
+
+
+def _video_name(video: str) -> str:
+    """A file by its name, a URL whole (its last part can be ``watch?v=...``)."""
+    return video if "://" in video else Path(video).name
+
+
+def added_summary(added: list[Any], n_files: int, user: str) -> str:
+    """One line for the whole `history add`: ``added 2 GIFs to profile 'default'
+    (1 kept from talk.mp4 0:15-0:20)``, and how many were there already."""
+    from phdcli.suggest.results import count
+
     if not added:
-        log.info("nothing new: every file is already in the history")
+        return (f"nothing new: {'the file is' if n_files == 1 else 'every file is'} already "
+                f"in profile {user!r}")
+    kept = [it for it in added if it.source is not None]
+    spans = [f"{_video_name(it.source.video)} {_span(it.source.start_s, it.source.end_s)}"
+             for it in kept[:3]]
+    more = f" and {len(kept) - 3} more" if len(kept) > 3 else ""
+    line = f"added {count(len(added), 'GIF')} to profile {user!r}"
+    if kept:
+        line += f" ({len(kept)} kept from {', '.join(spans)}{more})"
+    if n_files > len(added):
+        line += f"; {n_files - len(added)} already there"
+    return line
 
 
 @history_app.command("list")
@@ -83,15 +107,13 @@ def history_list(
                               indent=1))
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table()
-    for column in ("name", "frames", "duration", "added", "kept from"):
-        table.add_column(column)
+    table = narrow_table(["name", "frames", "duration", "added", "kept from"],
+                         folded={"name", "added", "kept from"})
     for it in items:
         name = f"{it.name} (missing)" if it.name in missing else it.name
         origin = ("-" if it.source is None else
-                  f"{it.source.video} {it.source.start_s:.1f}-{it.source.end_s:.1f} s")
+                  f"{it.source.video} {_span(it.source.start_s, it.source.end_s)}")
         table.add_row(name, str(it.frames), f"{it.duration_s:.1f} s", it.added, origin)
     Console().print(table)
 

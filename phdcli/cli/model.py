@@ -77,11 +77,10 @@ def doctor(
             raise typer.Exit(1)
         return
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table()
-    for column in ("check", "", "detail", "fix"):
-        table.add_column(column)
+    from phdcli.cli._app import narrow_table
+
+    table = narrow_table(["check", "", "detail", "fix"], folded={"check", "detail", "fix"})
     for c in checks:
         table.add_row(c.name, "ok" if c.ok else "MISSING", c.detail, c.fix)
     Console().print(table)

@@ -6,12 +6,25 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
 from phdcli import NOTICE, config, defaults
-from phdcli.cli._app import HistoryDirOpt, Progress, app, env, log, setup_output
+from phdcli.cli._app import (
+    PANEL_DOWNLOAD,
+    PANEL_INPUT,
+    PANEL_OUTPUT,
+    PANEL_RANKING,
+    PANEL_SCRIPTING,
+    PANEL_SPEED,
+    Progress,
+    app,
+    complete_device,
+    env,
+    log,
+    setup_output,
+)
 from phdcli.errors import UsageError
 
 
@@ -22,78 +35,107 @@ def suggest(
         list[str], typer.Argument(help="Videos, folders, URLs; - reads them from stdin.",
                                   metavar="VIDEO")
     ],
-    k: Annotated[int, typer.Option("-k", envvar=env("k"), help="GIFs per video.")] = defaults.K,
-    out: Annotated[Path, typer.Option("--out", "-o", envvar=env("out"),
-                                      help="Output folder.")] = Path("."),
-    segments: Annotated[str, typer.Option(envvar=env("segments"),
-                                          help="fixed or shots.")] = "fixed",
-    length: Annotated[float, typer.Option(envvar=env("length"),
-                                          help="Segment length, s.")] = defaults.SEGMENT_LENGTH_S,
+    k: Annotated[int, typer.Option("-k", envvar=env("k"), metavar="N", rich_help_panel=PANEL_OUTPUT,
+                                   help="GIFs per video.")] = defaults.K,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", envvar=env("out"), metavar="DIR", rich_help_panel=PANEL_OUTPUT,
+        help="Output folder.")] = Path("."),
+    segments: Annotated[Literal["fixed", "shots"], typer.Option(
+        envvar=env("segments"), metavar="KIND", rich_help_panel=PANEL_RANKING,
+        help="fixed (every --length s) or shots (cut at shot changes).")] = "fixed",
+    length: Annotated[float, typer.Option(
+        envvar=env("length"), metavar="SECONDS", rich_help_panel=PANEL_RANKING,
+        help="Segment length.")] = defaults.SEGMENT_LENGTH_S,
     gif_length: Annotated[float | None, typer.Option(
-        envvar=env("gif_length"), help="GIF length around the best clip, s.")] = None,
+        envvar=env("gif_length"), metavar="SECONDS", rich_help_panel=PANEL_OUTPUT,
+        help="GIF length around the best clip (default: the segment).")] = None,
     min_gap: Annotated[float | None, typer.Option(
-        envvar=env("min_gap"),
-        help="Least time between two picks, s (default: one segment; 0: none).")] = None,
+        envvar=env("min_gap"), metavar="SECONDS", rich_help_panel=PANEL_RANKING,
+        help="Least time between two picks (default: one segment; 0: none).")] = None,
     one_shot: Annotated[bool, typer.Option(
-        envvar=env("one_shot"),
-        help="Keep each GIF inside one shot (trim or shift it off a cut).")] = True,
-    fps: Annotated[float, typer.Option(envvar=env("fps"), help="GIF frame rate.")] = (
-        defaults.GIF_FPS),
-    width: Annotated[int, typer.Option(envvar=env("width"), help="GIF width, px.")] = (
-        defaults.GIF_WIDTH),
-    fmt: Annotated[str, typer.Option("--format", envvar=env("format"),
-                                     help="gif, mp4 or webp.")] = "gif",
+        envvar=env("one_shot"), rich_help_panel=PANEL_OUTPUT,
+        help="Trim each GIF to one shot (no cut inside a GIF).")] = True,
+    fps: Annotated[float, typer.Option(
+        envvar=env("fps"), metavar="FPS", rich_help_panel=PANEL_OUTPUT,
+        help="GIF frame rate.")] = defaults.GIF_FPS,
+    width: Annotated[int, typer.Option(
+        envvar=env("width"), metavar="PX", rich_help_panel=PANEL_OUTPUT,
+        help="GIF width.")] = defaults.GIF_WIDTH,
+    fmt: Annotated[Literal["gif", "mp4", "webp"], typer.Option(
+        "--format", envvar=env("format"), metavar="FORMAT", rich_help_panel=PANEL_OUTPUT,
+        help="gif, mp4 or webp.")] = "gif",
     max_size: Annotated[float | None, typer.Option(
-        envvar=env("max_size"), help="Largest output file, MB.")] = None,
-    name: Annotated[str, typer.Option(envvar=env("name"), help="Output name template.")] = (
-        defaults.NAME_TEMPLATE),
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
-    as_jsonl: Annotated[bool, typer.Option("--jsonl", help="One JSON line per GIF.")] = False,
-    explain: Annotated[bool, typer.Option(help="Show each model term and the nearest GIF.")] = (
+        envvar=env("max_size"), metavar="MB", rich_help_panel=PANEL_OUTPUT,
+        help="Largest output file.")] = None,
+    name: Annotated[str, typer.Option(
+        envvar=env("name"), metavar="TEMPLATE", rich_help_panel=PANEL_OUTPUT,
+        help="Output name template.")] = defaults.NAME_TEMPLATE,
+    as_json: Annotated[bool, typer.Option("--json", rich_help_panel=PANEL_SCRIPTING,
+                                          help="One JSON document on stdout.")] = False,
+    as_jsonl: Annotated[bool, typer.Option(
+        "--jsonl", rich_help_panel=PANEL_SCRIPTING,
+        help="One JSON line per GIF and per failed input.")] = False,
+    explain: Annotated[bool, typer.Option(rich_help_panel=PANEL_RANKING,
+                                          help="Show each model term and the nearest GIF.")] = (
         False),
-    force: Annotated[bool, typer.Option(help="Overwrite existing files.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Rank only; write nothing.")] = False,
+    force: Annotated[bool, typer.Option(rich_help_panel=PANEL_OUTPUT,
+                                        help="Overwrite existing files.")] = False,
+    dry_run: Annotated[bool, typer.Option(rich_help_panel=PANEL_OUTPUT,
+                                          help="Rank only; write nothing.")] = False,
     report: Annotated[bool, typer.Option(
-        envvar=env("report"), help="Also write an HTML contact sheet (index.html) in --out.")] = (
-        False),
+        envvar=env("report"), rich_help_panel=PANEL_OUTPUT,
+        help="Also write an HTML contact sheet (index.html) in --out.")] = False,
     include_kept: Annotated[bool, typer.Option(
+        rich_help_panel=PANEL_RANKING,
         help="Also suggest spans of this video you already kept.")] = False,
     heatmap_weight: Annotated[float, typer.Option(
-        envvar=env("heatmap_weight"),
+        envvar=env("heatmap_weight"), metavar="W", rich_help_panel=PANEL_RANKING,
         help="Add W x the site's replay heatmap to the score (hand-set, unmeasured).")] = 0.0,
-    user: Annotated[str, typer.Option("--user", "-u", envvar=env("user"),
-                                      help="History profile.")] = "default",
-    history: HistoryDirOpt = None,
-    device: Annotated[str, typer.Option(envvar=env("device"),
-                                        help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    precision: Annotated[str, typer.Option(envvar=env("precision"),
-                                           help="auto, bf16, fp32 or int8.")] = "auto",
+    user: Annotated[str, typer.Option("--user", "-u", envvar=env("user"), metavar="NAME",
+                                      rich_help_panel=PANEL_INPUT, help="History profile.")] = (
+        "default"),
+    history: Annotated[Path | None, typer.Option(
+        "--history", metavar="DIR", rich_help_panel=PANEL_INPUT,
+        help="Use this folder of GIFs as the history.")] = None,
+    device: Annotated[str, typer.Option(
+        envvar=env("device"), metavar="DEVICE", rich_help_panel=PANEL_SPEED,
+        autocompletion=complete_device, help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    precision: Annotated[Literal["auto", "bf16", "fp32", "int8"], typer.Option(
+        envvar=env("precision"), metavar="PRECISION", rich_help_panel=PANEL_SPEED,
+        help="auto, bf16, fp32 or int8.")] = "auto",
     exhaustive: Annotated[bool, typer.Option(
-        envvar=env("exhaustive"),
+        envvar=env("exhaustive"), rich_help_panel=PANEL_SPEED,
         help="Full C3D features for every segment (no coarse-to-fine pass).")] = False,
-    max_height: Annotated[int, typer.Option(envvar=env("max_height"),
-                                            help="Largest video height to download.")] = 720,
+    max_height: Annotated[int, typer.Option(
+        envvar=env("max_height"), metavar="PX", rich_help_panel=PANEL_DOWNLOAD,
+        help="Largest video height to download.")] = 720,
     max_filesize: Annotated[float, typer.Option(
-        envvar=env("max_filesize"), help="Largest video download, MB.")] = 4000.0,
+        envvar=env("max_filesize"), metavar="MB", rich_help_panel=PANEL_DOWNLOAD,
+        help="Largest video download.")] = 4000.0,
     stall_timeout: Annotated[float, typer.Option(
-        envvar=env("stall_timeout"),
-        help="Give up a download after this many seconds without 1 KiB.")] = 60.0,
+        envvar=env("stall_timeout"), metavar="SECONDS", rich_help_panel=PANEL_DOWNLOAD,
+        help="Give up a download after this long without 1 KiB.")] = 60.0,
     download_timeout: Annotated[float, typer.Option(
-        envvar=env("download_timeout"),
-        help="Give up a download after this many seconds in all.")] = 3600.0,
+        envvar=env("download_timeout"), metavar="SECONDS", rich_help_panel=PANEL_DOWNLOAD,
+        help="Give up a download after this long in all.")] = 3600.0,
     refresh: Annotated[bool, typer.Option(
+        rich_help_panel=PANEL_DOWNLOAD,
         help="Download URLs again even if they are cached.")] = False,
     max_megapixels: Annotated[float, typer.Option(
-        envvar=env("max_megapixels"),
+        envvar=env("max_megapixels"), metavar="MP", rich_help_panel=PANEL_INPUT,
         help="Largest frame or GIF canvas, megapixels (frames x area scale with it).")] = 36.0,
     c3d_weights: Annotated[Path | None, typer.Option(
-        envvar=env("c3d_weights"), dir_okay=False, help="C3D weights file.")] = None,
+        envvar=env("c3d_weights"), dir_okay=False, metavar="FILE", rich_help_panel=PANEL_RANKING,
+        help="C3D weights file.")] = None,
     offline: Annotated[bool, typer.Option(
-        envvar=env("offline"), help="Never download: no C3D weights (else fetched once, "
-        "~312 MB, when first needed), no URL not already in the cache.")] = False,
-    model: Annotated[Path | None, typer.Option(envvar=env("model"),
+        envvar=env("offline"), rich_help_panel=PANEL_DOWNLOAD,
+        help="Never download: no C3D weights (else fetched once, ~312 MB, when first "
+        "needed), no URL not already in the cache.")] = False,
+    model: Annotated[Path | None, typer.Option(envvar=env("model"), metavar="FILE",
+                                               rich_help_panel=PANEL_RANKING,
                                                help="Ranking model file.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", rich_help_panel=PANEL_SCRIPTING,
+                                        help="Only errors on stderr.")] = False,
 ) -> None:
     """Rank each video's segments for this user and write the top k as GIFs."""
     if quiet:  # also accepted after the command, where scripts put it
@@ -130,14 +172,20 @@ def suggest(
     )
 
     def print_line(source: str, suggestion: Any) -> None:
-        doc = {"input": source, **suggestion.to_dict(explain)}
+        doc = {"type": "pick", "input": source, **suggestion.to_dict(explain)}
         typer.echo(json.dumps(doc, allow_nan=False))  # NaN is not JSON: never print it
+        sys.stdout.flush()
+
+    def print_failure(failure: Any) -> None:  # a script sees every input's fate
+        doc = {"type": "failure", "input": failure.input, "error": failure.message}
+        typer.echo(json.dumps(doc))
         sys.stdout.flush()
 
     try:
         with Progress() as progress:
             batch = suggest_batch(inputs, cfg, progress=progress.update,
-                                  on_suggestion=print_line if as_jsonl else None)
+                                  on_suggestion=print_line if as_jsonl else None,
+                                  on_failure=print_failure if as_jsonl else None)
     except BatchStopped as stopped:  # the whole run stopped: --json still gets its document
         if as_json:
             typer.echo(json.dumps(stopped.batch.to_dict(explain), indent=1, allow_nan=False))
@@ -199,21 +247,23 @@ def _reproduce_command(ctx: typer.Context) -> str:
 
 def _print_suggestions(batch: Any, explain: bool) -> None:
     from rich.console import Console
-    from rich.table import Table
 
+    from phdcli.cli._app import narrow_table
     from phdcli.suggest.results import clock
 
     console = Console()
     for result in batch.results:
-        table = Table(title=f"{result.input} ({result.duration_s:.0f} s)")
-        for column in ("rank", "start-end", "score"):
-            table.add_column(column, justify="right")
         heat = explain and result.heatmap is not None
+        # Spans and numbers never break; names and paths fold rather than end in "...".
+        columns = ["rank", "start-end", "score"]
         if explain:
-            for column in ("fnn", "svm-d", "prior", *(["heatmap (replay)"] if heat else []),
-                           "nearest GIF (sim.)"):
-                table.add_column(column, justify="right")
-        table.add_column("file")
+            columns += ["fnn", "svm-d", "prior", *(["heat (replay)"] if heat else []),
+                        "nearest GIF (sim.), file"]
+        else:
+            columns.append("file")
+        table = narrow_table(columns, folded={"nearest GIF (sim.), file", "file"},
+                             title=f"{result.input} ({result.duration_s:.0f} s)",
+                             leading=1 if explain else 0)  # rows of two names apart
         for s in result.suggestions:
             row = [str(s.rank), f"{clock(s.start_s)}-{clock(s.end_s)}", f"{s.score:.3f}"]
             if explain:
@@ -222,8 +272,10 @@ def _print_suggestions(batch: Any, explain: bool) -> None:
                 row += [f"{e.fnn:.3f}", f"{e.svm:.3f}", f"{e.time:.3f}"]
                 if heat:
                     row.append(f"{e.heatmap_term:.3f} ({e.heatmap_value:.2f})")
-                row.append(near)
-            row.append(str(s.path or "-"))
+                # Under the nearest GIF: the two names need the width the terms leave.
+                row.append(f"{near}\n{s.path or '-'}")
+            else:
+                row.append(str(s.path or "-"))
             table.add_row(*row)
         console.print(table)
 
@@ -234,7 +286,8 @@ def show_config(
 ) -> None:
     """Show the defaults `phd suggest` uses and where each comes from."""
     from rich.console import Console
-    from rich.table import Table
+
+    from phdcli.cli._app import narrow_table
 
     if as_json:
         rows = [{"setting": r.name, "value": r.value, "from": r.origin,
@@ -242,9 +295,9 @@ def show_config(
         typer.echo(json.dumps({"file": str(config.config_path()), "settings": rows}, indent=1))
         return
 
-    table = Table(title=f"config file: {config.config_path()}")
-    for column in ("setting", "value", "from", "env var"):
-        table.add_column(column)
+    table = narrow_table(["setting", "value", "from", "env var"], folded={"value"},
+                         title=f"config file: {config.config_path()}")
     for row in config.effective_settings():
-        table.add_row(row.name, repr(row.value), row.origin, config.env_var(row.name))
+        origin = "env" if row.origin.startswith("env ") else row.origin  # named beside it
+        table.add_row(row.name, repr(row.value), origin, config.env_var(row.name))
     Console().print(table)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -77,12 +77,13 @@ def dataset_build(
     download: Annotated[bool, typer.Option(help="Fetch missing videos with yt-dlp (360p).")] = (
         False),
     device: DeviceOpt = "auto",
-    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    precision: Annotated[Literal["auto", "bf16", "fp32"], typer.Option(
+        metavar="PRECISION", help="auto, bf16 or fp32.")] = "auto",
     c3d_weights: WeightsOpt = None,
     store: Annotated[Path | None, typer.Option(
         help="Feature store folder (default OUT/store); may be shared by builds.")] = None,
-    engine: Annotated[str, typer.Option(help="local, or ray (pip install 'phdcli[ray]').")] = (
-        "local"),
+    engine: Annotated[Literal["local", "ray"], typer.Option(
+        metavar="ENGINE", help="local, or ray (pip install 'phdcli[ray]').")] = "local",
     address: Annotated[str | None, typer.Option(
         help="Ray cluster to join (with --engine ray; default: start one here).")] = None,
     max_history_videos: Annotated[int | None, typer.Option(

@@ -17,7 +17,7 @@ features from disk and never loads C3D at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,6 +93,15 @@ class FeatureExtractor:
     @property
     def backbone_sha256(self) -> str:
         return self.backbone.sha256
+
+    @property
+    def on_stage(self) -> Callable[[str], None] | None:
+        """Told the name of a slow step as it starts (loading C3D, building int8)."""
+        return self.network.on_stage
+
+    @on_stage.setter
+    def on_stage(self, callback: Callable[[str], None] | None) -> None:
+        self.network.on_stage = callback
 
     @property
     def check_video(self) -> VideoInfo | None:

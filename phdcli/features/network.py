@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,6 +62,12 @@ class C3DNetwork:
         # The video the int8 self-check uses (set by ``phd suggest`` to the
         # video at hand, so that a short history GIF computed first is not it).
         self.check_video: VideoInfo | None = None
+        # Told the name of a slow step as it starts ("loading C3D"): a CLI spinner.
+        self.on_stage: Callable[[str], None] | None = None
+
+    def _stage(self, stage: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(stage)
 
     @property
     def computes_int8(self) -> bool:
@@ -131,9 +137,15 @@ class C3DNetwork:
         # loading C3D overlap decoding.
         with Prefetch(clips, depth=2 * self.batch_clips) as decoded:
             if self.precision.runtime.precision == "int8" and self._int8 is None:
+                self._stage("preparing int8 C3D")
                 self.settle(self.check_video or video or probe(path))
-            if self._int8 is None:
+            if self._int8 is None and self._net is None:
+                self._stage("loading C3D")
                 self.load()
+            if progress is not None:  # the bar shows from the first clip on
+                progress(0, len(starts_s))
+            else:
+                self._stage("running C3D")
             for batch in batched(iter(decoded), self.batch_clips):
                 rows.append(self.forward(np.stack(batch)))
                 if progress is not None:

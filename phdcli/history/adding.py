@@ -9,7 +9,7 @@ other file is decoded and goes through C3D once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,11 +34,14 @@ def add_to_history(
     max_megapixels: float | None = None,
     offline: bool = False,
     weights_progress: ByteProgress | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> list[HistoryItem]:
     """Add ``files`` to ``user``'s history; the features follow the ranking model's spec.
 
     With no C3D weights, the default ones are fetched when a file first needs
     C3D (``weights_progress`` sees the bytes), or refused when ``offline``.
+    ``progress(stage, 0, 0)`` hears of each slow step as it starts (reading
+    the files, loading C3D), as in ``phd suggest``.
     """
     from phdcli.features.extractor import FeatureExtractor
     from phdcli.features.registry import AutoFetch
@@ -50,6 +53,9 @@ def add_to_history(
         spec = load_model(model or default_model_path()).spec
         extractor = FeatureExtractor(spec, c3d_weights, device,
                                      auto_fetch=AutoFetch(offline, weights_progress))
+    if progress is not None:
+        extractor.on_stage = lambda stage: progress(stage, 0, 0)
+        progress("reading the GIFs", 0, 0)
     budget = PixelBudget.from_megapixels(max_megapixels or DEFAULT_MAX_MEGAPIXELS)
     with using_pixel_budget(budget):
         return history.add(files, extractor, recognise_outputs(files, extractor))
@@ -67,8 +73,8 @@ def recognise_outputs(files: Sequence[Path], extractor: FeatureExtractor
             continue  # add() reports it
         record, why = lookup(cached_sha256(file))
         if record is None:
-            # An ordinary GIF is the common case: said only on a terminal.
-            level = logging.INFO if "no record" in why else NOTICE
+            # An ordinary GIF is the common case, nothing to warn about.
+            level = logging.DEBUG if "no record" in why else NOTICE
             log.log(level, "%s: %s; computing its features from the file", file.name, why)
             continue
         vector = None if record.feature is None else record.feature.vector

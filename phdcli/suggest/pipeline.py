@@ -32,11 +32,17 @@ from phdcli.suggest.results import (
 
 log = logging.getLogger("phd")
 
-# progress(stage, done, total): stages "download", "weights" (bytes), "clips", "gifs".
+# progress(stage, done, total): counted stages "download", "weights" (bytes), "clips",
+# "gifs"; done == total == 0 says a stage of unknown length started ("probing",
+# "segmenting", "history features", and from the extractor "loading C3D", "building
+# int8 C3D").
 Progress = Callable[[str, int, int], None]
 
 # on_suggestion(input, suggestion): called as each GIF is written (--jsonl).
 OnSuggestion = Callable[[str, Suggestion], None]
+
+# on_failure(failure): called as an input fails (--jsonl), the batch's stop included.
+OnFailure = Callable[[Failure], None]
 
 # Failures of what every input shares: no other input can succeed either.
 SHARED_ERRORS = (UsageError, DeviceError, WeightsError, HistoryError)
@@ -80,10 +86,18 @@ class Suggester:
         )
         self._history: tuple[list[str], np.ndarray] | None = None
         self.clips_skipped = 0
+        if progress is not None:  # loading C3D, building int8: said while they run
+            self.extractor.on_stage = lambda stage: progress(stage, 0, 0)
+
+    def _stage(self, stage: str) -> None:
+        """A stage of unknown length starts (a spinner on a terminal)."""
+        if self.progress is not None:
+            self.progress(stage, 0, 0)
 
     def history_features(self) -> tuple[list[str], np.ndarray]:
         """(names, (m, D) features) of the history, computed once per batch."""
         if self._history is None:
+            self._stage("history features")
             names, feats = self.history.named_features(self.extractor)
             log.info("history: %d GIFs in %s", len(names), self.history.folder)
             if not names:
@@ -141,6 +155,7 @@ class Suggester:
         cfg = self.config
         source = resolve_input(item, cfg.download, self._stage_progress("download"))
         stem = self._unique_stem(source.stem)
+        self._stage("probing")
         try:
             info = probe(source.path)
         except InputError as exc:
@@ -157,6 +172,7 @@ class Suggester:
             )
         cuts: list[float] | None = None  # the whole video's, once --segments shots found them
         if cfg.segments == "shots":
+            self._stage("segmenting")
             cuts = detect_cuts(info.path)
             segments = segments_from_cuts(cuts, info.duration_s, chunk_s=cfg.length_s)
         else:
@@ -273,6 +289,7 @@ def suggest_batch(
     config: SuggestConfig,
     progress: Progress | None = None,
     on_suggestion: OnSuggestion | None = None,
+    on_failure: OnFailure | None = None,
 ) -> BatchResult:
     """Suggest GIFs for many inputs; models load once, one failure stops nothing.
 
@@ -280,7 +297,7 @@ def suggest_batch(
     ``--out`` or the shared parts (model file, weights, device, history)
     raises BatchStopped, carrying the batch so far (every input not done
     listed as failed). A problem with one input is recorded and the batch
-    goes on.
+    goes on. ``on_failure`` hears of every failed input as it is recorded.
     """
     from phdcli.sources.inputs import expand_inputs
 
@@ -288,13 +305,15 @@ def suggest_batch(
     failures = [Failure(item, message) for item, message in problems]
     for failure in failures:
         log.error("error: %s", failure.message)
+        if on_failure is not None:
+            on_failure(failure)
     batch = BatchResult(failures=failures)
     try:
         check_outputs(config, len(items))
     except UsageError:
         raise  # the command line itself is wrong: no document, exit 2
     except PhdError as exc:  # --out cannot be used: every input fails, said once
-        _stop(batch, items, exc)
+        _stop(batch, items, exc, on_failure)
     if not items:
         return batch
     try:
@@ -309,17 +328,19 @@ def suggest_batch(
                              "the features of these weights",
                              suggester.extractor.backbone_sha256)
     except SHARED_ERRORS as exc:
-        _stop(batch, items, exc)
+        _stop(batch, items, exc, on_failure)
     batch.stats.model_loads = 1
     for index, item in enumerate(items):
         try:
             batch.results.append(suggester.run(item, on_suggestion))
         except SHARED_ERRORS as exc:
-            _stop(batch, items[index:], exc)
+            _stop(batch, items[index:], exc, on_failure)
         except (PhdError, OSError) as exc:
             message = failure_message(item, exc)
             log.error("error: %s", message)
             batch.failures.append(Failure(item, message))
+            if on_failure is not None:
+                on_failure(batch.failures[-1])
     batch.stats.c3d_loads = suggester.extractor.stats.c3d_loads
     batch.stats.clips_forwarded = suggester.extractor.stats.clips_forwarded
     batch.stats.clips_skipped = suggester.clips_skipped
@@ -331,10 +352,14 @@ def suggest_batch(
     return batch
 
 
-def _stop(batch: BatchResult, remaining: list[str], exc: PhdError) -> NoReturn:
+def _stop(batch: BatchResult, remaining: list[str], exc: PhdError,
+          on_failure: OnFailure | None = None) -> NoReturn:
     """Stop the batch: every remaining input failed with ``exc``, said in BatchStopped."""
     message = " ".join(str(exc).split()) or type(exc).__name__
     batch.failures.extend(Failure(item, message) for item in remaining)
+    if on_failure is not None:
+        for failure in batch.failures[len(batch.failures) - len(remaining):]:
+            on_failure(failure)
     raise BatchStopped(exc, batch) from exc
 
 
