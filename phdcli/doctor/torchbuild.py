@@ -14,6 +14,7 @@ installed: the standard library only.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -64,8 +65,6 @@ class Verdict:
 def find_gpu(env: dict[str, str] | None = None) -> Gpu:
     """The NVIDIA GPU the driver sees, without importing torch (milliseconds when
     there is no driver; ``nvidia-smi`` runs only where it is installed)."""
-    import os
-
     override = (os.environ if env is None else env).get(GPU_ENV, "").strip()
     if override in ("0", "1"):
         return Gpu(override == "1", f"{GPU_ENV}={override}")
@@ -76,7 +75,7 @@ def find_gpu(env: dict[str, str] | None = None) -> Gpu:
     if smi is None:
         return Gpu(False, "no /proc/driver/nvidia/gpus, no nvidia-smi")
     try:
-        done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+        done = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Gpu(False, f"nvidia-smi -L failed: {exc}")
     gpus = [line.split(" (UUID", 1)[0] for line in done.stdout.splitlines()
