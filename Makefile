@@ -4,19 +4,27 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# torch first, the build for this machine (scripts/install_torch.py): the CPU
+# build where there is no NVIDIA GPU (PyTorch's CPU index; where that cannot be
+# reached, pip's own sources, said in one line), else the CUDA build.
+# PHD_NVIDIA_GPU=0|1 says whether there is a GPU instead of looking.
 TORCH ?= torch==2.13.0
 
-.PHONY: install suggest test test-heavy lint bench-quick completions screenshot dist clean
+.PHONY: install torch suggest test test-heavy lint bench-quick completions screenshot dist clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# The CPU wheel first: an unpinned torch would pull GBs of CUDA.
-	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/python scripts/install_torch.py "$(TORCH)"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Replace the installed torch by the build for this machine (what `phd doctor`
+# says when a CUDA build sits on a machine without an NVIDIA GPU, or the reverse).
+torch: $(STAMP)
+	$(BIN)/python scripts/install_torch.py --replace "$(TORCH)"
 
 suggest: $(STAMP)
 	@test -n "$(VIDEO)" || (echo "usage: make suggest VIDEO=path-or-URL [ARGS='-k 5 --out gifs']" >&2; exit 2)

@@ -21,7 +21,7 @@ from phdcli.ranking.model import DEFAULT_MODEL_NAME, default_model_path
 from tests import media
 
 REPO = Path(__file__).resolve().parent.parent
-TORCH = "torch==2.13.0"  # the Makefile's pin: the CPU wheel on local disk, never an unpinned torch
+TORCH = "torch==2.13.0"  # the Makefile's pin, never an unpinned torch
 BUNDLED = (DEFAULT_MODEL_NAME, "README.md")  # the model and its card
 
 
@@ -90,13 +90,17 @@ def test_installed_wheel_works_from_any_directory(
             REPO / "weights" / DEFAULT_MODEL_NAME).read_bytes()
     assert not any(n.startswith(("tests/", "weights/")) for n in in_wheel)
 
-    # A fresh virtualenv; the pinned CPU torch first, then the wheel (not editable).
+    # A fresh virtualenv; torch as `make install` installs it (the pinned release, in the
+    # build for this machine), then the wheel (not editable).
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv], cwd=tmp_path, env=env)
-    pip = [venv / "bin" / "python", "-m", "pip", "install", "-q"]
-    for what in (TORCH, wheel):
-        installed = _run([*pip, what], cwd=tmp_path, env=env)
-        assert installed.returncode == 0, installed.stderr[-3000:]
+    torch_step = _run([venv / "bin" / "python", REPO / "scripts" / "install_torch.py", TORCH],
+                      cwd=tmp_path, env=env)
+    assert torch_step.returncode == 0, torch_step.stderr[-3000:]
+    assert torch_step.stdout.startswith("torch 2.13.0"), torch_step.stdout  # its one line
+    installed = _run([venv / "bin" / "python", "-m", "pip", "install", "-q", wheel],
+                     cwd=tmp_path, env=env)
+    assert installed.returncode == 0, installed.stderr[-3000:]
     phd = venv / "bin" / "phd"
 
     elsewhere = tmp_path / "elsewhere"  # outside the repository and the venv

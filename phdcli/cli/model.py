@@ -60,7 +60,7 @@ def doctor(
     as_json: Annotated[bool, typer.Option(
         "--json", help="One JSON document on stdout: the checks and what phd runs with.")] = False,
 ) -> None:
-    """Check ffmpeg, packages, device, C3D weights, the model and the history."""
+    """Check ffmpeg, packages, the torch build, device, C3D weights, the model and the history."""
     from phdcli.doctor.checks import run_checks
 
     checks = run_checks(user=user, device=device, weights=c3d_weights, model=model)
@@ -82,7 +82,7 @@ def doctor(
 
     table = narrow_table(["check", "", "detail", "fix"], folded={"check", "detail", "fix"})
     for c in checks:
-        table.add_row(c.name, "ok" if c.ok else "MISSING", c.detail, c.fix)
+        table.add_row(c.name, c.status, c.detail, c.fix)
     Console().print(table)
     if not ok:
         raise typer.Exit(1)

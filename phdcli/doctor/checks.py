@@ -7,6 +7,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from phdcli.doctor.torchbuild import (
+    Fixes,
+    Gpu,
+    TorchBuild,
+    find_gpu,
+    fixes_for,
+    installed_torch,
+    verdict,
+)
 from phdcli.errors import PhdError
 
 # 0.5 s of ffmpeg's moving test pattern: enough frames for a palette and a GOP.
@@ -15,10 +24,18 @@ _TEST_SOURCE = "testsrc2=size=96x64:rate=10:duration=0.5"
 
 @dataclass(frozen=True)
 class Check:
+    """``ok`` False: phd cannot work until fixed (``doctor`` exits 1). ``warning``:
+    phd works, but not as it should (a torch build that does not suit the machine)."""
+
     name: str
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False
+
+    @property
+    def status(self) -> str:
+        return "MISSING" if not self.ok else "WARN" if self.warning else "ok"
 
 
 def _ffmpeg() -> Check:
@@ -62,6 +79,21 @@ def _versions() -> Check:
         return Check("packages", False, f"missing {', '.join(missing)}",
                      f"pip install {' '.join(missing)} (torch: see the README)")
     return Check("packages", True, ", ".join(found))
+
+
+def torch_build_check(build: TorchBuild | None, gpu: Gpu, fixes: Fixes | None) -> Check:
+    """Whether the torch build suits the machine: a warning, not a failure, when it
+    does not (a CUDA build runs on the CPU; a CPU build leaves the GPU idle)."""
+    if build is None or fixes is None:
+        return Check("torch build", False, "torch is not installed",
+                     "install the build for your machine (README, Installing)")
+    got = verdict(build, gpu, fixes)
+    return Check("torch build", True, got.detail, got.fix, warning=not got.suits)
+
+
+def _torch_build() -> Check:
+    build = installed_torch()  # torch is imported by the device check anyway
+    return torch_build_check(build, find_gpu(), None if build is None else fixes_for(build))
 
 
 def _device(device: str) -> Check:
@@ -129,6 +161,7 @@ def run_checks(
     checks: list[tuple[str, Callable[[], Check]]] = [
         ("ffmpeg", _ffmpeg),
         ("packages", _versions),
+        ("torch build", _torch_build),
         ("device", lambda: _device(device)),
         ("C3D weights", lambda: _c3d(weights)),
         ("ranking model", lambda: _model(model)),
