@@ -102,3 +102,45 @@ def bundled_file(name: str) -> Path:
 
 _resource_paths = contextlib.ExitStack()
 atexit.register(_resource_paths.close)
+
+
+# -- showing paths --------------------------------------------------------------
+def tilde(path: str | Path) -> str:
+    """``path`` with the user's home written ``~``: what a page or a message shows.
+
+    Only an absolute path at or under ``$HOME`` changes; a relative path, a URL
+    or a path elsewhere is returned as given (it says nothing about the user).
+    """
+    text = str(path)
+    home = str(Path.home())
+    if home in ("", os.sep) or not text.startswith(home):
+        return text
+    rest = text[len(home):]
+    if rest == "":
+        return "~"
+    return "~" + rest if rest.startswith(os.sep) else text  # /home/ann2 is not under /home/ann
+
+
+def tilde_text(text: str) -> str:
+    """Every path under ``$HOME`` in ``text`` (a message) written from ``~``."""
+    home = str(Path.home())
+    if home in ("", os.sep):
+        return text
+    return text.replace(home + os.sep, "~" + os.sep)
+
+
+def shell_path(path: str | Path) -> str:
+    """``path`` as one POSIX shell word, a path under ``$HOME`` as ``~/...``.
+
+    The ``~`` stays unquoted so that the shell expands it (``~/'my videos'/a.mp4``
+    is the user's file on any machine); the rest is quoted as needed.
+    """
+    import shlex
+
+    path = os.path.expanduser(str(path))  # "~/x" from a config file is the home's too
+    shown = tilde(path)
+    if shown == "~":
+        return "~"
+    if shown.startswith("~" + os.sep):
+        return "~/" + shlex.quote(shown[2:])
+    return shlex.quote(path)

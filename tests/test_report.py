@@ -97,13 +97,18 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def phd(*args: str, home: dict[str, Path], site: dict[str, object]) -> dict[str, object]:
+def phd(*args: str, home: dict[str, Path], site: dict[str, object],
+        user_home: Path | None = None) -> dict[str, object]:
+    """``phd suggest ARGS --json --device cpu`` in a child process; with
+    ``user_home``, run from that folder with ``HOME`` set to it."""
     env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home["home"]),
            "PHD_C3D_WEIGHTS": str(home["weights"]),
            "PYTHONPATH": os.pathsep.join([str(site["plugins"]), str(REPO)])}
+    if user_home is not None:
+        env["HOME"] = str(user_home)
     result = subprocess.run([sys.executable, "-m", "phdcli", "suggest", *args, "--json",
                              "--device", "cpu"], capture_output=True, text=True, env=env,
-                            timeout=600)
+                            timeout=600, cwd=user_home)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -123,9 +128,11 @@ CHECK_JS = """(() => {
     heatmap: svg ? svg.querySelectorAll('.heatmap').length : 0,
     timelineWidth: svg ? svg.getBoundingClientRect().width : 0,
     nearest: Array.from(document.querySelectorAll('.nearest .history'),
-                        d => getComputedStyle(d).backgroundImage.slice(0, 20)),
+                        d => getComputedStyle(d).backgroundImage),
     terms: document.querySelectorAll('svg.terms').length,
     text: document.body.innerText,
+    scrollWidth: document.documentElement.scrollWidth,
+    viewportWidth: window.innerWidth,
   };
 })()"""
 
@@ -139,21 +146,42 @@ def pixel_spread(png: Path) -> float:
     return float(gray.std())
 
 
+def user_home(root: Path, home: dict[str, Path], real_size_gifs: list[Path]) -> Path:
+    """A home folder as a user has it: the C3D weights and a history of real-size
+    GIFs (the fixture's, and others at 480 px) under it, so that every path the
+    page shows reads ``~/...`` and none names this machine."""
+    user = root / "ann"
+    (user / "models").mkdir(parents=True)
+    (user / "models" / "c3d.pth").symlink_to(home["weights"])
+    shutil.copytree(home["history"], user / "liked")
+    for gif in real_size_gifs[::2]:  # bikes and carphone, as in the footage
+        shutil.copyfile(gif, user / "liked" / gif.name)
+    return user
+
+
 def test_report_renders_in_chromium_from_a_moved_folder(
-    footage_home: dict[str, Path], site: dict[str, object], tmp_path: Path
+    footage_home: dict[str, Path], site: dict[str, object], real_size_gifs: list[Path],
+    tmp_path: Path,
 ) -> None:
     exe = browser.find_chromium()
     if exe is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it with apt-get; "
                     "here: apt-get install -y chromium)")
-    out = tmp_path / "sheet"
-    doc = phd(str(site["url"]), "-k", "3", "--out", str(out), "--report", "--explain",
-              "--history", str(footage_home["history"]), "--min-gap", "0",
-              home=footage_home, site=site)
+    ann = user_home(tmp_path, footage_home, real_size_gifs)
+    history_bytes = sum(f.stat().st_size for f in (ann / "liked").iterdir())
+    assert history_bytes > 1_000_000  # real-size GIFs: whole, they would make MBs of page
+    out = ann / "gifs"
+    doc = phd(str(site["url"]), "-k", "3", "--out", "gifs", "--report", "--explain",
+              "--history", str(ann / "liked"), "--min-gap", "0",
+              home={**footage_home, "weights": ann / "models" / "c3d.pth"},
+              site=site, user_home=ann)
     result = doc["results"][0]
-    assert doc["report"] == result["report"] == str(out / "index.html")
+    assert doc["report"] == result["report"] == "gifs/index.html"
     assert result["heatmap"] == [[s["start_time"], s["end_time"], s["value"]]
                                  for s in site["spans"]]
+    page = (out / "index.html").read_text()
+    assert len(page.encode()) <= 200_000, len(page.encode())  # mailable beside its GIFs
+    assert str(tmp_path) not in page  # the home is ~, the GIFs are linked relatively
 
     moved = tmp_path / "elsewhere" / "moved sheet"  # a space: the URLs must be escaped
     moved.parent.mkdir()
@@ -167,11 +195,27 @@ def test_report_renders_in_chromium_from_a_moved_folder(
     assert dom["marks"] == ["1", "2", "3"]  # one mark per chosen segment
     assert dom["segments"] == result["segments"] and dom["heatmap"] == 1
     assert dom["timelineWidth"] > 500
-    assert dom["nearest"] and all(n.startswith('url("data:image/gif') for n in dom["nearest"])
+    assert dom["nearest"]
+    for background in dom["nearest"]:  # a still of each nearest history GIF, not the GIF
+        assert background.startswith('url("data:image/jpeg;base64,'), background[:40]
+        assert len(background) * 3 / 4 <= 50_000
     assert dom["terms"] == 3
-    assert "phd suggest" in dom["text"] and "--report" in dom["text"]
-    assert "20 spans from the site" in dom["text"]
+    text = dom["text"]
+    assert "phd suggest" in text and "--report" in text and "--explain" in text
+    assert "--history ~/liked" in text and "--c3d-weights ~/models/c3d.pth" in text
+    assert "(in ~)" in text and "in ~/liked" in text
+    assert ("ranked by your history's closest GIFs (SVM-D) + position in the video" in text
+            and "Set by hand, not trained" in text and ".safetensors" not in text)
+    assert "20 spans from the site" in text
     assert rendered.console_errors == []
+    assert dom["scrollWidth"] <= dom["viewportWidth"]
+
+    # A phone: nothing scrolls sideways at 420 px.
+    narrow = browser.render(moved / "index.html", CHECK_JS, tmp_path / "chromium-420", exe,
+                            width=420)
+    assert narrow.dom["viewportWidth"] == 420
+    assert narrow.dom["scrollWidth"] <= 420, narrow.dom["scrollWidth"]
+    assert narrow.console_errors == []
 
     shot = tmp_path / "report.png"
     shot.write_bytes(rendered.png)
@@ -305,6 +349,5 @@ def test_the_command_on_the_page_pins_settings_from_the_environment(
     command = page.split("<code>phd suggest ", 1)[1].split("</code>", 1)[0]
     assert command.startswith(str(footage_home["video"]))
     for words in ("-k 1", f"--out {out}", "--width 96", "--report", "--device cpu",
-                  f"--c3d-weights {footage_home['weights']}"):
-        assert f" {words}" in command, (words, command)
-    assert "--json" not in command
+                  f"--c3d-weights {footage_home['weights']}", "--json"):
+        assert f" {words}" in command, (words, command)  # every flag, --json too

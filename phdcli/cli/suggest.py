@@ -209,17 +209,21 @@ def _megabytes(flag: str, value: float | None) -> int | None:
     return max(1, int(value * 1_000_000))
 
 
-# Flags that change what is printed, not what is made.
-_NOT_REPRODUCED = {"inputs", "as_json", "as_jsonl", "quiet", "explain"}
-
-
 def _reproduce_command(ctx: typer.Context) -> str:
-    """``phd suggest {input} ...`` with every setting not at its built-in default.
+    """``phd suggest {input} ...`` with every flag not at its built-in default.
 
-    Values from PHD_* variables and the config file become flags too, so the
-    command gives the same result on a machine without them.
+    Every flag, those that only change what is printed (``--json``,
+    ``--explain``, ``-q``) included: the command is the run as it was typed,
+    and run again it prints what this run printed. Values from PHD_*
+    variables and the config file become flags too, so the command gives the
+    same result on a machine without them. Paths under the home folder are
+    written ``~/...`` (the shell expands them; the page shows no home).
+    ``{input}``, the third word, stands for the video; a value that contains
+    ``{input}`` is quoted like any other.
     """
     import shlex
+
+    from phdcli.paths import shell_path
 
     try:  # typer >= 0.26 vendors its own click
         from typer._click.core import ParameterSource
@@ -229,7 +233,7 @@ def _reproduce_command(ctx: typer.Context) -> str:
     words = ["phd", "suggest", "{input}"]
     for param in ctx.command.params:
         name = param.name or ""
-        if name in _NOT_REPRODUCED or ctx.get_parameter_source(name) in (
+        if name == "inputs" or ctx.get_parameter_source(name) in (
             None, ParameterSource.DEFAULT
         ):
             continue
@@ -239,10 +243,12 @@ def _reproduce_command(ctx: typer.Context) -> str:
             off = next((o for o in getattr(param, "secondary_opts", []) if o.startswith("--")),
                        None)
             if value or off:
-                words.append(flag if value else str(off))
+                words.append(shlex.quote(flag if value else str(off)))
+        elif isinstance(value, Path):
+            words += [shlex.quote(flag), shell_path(value)]
         elif value is not None:
-            words += [flag, str(value)]
-    return " ".join(w if w == "{input}" else shlex.quote(w) for w in words)
+            words += [shlex.quote(flag), shlex.quote(str(value))]
+    return " ".join(words)
 
 
 def _print_suggestions(batch: Any, explain: bool) -> None:

@@ -229,7 +229,7 @@ class Suggester:
             from phdcli.suggest.report import write_video_page
 
             timeline = Timeline(starts, ends, total, excluded, kept_spans, source.heatmap)
-            result.report = write_video_page(result, timeline, self.run_info(), page, stem)
+            result.report = write_video_page(result, timeline, self.run_info(picks), page, stem)
         return result
 
     def _report_page(self, stem: str) -> Path | None:
@@ -243,17 +243,20 @@ class Suggester:
         check_free(page, self.config.force)
         return page
 
-    def run_info(self) -> RunInfo:
-        """The device, model and history of this batch, in words for the report."""
-        cfg, extractor = self.config, self.extractor
-        runtime = extractor.runtime_in_use
-        device = (f"{runtime.describe()}; C3D {extractor.backbone_id}" if runtime is not None
-                  else f"C3D did not run: every feature came from the cache (C3D "
-                       f"{extractor.backbone_id}; asked for device {cfg.device}, precision "
-                       f"{cfg.precision})")
-        notes = "; ".join(f"{k}: {v}" for k, v in sorted(self.model.provenance.items())
-                          if k != "built_by")
-        model = f"{Path(self.model_path).name}" + (f" ({notes})" if notes else "")
+    def run_info(self, picks: list[Suggestion] | None = None) -> RunInfo:
+        """The device, model and history of this batch, in words for the report,
+        and thumbnails of the history GIFs nearest to ``picks``."""
+        from phdcli.media.thumbs import thumbnail
+        from phdcli.paths import tilde
+        from phdcli.suggest.report import model_terms
+
+        cfg = self.config
+        # What the features are, not where they were computed this time: a
+        # rerun reads them from the cache and must write the same page (the
+        # device and precision are said on stderr when C3D runs).
+        features = (f"C3D {self.extractor.backbone_id}, {self.model.spec.layer}"
+                    if self.content_needed else
+                    "none needed: no history to compare with and no content model")
         history = self.history
         names, _ = self.history_features()
         if history.managed:
@@ -262,10 +265,13 @@ class Suggester:
                      f"({n_kept} kept from phd's picks)")
         else:
             where = f"--history folder: {count(len(names), 'GIF')} (read-only)"
-        return RunInfo(device=device, model=model, history=f"{where} in {history.folder}",
+        terms, hand_set = model_terms(self.model, has_history=bool(names))
+        nearest = {p.explanation.nearest_gif for p in picks or ()} - {None}
+        thumbs = {name: thumbnail(history.folder / name) for name in sorted(nearest)}
+        return RunInfo(features=features, history=f"{where} in {tilde(history.folder)}",
                        command=cfg.command or "phd suggest {input} --report",
-                       heatmap_weight=cfg.heatmap_weight,
-                       history_files={name: history.folder / name for name in names})
+                       terms=terms, hand_set=hand_set, heatmap_weight=cfg.heatmap_weight,
+                       thumbnails={name: data for name, data in thumbs.items() if data})
 
     def _stage_progress(self, stage: str) -> Callable[[int, int], None] | None:
         if self.progress is None:

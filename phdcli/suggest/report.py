@@ -1,25 +1,30 @@
 """``--report``: a contact sheet of the picks, one self-contained HTML page per video.
 
 The page needs no network and no script: inline CSS and SVG, the GIFs by
-relative path (the folder can move), the nearest history GIFs embedded as
-data URIs (they live elsewhere, in the user's profile). It shows the picks in
-rank order with their span, score, the ``--explain`` terms as bars and the
-nearest history GIF; a timeline of the whole video (every segment's score,
-the picks marked, kept spans hatched, the site's "most replayed" heatmap on
-the same axis); and the device, precision, model, history and command.
+relative path (the folder can move), the nearest history GIFs as small
+embedded stills (they live elsewhere, in the user's profile; whole GIFs
+would make the page MBs). It shows the picks in rank order with their span,
+score, the terms that ranked them as bars and the nearest history GIF; a
+timeline of the whole video (``phdcli.suggest.timeline``); and the features,
+model, history and command, in words, with the home folder written ``~``.
 
-Pure string building from what ``phd suggest`` already computed; pages are
-written atomically.
+A page one can mail: at most ``PAGE_BUDGET`` beside the GIFs it links for
+any usual number of picks and segments (history thumbnails are embedded
+while the page stays within it; the timeline shares bars past
+``timeline.MAX_BARS``), and readable on a phone (no sideways scroll at
+420 px).
+
+Pure string building from what ``phd suggest`` already computed (the
+thumbnails come made, from ``phdcli.media.thumbs``); pages are written
+atomically.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
 import os
-import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,43 +34,75 @@ import numpy as np
 
 from phdcli import __version__
 from phdcli.fsutil import atomic_write_text
+from phdcli.paths import shell_path, tilde, tilde_text
 from phdcli.suggest.outputs import INDEX
 from phdcli.suggest.results import clock, count
+from phdcli.suggest.timeline import Timeline, render_timeline
 
 if TYPE_CHECKING:
+    from phdcli.ranking.model import FusedModel
     from phdcli.sources.heatmap import Heatmap
     from phdcli.suggest.results import BatchResult, Suggestion, VideoSuggestions
 
+__all__ = ["RunInfo", "Timeline", "page_path", "write_index", "write_video_page"]
+
 GENERATOR = f"phd {__version__}"
-# A history GIF larger than this is named, not embedded: the page stays light.
-MAX_EMBED_BYTES = 3_000_000
+INPUT = "{input}"  # RunInfo.command's placeholder for the video
+PAGE_BUDGET = 200_000  # bytes of one page, beside the files it links: it can be mailed
 _MIME = {".gif": "image/gif", ".webp": "image/webp", ".mp4": "video/mp4",
          ".webm": "video/webm", ".mov": "video/quicktime", ".mkv": "video/x-matroska"}
-_W = 1000  # the timeline's viewBox width
+_SNIFF = ((b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"), (b"\x89PNG", "image/png"))
 
-
-@dataclass(frozen=True)
-class Timeline:
-    """Every segment of one video, for the report's timeline."""
-
-    starts_s: np.ndarray  # (n,)
-    ends_s: np.ndarray  # (n,)
-    scores: np.ndarray  # (n,) the fused score (heatmap term included)
-    excluded: np.ndarray  # (n,) bool: left out because the user already kept it
-    kept_spans: tuple[tuple[float, float], ...] = ()
-    heatmap: Heatmap | None = None
+# The score's terms, by the names RunInfo.terms uses: what each is, in words,
+# and its short label on a card's bars.
+TERM_WORDS = {
+    "svm-d": "your history's closest GIFs (SVM-D)",
+    "phd-ca": "a content model (PHD-CA)",
+    "prior": "position in the video",
+    "heatmap": "the site's \u201cmost replayed\u201d heatmap",
+}
+_BAR_LABELS = {"svm-d": "closest GIFs", "phd-ca": "content", "prior": "position",
+               "heatmap": "heatmap"}
+# What RunInfo.hand_set can name: a part of the model set by hand, not trained.
+HAND_SET_WORDS = {
+    "svm-d": "the closest-GIFs term (a fixed rule: the more like your nearest GIF, the higher)",
+    "phd-ca": "the content model",
+    "prior": "the position term",
+    "fusion": "how much each term counts",
+}
 
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What produced the picks, said on the page."""
+    """What produced the picks, said on the page.
 
-    device: str
-    model: str
+    ``terms``: the model's terms that ranked this run, by TERM_WORDS' names
+    (a cold run with no history names only those that could tell segments
+    apart); the site's heatmap is added by the page when it was in the score.
+    ``hand_set``: of those (and ``"fusion"``, the weights that add them up),
+    the parts that were set by hand rather than trained.
+    """
+
+    features: str  # what the segments were described with (or why nothing was needed)
     history: str
-    command: str  # with "{input}" where the video goes
+    command: str  # "phd suggest {input} ...": the first "{input}" is where the video goes
+    terms: tuple[str, ...] = ("svm-d", "phd-ca", "prior")
+    hand_set: tuple[str, ...] = ()
     heatmap_weight: float = 0.0
-    history_files: dict[str, Path] = field(default_factory=dict)  # name -> file
+    thumbnails: Mapping[str, bytes] = field(default_factory=dict)  # history GIF name -> image
+
+
+def model_terms(model: FusedModel, has_history: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(terms, hand_set) of RunInfo for ``model``: its terms that can rank
+    (``FusedModel.active_terms``: SVM-D needs a history), and the parts its file
+    records as set by hand, not fitted (``phd train content`` fits them all;
+    the bundled model's card says which)."""
+    terms = model.active_terms(1 if has_history else 0)
+    notes = model.provenance
+    hand_set = tuple(part for part, key, prefix in (("svm-d", "h_svm", "untrained"),
+                                                   ("fusion", "omega", "set by hand"))
+                     if str(notes.get(key, "")).startswith(prefix))
+    return terms, hand_set
 
 
 def page_path(out_dir: Path, stem: str, single: bool) -> Path:
@@ -82,34 +119,67 @@ def write_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo,
     return path
 
 
+def ranking_terms(run: RunInfo, heatmap: Heatmap | None) -> tuple[str, ...]:
+    """The terms that ranked this video: the model's, and the heatmap when it was scored."""
+    heat = ("heatmap",) if heatmap and run.heatmap_weight != 0 else ()
+    return tuple(t for t in run.terms if t != "heatmap") + heat
+
+
+def model_words(terms: tuple[str, ...], hand_set: tuple[str, ...],
+                heatmap_weight: float = 0.0) -> str:
+    """The model row, in plain words: what ranked, what is trained, what is set by hand."""
+    if not terms:
+        return "nothing told the segments apart: they are in video order"
+    words = "ranked by " + " + ".join(TERM_WORDS.get(t, t) for t in terms) + "."
+    trained = [TERM_WORDS.get(t, t) for t in terms if t not in hand_set and t != "heatmap"]
+    manual = [HAND_SET_WORDS[t] for t in terms if t in hand_set and t in HAND_SET_WORDS]
+    if "fusion" in hand_set and len(terms) > 1:
+        manual.append(HAND_SET_WORDS["fusion"])
+    if "heatmap" in terms:
+        manual.append(f"the heatmap's weight ({heatmap_weight:g}), never measured")
+    if trained:
+        words += " Trained: " + ", ".join(trained) + "."
+    if manual:
+        words += " Set by hand, not trained: " + "; ".join(manual) + "."
+    return words
+
+
+def command_words(command: str, video: str) -> str:
+    """``command`` with the video in place of its first ``{input}`` only: a value
+    that happens to contain ``{input}`` (quoted further on) stays as it is."""
+    return command.replace(INPUT, shell_path(video), 1)
+
+
 def render_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo,
                       page_dir: Path, title: str) -> str:
     """``title``: the video's name as phd shows it (the sanitised stem)."""
     picks = result.suggestions
-    scale = max((abs(v) for s in picks for _, v in _terms(s)), default=0.0) or 1.0
-    # Each history GIF is embedded once, as a CSS background that every card
-    # showing it reuses (an <img> per card would repeat the data).
-    nearest = sorted({s.explanation.nearest_gif for s in picks} - {None})
+    terms = ranking_terms(run, timeline.heatmap)
+    scale = max((abs(v) for s in picks for _, v in _terms(s, terms)), default=0.0) or 1.0
+    # Each history thumbnail is embedded once, as a CSS background that every
+    # card showing it reuses (an <img> per card would repeat the data).
+    nearest = list(dict.fromkeys(s.explanation.nearest_gif for s in picks
+                                 if s.explanation.nearest_gif is not None))  # rank order
     thumbs = {name: f"h{i}" for i, name in enumerate(nearest)}
-    thumb_css = "".join(_thumb_rule(thumbs[name], run.history_files.get(name)) for name in nearest)
-    cards = "\n".join(_card(s, page_dir, thumbs, scale) for s in picks)
+    cards = "\n".join(_card(s, page_dir, thumbs, scale, terms) for s in picks)
     n_kept = int(np.count_nonzero(timeline.excluded))
     kept_note = (f"; {n_kept} segment(s) left out because you kept them "
                  "(<code>--include-kept</code> brings them back)" if n_kept else "")
+    shown_input = tilde(result.input)
     facts = [
-        ("input", _e(result.input)),
+        ("input", _e(shown_input)),
         ("length", f"{clock(result.duration_s)} "
                    f"({count(result.n_segments, 'segment')}{kept_note})"),
-        ("device", _e(run.device)),
-        ("model", _e(run.model)),
-        ("history", _e(run.history)),
+        ("features", _e(tilde_text(run.features))),
+        ("model", _e(model_words(terms, run.hand_set, run.heatmap_weight))),
+        ("history", _e(tilde_text(run.history))),
         ("heatmap", _heatmap_note(timeline.heatmap, run.heatmap_weight)),
-        ("command", f"<code>{_e(run.command.replace('{input}', shlex.quote(result.input)))}"
-                    f"</code> <span class=dim>(in {_e(os.getcwd())})</span>"),
+        ("command", f"<code>{_e(command_words(run.command, result.input))}</code> "
+                    f"<span class=dim>(in {_e(tilde(os.getcwd()))})</span>"),
     ]
     rows = "\n".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     body = f"""<header><h1>{_e(title)}</h1>
-<p class=dim>{count(len(picks), 'pick')} from {_e(result.input)}</p></header>
+<p class=dim>{count(len(picks), 'pick')} from {_e(shown_input)}</p></header>
 <section><h2>Timeline</h2>
 {render_timeline(timeline, picks, result.duration_s)}
 <p class="legend dim"><span class=sw-seg></span> score of each segment
@@ -124,17 +194,27 @@ def render_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo
 <section><h2>How these were made</h2><dl>
 {rows}
 </dl></section>"""
-    return _page(f"phd: {title}", body, thumb_css)
+    # Thumbnails in rank order while the page stays within PAGE_BUDGET; past it
+    # a history GIF is named without a picture (typically 20 and more fit).
+    size = len(_page(f"phd: {title}", body).encode())
+    thumb_css = []
+    for name in nearest:
+        rule = _thumb_rule(thumbs[name], run.thumbnails.get(name))
+        if rule and size + len(rule) <= PAGE_BUDGET:
+            thumb_css.append(rule)
+            size += len(rule)
+    return _page(f"phd: {title}", body, "".join(thumb_css))
 
 
-def _card(s: Suggestion, page_dir: Path, thumbs: dict[str, str], scale: float) -> str:
+def _card(s: Suggestion, page_dir: Path, thumbs: dict[str, str], scale: float,
+          terms: tuple[str, ...]) -> str:
     media = "<p class=dim>(not written)</p>"
     if s.path is not None:
         src = _relative_url(Path(s.path), page_dir)
         alt = f"rank {s.rank}: {clock(s.start_s)}-{clock(s.end_s)}"
         media = _media(src, Path(s.path).suffix.lower(), "pick", alt)
     e = s.explanation
-    nearest = "<p class=dim>no history yet: the temporal prior ranks alone</p>"
+    nearest = "<p class=dim>no history yet: nothing to compare with</p>"
     if e.nearest_gif is not None:
         thumb = (f'<div class="history {thumbs[e.nearest_gif]}" role=img '
                  f'aria-label="{_e(e.nearest_gif)}"></div>')
@@ -144,26 +224,25 @@ def _card(s: Suggestion, page_dir: Path, thumbs: dict[str, str], scale: float) -
 <div class=media>{media}</div>
 <h3><span class=rank>#{s.rank}</span> {clock(s.start_s)}&ndash;{clock(s.end_s)}
 <span class=score>score {s.score:.3f}</span></h3>
-{_term_bars(s, scale)}
+{_term_bars(s, scale, terms)}
 {nearest}
 </article>"""
 
 
-def _terms(s: Suggestion) -> list[tuple[str, float]]:
+def _terms(s: Suggestion, terms: tuple[str, ...]) -> list[tuple[str, float]]:
     e = s.explanation
-    terms = [("content FNN", e.fnn), ("SVM-D", e.svm), ("temporal prior", e.time)]
-    if e.heatmap_term is not None:
-        terms.append(("heatmap", e.heatmap_term))
-    return terms
+    values = {"phd-ca": e.fnn, "svm-d": e.svm, "prior": e.time, "heatmap": e.heatmap_term}
+    return [(_BAR_LABELS.get(t, t), float(values[t])) for t in terms
+            if values.get(t) is not None]
 
 
-def _term_bars(s: Suggestion, scale: float) -> str:
+def _term_bars(s: Suggestion, scale: float, terms: tuple[str, ...]) -> str:
     """Each term as a bar from a zero line; one scale for all cards, so they compare."""
-    terms = _terms(s)
-    row, label_w, bar_w = 18, 110, 150
+    shown = _terms(s, terms)
+    row, label_w, bar_w = 18, 100, 150
     mid = label_w + bar_w / 2
     parts = []
-    for i, (name, value) in enumerate(terms):
+    for i, (name, value) in enumerate(shown):
         y = i * row
         width = abs(value) / scale * (bar_w / 2)
         x = mid if value >= 0 else mid - width
@@ -174,76 +253,10 @@ def _term_bars(s: Suggestion, scale: float) -> str:
             f'height="12"><title>{name}: {value:.4f}</title></rect>'
             f'<text class=val x="{label_w + bar_w + 6}" y="{y + 13}">{value:+.3f}</text>'
         )
-    height = len(terms) * row
+    height = max(len(shown), 1) * row
     return (f'<svg class=terms viewBox="0 0 {label_w + bar_w + 60} {height}" role=img '
             f'aria-label="score terms"><line x1="{mid}" x2="{mid}" y1="0" y2="{height}"/>'
             f'{"".join(parts)}</svg>')
-
-
-# -- the timeline -------------------------------------------------------------
-def render_timeline(t: Timeline, picks: Sequence[Suggestion], duration_s: float) -> str:
-    """One SVG: segment scores as bars, a mark per pick, kept spans, the heatmap band."""
-    duration_s = max(duration_s, 1e-6)
-
-    def x(sec: float) -> float:
-        return min(max(sec / duration_s, 0.0), 1.0) * _W
-
-    bars_top, bars_h = 26, 90
-    heat_top, heat_h = bars_top + bars_h + 8, 40 if t.heatmap else 0
-    axis_y = heat_top + heat_h + 4
-    height = axis_y + 22
-    parts = []
-    scores = np.asarray(t.scores, dtype=np.float64)
-    finite = scores[np.isfinite(scores)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    span = (hi - lo) or 1.0
-    for start, end, score, out in zip(t.starts_s, t.ends_s, scores, t.excluded, strict=True):
-        h = 6 + (score - lo) / span * (bars_h - 6) if math.isfinite(score) else 6
-        cls = "seg kept" if out else "seg"
-        tip = f"{clock(start)}-{clock(end)}: score {score:.3f}" + (" (kept before)" if out
-                                                                     else "")
-        parts.append(f'<rect class="{cls}" x="{x(start):.2f}" y="{bars_top + bars_h - h:.2f}" '
-                     f'width="{max(x(end) - x(start) - 1, 0.5):.2f}" height="{h:.2f}">'
-                     f"<title>{tip}</title></rect>")
-    for a, b in t.kept_spans:
-        parts.append(f'<rect class=kept-span x="{x(a):.2f}" y="{bars_top}" '
-                     f'width="{max(x(b) - x(a), 1):.2f}" height="{bars_h}">'
-                     f"<title>kept before: {clock(a)}-{clock(b)}</title></rect>")
-    for s in picks:
-        left, right = x(s.start_s), x(s.end_s)
-        parts.append(
-            f'<a href="#pick-{s.rank}"><rect class=pick-mark data-rank="{s.rank}" '
-            f'x="{left:.2f}" y="2" width="{max(right - left, 2):.2f}" height="{bars_top + bars_h}">'
-            f"<title>#{s.rank}: {clock(s.start_s)}-{clock(s.end_s)}</title></rect>"
-            f'<text class=pick-label x="{(left + right) / 2:.2f}" y="16">{s.rank}</text></a>')
-    if t.heatmap:
-        peak = max(v for _, _, v in t.heatmap) or 1.0
-        points = [f"{x(t.heatmap[0][0]):.2f},{heat_top + heat_h}"]
-        for a, b, v in t.heatmap:
-            y = heat_top + heat_h - max(v, 0.0) / peak * heat_h
-            points += [f"{x(a):.2f},{y:.2f}", f"{x(b):.2f},{y:.2f}"]
-        points.append(f"{x(t.heatmap[-1][1]):.2f},{heat_top + heat_h}")
-        parts.append(f'<polygon class=heatmap points="{" ".join(points)}">'
-                     "<title>most replayed (from the site)</title></polygon>")
-    step = _tick_step(duration_s)
-    ticks = []
-    sec = 0.0
-    while sec <= duration_s + 1e-9:
-        ticks.append(f'<line class=tick x1="{x(sec):.2f}" x2="{x(sec):.2f}" y1="{axis_y}" '
-                     f'y2="{axis_y + 5}"/><text class=tick x="{x(sec):.2f}" '
-                     f'y="{axis_y + 17}">{clock(sec, tenths=False)}</text>')
-        sec += step
-    return (f'<svg id=timeline viewBox="-12 0 {_W + 24} {height}" role=img '
-            f'aria-label="timeline of the video">'
-            f'<line class=axis x1="0" x2="{_W}" y1="{axis_y}" y2="{axis_y}"/>'
-            f'{"".join(parts)}{"".join(ticks)}</svg>')
-
-
-def _tick_step(duration_s: float) -> float:
-    for step in (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600):
-        if duration_s / step <= 12:
-            return float(step)
-    return 7200.0
 
 
 def _heatmap_note(heatmap: Heatmap | None, weight: float) -> str:
@@ -259,8 +272,9 @@ def write_index(batch: BatchResult, out_dir: Path) -> Path:
     path = Path(out_dir) / INDEX
     rows = []
     for r in batch.results:
-        link = (f'<a href="{_relative_url(r.report, path.parent)}">{_e(r.input)}</a>'
-                if r.report is not None else _e(r.input))
+        name = _e(tilde(r.input))
+        link = (f'<a href="{_relative_url(r.report, path.parent)}">{name}</a>'
+                if r.report is not None else name)
         thumbs = "".join(_media(_relative_url(Path(s.path), path.parent),
                                 Path(s.path).suffix.lower(), "thumb", f"rank {s.rank}")
                          for s in r.suggestions[:3] if s.path is not None)
@@ -268,7 +282,8 @@ def write_index(batch: BatchResult, out_dir: Path) -> Path:
                     f"{count(len(r.suggestions), 'pick')}</span>"
                     f"<div class=thumbs>{thumbs}</div></li>")
     for f in batch.failures:
-        rows.append(f"<li class=failed>{_e(f.input)}: {_e(f.message)}</li>")
+        text = f.message if f.message.startswith(f.input) else f"{f.input}: {f.message}"
+        rows.append(f"<li class=failed>{_e(tilde_text(text))}</li>")
     body = (f"<header><h1>phd suggest: {count(len(batch.results), 'video')}</h1></header>"
             f"<section><ul class=index>{''.join(rows)}</ul></section>")
     atomic_write_text(path, _page("phd: contact sheets", body))
@@ -293,22 +308,14 @@ def _media(src: str, suffix: str, cls: str, alt: str) -> str:
     return f'<img class="{cls}" src="{src}" alt="{_e(alt)}" loading="eager">'
 
 
-def _thumb_rule(css_class: str, path: Path | None) -> str:
-    """A history GIF as a data URI (the page must not depend on the profile's folder).
-
-    Images only (GIF, WebP): a history clip in a video format, or one over
-    MAX_EMBED_BYTES, is named without a picture.
-    """
-    if path is None or not _MIME.get(path.suffix.lower(), "").startswith("image/"):
+def _thumb_rule(css_class: str, data: bytes | None) -> str:
+    """A history thumbnail as a data URI (the page must not depend on the profile's
+    folder); none for a history file that gave no thumbnail."""
+    mime = next((m for magic, m in _SNIFF if data and data.startswith(magic)), None)
+    if data is None or mime is None:
         return ""
-    try:
-        if path.stat().st_size > MAX_EMBED_BYTES:
-            return ""
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-    except OSError:
-        return ""
-    return (f".{css_class}{{background-image:url(data:{_MIME[path.suffix.lower()]};base64,"
-            f"{data})}}\n")
+    return (f".{css_class}{{background-image:url(data:{mime};base64,"
+            f"{base64.b64encode(data).decode('ascii')})}}\n")
 
 
 def _page(title: str, body: str, extra_css: str = "") -> str:
@@ -331,7 +338,7 @@ _CSS = """
 *{box-sizing:border-box}
 body{margin:0 auto;max-width:1200px;padding:20px 28px;font:15px/1.45 system-ui,sans-serif;
 color:var(--ink);background:var(--bg)}
-h1{font-size:24px;margin:0 0 2px}h2{font-size:17px;margin:26px 0 10px}
+h1{font-size:24px;margin:0 0 2px;overflow-wrap:anywhere}h2{font-size:17px;margin:26px 0 10px}
 .dim{color:var(--dim)}code{font:13px ui-monospace,monospace;word-break:break-all}
 #timeline{width:100%;height:auto;background:#fff;border:1px solid var(--line);border-radius:8px}
 #timeline .seg{fill:var(--seg)}#timeline .seg.kept{fill:var(--kept)}
@@ -346,8 +353,8 @@ stroke-dasharray:4 3}
 vertical-align:-1px;border-radius:2px}
 .sw-seg{background:var(--seg)}.sw-pick{background:var(--pick)}.sw-kept{background:var(--kept)}
 .sw-heat{background:var(--heat)}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:16px}
-.card{background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(300px,100%),1fr));gap:16px}
+.card{min-width:0;background:#fff;border:1px solid var(--line);border-radius:10px;padding:12px}
 .card:target{outline:3px solid var(--pick)}
 .card h3{margin:8px 0;font-size:16px}.rank{color:var(--pick)}
 .score{float:right;color:var(--dim);font-weight:normal}
@@ -356,12 +363,17 @@ svg.terms{width:100%;max-width:330px;height:auto;font:12px system-ui}
 svg.terms line{stroke:var(--dim)}svg.terms .pos{fill:var(--pos)}svg.terms .neg{fill:var(--neg)}
 svg.terms .val{fill:var(--dim)}
 .nearest{display:flex;gap:10px;align-items:center;margin-top:8px;font-size:13px}
-.nearest p{margin:0}.nearest .history{width:128px;height:72px;flex:none;border-radius:4px;
+.nearest p{margin:0;min-width:0;overflow-wrap:anywhere}
+.nearest .history{width:128px;height:72px;flex:none;border-radius:4px;
 background-color:#ddd;background-position:center;background-size:cover;
 background-repeat:no-repeat}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;background:#fff;
-border:1px solid var(--line);border-radius:8px;padding:12px}dt{color:var(--dim)}dd{margin:0}
+border:1px solid var(--line);border-radius:8px;padding:12px}
+dt{color:var(--dim)}dd{margin:0;min-width:0;overflow-wrap:anywhere}
 .index li{margin:10px 0}.thumbs img,.thumbs video{height:80px;margin:4px 4px 0 0}
 .failed{color:var(--neg)}
 footer{margin-top:30px;font-size:12px}
+p,li{overflow-wrap:anywhere}
+@media (max-width:600px){body{padding:12px}dl{grid-template-columns:1fr;gap:0}
+dd{margin-bottom:8px}.legend span{margin-left:8px}}
 """
