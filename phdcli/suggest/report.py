@@ -29,7 +29,7 @@ import numpy as np
 
 from phdcli import __version__
 from phdcli.fsutil import atomic_write_text
-from phdcli.suggest.outputs import INDEX
+from phdcli.suggest.manifest import INDEX, INDEX_OWNER, place_text
 from phdcli.suggest.results import clock, count
 
 if TYPE_CHECKING:
@@ -255,7 +255,9 @@ def _heatmap_note(heatmap: Heatmap | None, weight: float) -> str:
 
 
 # -- the index of a batch -----------------------------------------------------
-def write_index(batch: BatchResult, out_dir: Path) -> Path:
+def write_index(batch: BatchResult, out_dir: Path, force: bool = False) -> Path:
+    """The batch's index.html, placed as phd places its files (``manifest.place``):
+    replacing an index.html phd wrote, refusing a file of the user's without ``force``."""
     path = Path(out_dir) / INDEX
     rows = []
     for r in batch.results:
@@ -271,7 +273,7 @@ def write_index(batch: BatchResult, out_dir: Path) -> Path:
         rows.append(f"<li class=failed>{_e(f.input)}: {_e(f.message)}</li>")
     body = (f"<header><h1>phd suggest: {count(len(batch.results), 'video')}</h1></header>"
             f"<section><ul class=index>{''.join(rows)}</ul></section>")
-    atomic_write_text(path, _page("phd: contact sheets", body))
+    place_text(Path(out_dir), INDEX_OWNER, path, _page("phd: contact sheets", body), force)
     return path
 
 
