@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runphd import error_lines, hidden_files, home_with_cache, json_doc, one_error, phd
+from runphd import hidden_files, home_with_cache, json_doc, one_error, phd
 from runphd import run_cli as run
 
 from phdcli.media.decode import decode_clips
