@@ -3,8 +3,9 @@
 ``--out`` records what phd wrote there (``phdcli.suggest.manifest``): a
 rerun replaces that input's files (and removes those it no longer writes),
 leaves files holding the same bytes as they are, and never touches a file
-it did not write. RANDOM C3D weights; the small video's features are
-computed once into the session's shared cache, so the runs here cost ffmpeg.
+it did not write. RANDOM C3D weights; the small video is the one
+tests/test_robust_outputs.py makes (the same bytes), its features computed
+once a session into the shared cache, so the runs here cost ffmpeg.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from tests import media
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 s: three 5 s segments, so that a changed ranking changes the picks."""
-    return media.lavfi_video(tmp_path_factory.mktemp("rerun") / "clip.mp4", duration_s=12.0,
+    """6 s: two segments (0-5 s, 5-6 s)."""
+    return media.lavfi_video(tmp_path_factory.mktemp("rerun") / "clip.mp4", duration_s=6.0,
                              size="96x72", source="testsrc2")
 
 
@@ -116,34 +117,37 @@ def test_a_file_phd_did_not_write_is_refused_and_kept(
     assert sorted(recorded(out)) == gifs(out) == sorted([first.name, second.name])
 
 
-def test_a_keep_replaces_the_earlier_picks_and_nothing_else(
+def test_changed_picks_replace_the_earlier_ones_and_nothing_else(
     video: Path, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The issue's flow: suggest, keep the best, suggest again into the same folder."""
+    """Fewer picks, then the issue's flow: keep the best, suggest again."""
     out = tmp_path / "out"
-    args = ["suggest", str(video), "-k", "2", "--out", str(out), "--report", "--json",
-            "--device", "cpu"]
-    code, stdout, err = run(args, capsys)
-    assert code == 0, err
-    before = [Path(s["path"]) for s in json_doc(stdout)["results"][0]["suggestions"]]
+    args = ["suggest", str(video), "--out", str(out), "--report", "--json", "--device", "cpu"]
+
+    def suggest(k: int) -> list[Path]:
+        code, stdout, err = run([*args, "-k", str(k)], capsys)
+        assert code == 0, err
+        return [Path(s["path"]) for s in json_doc(stdout)["results"][0]["suggestions"]]
+
+    def shown() -> list[str]:
+        """The picks' GIFs on the page (history GIFs are embedded, not linked)."""
+        return re.findall(r'src="([^"]+[.]gif)"', (out / "index.html").read_text())
+
+    before = suggest(2)
     (out / "notes.txt").write_text("the user's")
     (out / "clip_99_0s.gif").write_bytes(b"GIF89a not phd's")  # looks like phd's, is not
+    assert suggest(1) == before[:1]
+    assert gifs(out) == sorted([before[0].name, "clip_99_0s.gif"])  # the second one is gone
+    assert shown() == [before[0].name]
     code, _, err = run(["history", "add", str(before[0])], capsys)
     assert code == 0, err
-    code, stdout, err = run(args, capsys)
-    assert code == 0, err
-    after = [Path(s["path"]) for s in json_doc(stdout)["results"][0]["suggestions"]]
-    assert before[0] not in after  # the premise: the kept span is left out now
+    after = suggest(2)
+    assert after and before[0] not in after  # the premise: the kept span is left out now
     assert gifs(out) == sorted([p.name for p in after] + ["clip_99_0s.gif"])
+    assert shown() == [p.name for p in after]
+    assert sorted(recorded(out)) == sorted([p.name for p in after] + ["index.html"])
     assert (out / "notes.txt").read_text() == "the user's"
     assert (out / "clip_99_0s.gif").read_bytes() == b"GIF89a not phd's"
-    assert sorted(recorded(out)) == sorted([p.name for p in after] + ["index.html"])
-    page = (out / "index.html").read_text()
-    shown = re.findall(r'src="([^"]+[.]gif)"', page)
-    assert shown == [p.name for p in after]  # the kept GIF is named only as history
-    # Fewer picks: the earlier second one goes too.
-    assert run([*args, "-k", "1"], capsys)[0] == 0
-    assert gifs(out) == sorted([after[0].name, "clip_99_0s.gif"])
 
 
 def test_runs_into_one_folder_take_turns_and_the_record_keeps_them_all(
