@@ -251,4 +251,5 @@ def test_name_templates_render_and_cannot_escape(
                                 template], capfd)
         assert code == 2, (template, err)
         assert "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == [path.name]  # nothing escaped, nothing added
+    # Nothing escaped, nothing added but the record of what phd wrote there.
+    assert sorted(p.name for p in out.iterdir()) == [".phd", path.name]

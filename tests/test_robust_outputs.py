@@ -19,13 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runphd import error_lines, hidden_files, home_with_cache, json_doc, one_error, phd
+from runphd import hidden_files, home_with_cache, json_doc, one_error, phd
 from runphd import run_cli as run
 
 from phdcli.media.decode import decode_clips
 from phdcli.media.gifs import GifOptions, write_clip
 from phdcli.media.probe import probe
 from phdcli.ranking.model import default_model_path, load_model, save_model
+from phdcli.suggest.manifest import MANIFEST_DIR
 from tests import media
 
 
@@ -79,7 +80,7 @@ def test_same_stem_in_a_batch_gives_distinct_files_holding_their_own_gifs(
     reported = [(r["input"], s) for r in doc["results"] for s in r["suggestions"]]
     paths = [Path(s["path"]) for _, s in reported]
     assert len(paths) == 4 and len(set(paths)) == 4
-    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_DIR, *(p.name for p in paths)])
     for source, s in reported:
         gif = Path(s["path"])
         assert gif.stat().st_size == s["size_bytes"]
@@ -99,7 +100,7 @@ def test_the_same_file_twice_and_names_that_sanitise_alike_get_distinct_gifs(
     assert code == 0, err
     names = [Path(r["suggestions"][0]["path"]).name for r in json_doc(stdout)["results"]]
     assert [n.split("_")[0] for n in names] == ["clip", "clip-2", "video", "video-2"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_DIR, *names])
 
 
 def test_templates_that_cannot_name_every_file_are_refused_before_work(
@@ -202,14 +203,16 @@ def test_a_failed_video_leaves_no_file_and_reports_none(
         assert not out.exists() or list(out.iterdir()) == []
     code, stdout, err = run([*args, "--max-size", "5", "--json"], capsys)  # no "already exists"
     assert code == 0, err
-    assert len(list(out.glob("*.gif"))) == 2 and hidden_files(out) == []
+    assert len(list(out.glob("*.gif"))) == 2 and hidden_files(out) == [MANIFEST_DIR]
 
 
 def test_stress_four_identical_runs_into_one_out(
     clips: dict[str, Path], home: Path, tmp_path: Path, mmaction2_weights: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Row 14: without --force, exactly one run writes; the others say so."""
+    """Row 14, and issue 17's "running twice = running once": the four take turns
+    placing their files; the first writes them, the others find the same bytes
+    there, recorded as this input's. All succeed; the folder holds one run's files."""
     out = tmp_path / "out"
     args = ["suggest", str(clips["b"]), "-k", "2", "--json", "--out", str(out),
             "--device", "cpu"]
@@ -220,20 +223,17 @@ def test_stress_four_identical_runs_into_one_out(
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
-    codes = sorted(code for code, _, _ in results)
-    assert codes == [0, 1, 1, 1], results
-    for code, stdout, stderr in results:
-        if code == 1:
-            (line,) = error_lines(stderr)
-            assert "already exists" in line and stdout.strip()
-            assert json_doc(stdout)["results"] == []
-    (winner,) = [json_doc(stdout) for code, stdout, _ in results if code == 0]
-    suggestions = winner["results"][0]["suggestions"]
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        Path(s["path"]).name for s in suggestions)  # nothing else, no temp file
+    assert [code for code, _, _ in results] == [0, 0, 0, 0], results
+    docs = [json_doc(stdout) for _, stdout, _ in results]
+    assert all(doc == docs[0] for doc in docs)
+    suggestions = docs[0]["results"][0]["suggestions"]
+    names = sorted(Path(s["path"]).name for s in suggestions)
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST_DIR, *names])  # no temp
+    (entry,) = json.loads((out / MANIFEST_DIR / "outputs.json").read_text())["inputs"]
+    assert sorted(entry["files"]) == names and "pending" not in entry
     for s in suggestions:
         gif = Path(s["path"])
-        assert gif.stat().st_size == s["size_bytes"]
+        assert gif.stat().st_size == s["size_bytes"] == entry["files"][gif.name]["size_bytes"]
         assert probe(gif).duration_s == pytest.approx(s["end"] - s["start"], abs=0.5)
 
 

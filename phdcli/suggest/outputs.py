@@ -1,14 +1,17 @@
 """The files ``phd suggest`` writes: their names, the checks made before any
-work, how a video's files are staged and claimed, and what is remembered of
+work, how a video's files are staged and placed, and what is remembered of
 them for ``phd history add``.
 
 Everything about the outputs that can be checked before decoding is (the
 ``--name`` template against -k and the number of inputs, name length,
-``--out`` writability). A video's files are encoded into a private folder
-inside ``--out`` and only when all of them succeeded are they claimed under
-their final names, without replacing anything (unless ``--force``). So a
-failed video leaves nothing, two runs into one folder never overwrite each
-other, and a reported path always holds that suggestion's file.
+``--out`` writability, names taken by files that are not this input's). A
+video's files (its GIFs, its report page) are encoded into a private folder
+inside ``--out`` and only when all of them succeeded are they placed under
+their final names (``phdcli.suggest.manifest``): replacing only what phd
+wrote there for the same input, never another file (unless ``--force``). So
+a failed video leaves nothing, two runs into one folder never overwrite each
+other's files, running the same command twice leaves what one run leaves,
+and a reported path always holds that suggestion's file.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from typing import TYPE_CHECKING
 from phdcli import fsutil
 from phdcli.errors import PhdError, UsageError
 from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.manifest import (
+    INDEX,
+    INDEX_OWNER,
+    MANIFEST_DIR,
+    Owner,
+    Record,
+    check_targets,
+    place,
+)
 from phdcli.suggest.results import Explanation, Suggestion
 
 if TYPE_CHECKING:
@@ -37,14 +49,10 @@ log = logging.getLogger("phd")
 # progress(stage, done, total): this module reports the stage "gifs".
 Progress = Callable[[str, int, int], None]
 
-# --report's page of a lone video, or the index of a batch's pages.
-INDEX = "index.html"
-
-
-def check_free(path: Path, force: bool) -> None:
-    """Never overwrite a file without --force (the GIFs' rule, and the report's)."""
-    if path.exists() and not force:
-        raise PhdError(f"{path} already exists (use --force to overwrite)")
+def check_free(path: Path, force: bool, owner: Owner = INDEX_OWNER) -> None:
+    """Never overwrite, without --force, a file phd did not write there for this
+    input (the GIFs' rule, and the report's; index.html: for any input)."""
+    Record.read(path.parent).check(path, owner, force)
 
 
 def output_path(out_dir: Path, template: str, stem: str, pick: Suggestion, fmt: str) -> Path:
@@ -94,21 +102,25 @@ def check_outputs(config: SuggestConfig, n_videos: int) -> None:
         return
     fsutil.writable_folder(config.out_dir, "--out")
     fsutil.clean_stale_temps(config.out_dir)  # what a killed run left behind
+    fsutil.clean_stale_temps(config.out_dir / MANIFEST_DIR)
     if config.report:  # index.html: the page of a lone video, or the batch's index
         check_free(config.out_dir / INDEX, config.force)
 
 
 def write_picks(
     video: VideoInfo, stem: str, picks: list[Suggestion], cfg: SuggestConfig,
-    written: set[Path], progress: Progress | None = None,
+    written: set[Path], progress: Progress | None = None, owner: Owner | None = None,
+    page: Path | None = None, render_page: Callable[[list[Suggestion]], str] | None = None,
 ) -> list[Suggestion]:
-    """Encode every pick into a private folder, then claim all final names.
+    """Encode every pick (and ``render_page``'s page of them, at ``page``) into a
+    private folder, then place them all under their final names.
 
-    A failure before the claims leaves ``--out`` untouched; a name taken
-    meanwhile (another phd) undoes this video's claims. ``written`` holds the
-    files this batch claimed so far (another input's name is refused) and
-    gains this video's. Returns the picks with their paths and sizes.
+    A failure before the placement leaves ``--out`` untouched; a name that is
+    not this input's (``owner``) is refused (``manifest.place``). ``written``
+    holds the files this batch wrote so far (another input's name is refused)
+    and gains this video's. Returns the picks with their paths and sizes.
     """
+    owner = owner or Owner(str(video.path), str(Path(video.path).resolve()), "", stem)
     # Never upscale: a wider GIF than its source (as displayed, rotation
     # applied) is only bigger and slower.
     options = replace(cfg.gif, width=min(cfg.gif.width, video.display_width))
@@ -122,31 +134,21 @@ def write_picks(
     if again:
         raise PhdError(f"{again[0]} was already written by this run for another input "
                        "(--name needs {stem} to tell the inputs apart)")
-    clash = [t for t in targets if (os.path.lexists(t) if not cfg.force else t.is_dir())]
-    if clash:
-        raise PhdError(f"{clash[0]} already exists" +
-                       ("" if cfg.force else " (use --force to overwrite)"))
+    check_targets(cfg.out_dir, owner, targets + ([page] if page else []), cfg.force)
     with fsutil.temp_dir(cfg.out_dir, "gifs") as staging:
         clips = _encode_all(video, picks, [staging / t.name for t in targets], options, progress)
-        claimed: list[tuple[Path, tuple[int, int]]] = []
-        current = targets[0]
-        try:
-            for current, clip in zip(targets, clips, strict=True):
-                claimed.append((current, fsutil.claim(clip.path, current, cfg.force)))
-        except BaseException as exc:
-            for target, identity in claimed:
-                fsutil.unclaim(target, identity)
-            if isinstance(exc, FileExistsError):
-                raise PhdError(f"{current} already exists: another phd wrote it meanwhile "
-                               "(use --force to overwrite)") from None
-            raise
-    written.update(targets)
-    done = []
-    for pick, target, clip in zip(picks, targets, clips, strict=True):
-        if cfg.gif.max_size_bytes is not None:
+        done = [replace(pick, path=target, size_bytes=clip.size_bytes)
+                for pick, target, clip in zip(picks, targets, clips, strict=True)]
+        staged = {target: clip.path for target, clip in zip(targets, clips, strict=True)}
+        if page is not None and render_page is not None:
+            staged[page] = staging / page.name
+            staged[page].write_text(render_page(done), encoding="utf-8")
+        place(cfg.out_dir, owner, staged, cfg.force)
+    written.update(staged)
+    if cfg.gif.max_size_bytes is not None:
+        for target, clip in zip(targets, clips, strict=True):
             log.info("%s: %.2f MB (fps %g, width %d)", target.name,
                      clip.size_bytes / 1e6, clip.fps, clip.width)
-        done.append(replace(pick, path=target, size_bytes=clip.size_bytes))
     return done
 
 

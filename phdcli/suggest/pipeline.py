@@ -19,6 +19,7 @@ import numpy as np
 from phdcli import NOTICE
 from phdcli.errors import DeviceError, HistoryError, InputError, PhdError, UsageError, WeightsError
 from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.manifest import Owner
 from phdcli.suggest.outputs import check_outputs, remember_written, write_picks
 from phdcli.suggest.report import RunInfo, Timeline
 from phdcli.suggest.results import (
@@ -214,33 +215,45 @@ class Suggester:
         ranked_by = ranking.active_terms + (("heatmap",) if replay is not None
                                             and cfg.heatmap_weight else ())
 
-        page = self._report_page(stem)
+        owner = Owner(item, video_id, video_sha, stem)
+        page = self._report_page(stem, owner)
+        timeline = Timeline(starts, ends, total, excluded, kept_spans, source.heatmap)
+
+        def result_of(done: list[Suggestion]) -> VideoSuggestions:
+            return VideoSuggestions(item, info.path, info.duration_s, len(segments), done,
+                                    heatmap=source.heatmap, ranked_by=ranked_by)
+
+        def render_page(done: list[Suggestion]) -> str:
+            """--report: this video's page, placed with its GIFs (all or nothing)."""
+            from phdcli.suggest.report import render_video_page
+
+            assert page is not None
+            return render_video_page(result_of(done), timeline, self.run_info(done),
+                                     page.parent, stem)
+
         if not cfg.dry_run:
-            picks = write_picks(info, stem, picks, cfg, self._written, self.progress)
+            picks = write_picks(info, stem, picks, cfg, self._written, self.progress, owner,
+                                page, render_page)
             remember_written(picks, ranking, spec,
                              self.extractor.backbone_id if ranking.feats is not None else "",
                              video_id, video_sha)
         if on_suggestion is not None:  # with files, only once they are in place
             for pick in picks:
                 on_suggestion(item, pick)
-        result = VideoSuggestions(item, info.path, info.duration_s, len(segments), picks,
-                                  heatmap=source.heatmap, ranked_by=ranked_by)
-        if page is not None:
-            from phdcli.suggest.report import write_video_page
-
-            timeline = Timeline(starts, ends, total, excluded, kept_spans, source.heatmap)
-            result.report = write_video_page(result, timeline, self.run_info(picks), page, stem)
+        result = result_of(picks)
+        result.report = page
         return result
 
-    def _report_page(self, stem: str) -> Path | None:
-        """--report: this video's page, refused up front if it would overwrite a file."""
+    def _report_page(self, stem: str, owner: Owner) -> Path | None:
+        """--report: this video's page, refused up front if it would overwrite a file
+        that is not this input's."""
         if not self.config.report:
             return None
         from phdcli.suggest.outputs import check_free
         from phdcli.suggest.report import page_path
 
         page = page_path(self.config.out_dir, stem, self.single_report)
-        check_free(page, self.config.force)
+        check_free(page, self.config.force, owner)
         return page
 
     def run_info(self, picks: list[Suggestion] | None = None) -> RunInfo:
@@ -353,8 +366,11 @@ def suggest_batch(
     if config.report:
         from phdcli.suggest.report import write_index
 
-        batch.report = (write_index(batch, config.out_dir) if len(items) > 1 else
-                        next((r.report for r in batch.results), None))
+        try:
+            batch.report = (write_index(batch, config.out_dir, config.force) if len(items) > 1
+                            else next((r.report for r in batch.results), None))
+        except PhdError as exc:  # index.html became someone else's file meanwhile
+            _stop(batch, [], exc)
     return batch
 
 

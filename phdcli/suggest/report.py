@@ -33,9 +33,8 @@ from urllib.parse import quote
 import numpy as np
 
 from phdcli import __version__
-from phdcli.fsutil import atomic_write_text
 from phdcli.paths import shell_path, tilde, tilde_text
-from phdcli.suggest.outputs import INDEX
+from phdcli.suggest.manifest import INDEX, INDEX_OWNER, place_text
 from phdcli.suggest.results import clock, count
 from phdcli.suggest.timeline import Timeline, render_timeline
 
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
     from phdcli.sources.heatmap import Heatmap
     from phdcli.suggest.results import BatchResult, Suggestion, VideoSuggestions
 
-__all__ = ["RunInfo", "Timeline", "page_path", "write_index", "write_video_page"]
+__all__ = ["RunInfo", "Timeline", "page_path", "render_video_page", "write_index"]
 
 GENERATOR = f"phd {__version__}"
 INPUT = "{input}"  # RunInfo.command's placeholder for the video
@@ -113,12 +112,6 @@ def page_path(out_dir: Path, stem: str, single: bool) -> Path:
 
 
 # -- the per-video page -------------------------------------------------------
-def write_video_page(result: VideoSuggestions, timeline: Timeline, run: RunInfo,
-                     path: Path, title: str) -> Path:
-    atomic_write_text(path, render_video_page(result, timeline, run, path.parent, title))
-    return path
-
-
 def ranking_terms(run: RunInfo, heatmap: Heatmap | None) -> tuple[str, ...]:
     """The terms that ranked this video: the model's, and the heatmap when it was scored."""
     heat = ("heatmap",) if heatmap and run.heatmap_weight != 0 else ()
@@ -268,7 +261,9 @@ def _heatmap_note(heatmap: Heatmap | None, weight: float) -> str:
 
 
 # -- the index of a batch -----------------------------------------------------
-def write_index(batch: BatchResult, out_dir: Path) -> Path:
+def write_index(batch: BatchResult, out_dir: Path, force: bool = False) -> Path:
+    """The batch's index.html, placed as phd places its files (``manifest.place``):
+    replacing an index.html phd wrote, refusing a file of the user's without ``force``."""
     path = Path(out_dir) / INDEX
     rows = []
     for r in batch.results:
@@ -286,7 +281,7 @@ def write_index(batch: BatchResult, out_dir: Path) -> Path:
         rows.append(f"<li class=failed>{_e(tilde_text(text))}</li>")
     body = (f"<header><h1>phd suggest: {count(len(batch.results), 'video')}</h1></header>"
             f"<section><ul class=index>{''.join(rows)}</ul></section>")
-    atomic_write_text(path, _page("phd: contact sheets", body))
+    place_text(Path(out_dir), INDEX_OWNER, path, _page("phd: contact sheets", body), force)
     return path
 
 
