@@ -118,9 +118,11 @@ def _fetch_lines(stderr: str) -> list[str]:
 
 def test_first_suggest_fetches_the_weights_once_and_a_cached_run_fetches_nothing(
         home: Path, registered: Path, mirror: Mirror, video: Path, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["suggest", str(video), "-k", "1", "--out", str(tmp_path / "a")],
-                           capsys)
+        capsys: pytest.CaptureFixture[str], one_gif_history: Path) -> None:
+    # A history: C3D is needed (a cold start with the bundled model needs none).
+    history = ["--history", str(one_gif_history)]
+    code, _, err = run_cli(["suggest", str(video), "-k", "1", "--out", str(tmp_path / "a"),
+                            *history], capsys)
     assert code == 0, err
     assert len(list((tmp_path / "a").glob("*.gif"))) == 1
     # One line before the fetch: what, how big, from where, where to.
@@ -135,8 +137,8 @@ def test_first_suggest_fetches_the_weights_once_and_a_cached_run_fetches_nothing
     # Features cached: the next run needs no weights, so it fetches none even
     # when the file has gone.
     fetched.unlink()
-    code, _, err = run_cli(["suggest", str(video), "-k", "1", "--out", str(tmp_path / "b")],
-                           capsys)
+    code, _, err = run_cli(["suggest", str(video), "-k", "1", "--out", str(tmp_path / "b"),
+                            *history], capsys)
     assert code == 0, err
     assert not _fetch_lines(err) and len(mirror.requests) == 1
     assert len(list((tmp_path / "b").glob("*.gif"))) == 1
@@ -145,7 +147,8 @@ def test_first_suggest_fetches_the_weights_once_and_a_cached_run_fetches_nothing
 @pytest.mark.parametrize("how", ["flag", "env", "config"])
 def test_offline_refuses_naming_the_url_and_the_ways_and_writes_nothing(
         home: Path, registered: Path, mirror: Mirror, video: Path, tmp_path: Path, how: str,
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        one_gif_history: Path) -> None:
     flag = ["--offline"] if how == "flag" else []
     if how == "env":
         monkeypatch.setenv("PHD_OFFLINE", "1")
@@ -154,7 +157,8 @@ def test_offline_refuses_naming_the_url_and_the_ways_and_writes_nothing(
         (home / "config" / "config.toml").write_text("[suggest]\noffline = true\n")
     gif = media.gif_from(video, tmp_path / "liked.gif", 0.0, 2.0)
     out = tmp_path / "out"
-    for args in (["suggest", str(video), "--out", str(out), *flag],
+    for args in (["suggest", str(video), "--out", str(out), "--history", str(one_gif_history),
+                  *flag],
                  ["history", "add", str(gif), *flag]):
         message = one_error(run_cli(args, capsys))
         for part in (MM.url, "--c3d-weights", "PHD_C3D_WEIGHTS", "phd model fetch --from",

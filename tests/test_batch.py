@@ -92,8 +92,9 @@ def test_a_url_is_downloaded_once_and_jsonl_lists_its_gifs(
     out = tmp_path / "out"
     url = f"{server}/alpha.mp4"
     before = len([p for p in _Handler.requests if p.endswith("alpha.mp4")])
-    first = phd("suggest", url, "-k", "2", "--out", str(out), "--jsonl", "--device", "cpu",
-                home=home, weights=mmaction2_weights)  # a real process: stdout is a pipe
+    first = phd("suggest", url, "-k", "2", "--min-gap", "0", "--out", str(out), "--jsonl",
+                "--device", "cpu", home=home,
+                weights=mmaction2_weights)  # a real process: stdout is a pipe
     assert first.returncode == 0, first.stderr
     lines = [json.loads(line) for line in first.stdout.splitlines()]
     assert [doc["rank"] for doc in lines] == [1, 2]
@@ -106,8 +107,8 @@ def test_a_url_is_downloaded_once_and_jsonl_lists_its_gifs(
 
     monkeypatch.setenv("PHD_HOME", str(home))
     monkeypatch.setenv("PHD_C3D_WEIGHTS", str(mmaction2_weights))
-    code, stdout, err = run_cli(["suggest", url, "-k", "2", "--out", str(out), "--jsonl",
-                                 "--force", "--device", "cpu"], capfd)
+    code, stdout, err = run_cli(["suggest", url, "-k", "2", "--min-gap", "0", "--out", str(out),
+                                 "--jsonl", "--force", "--device", "cpu"], capfd)
     assert code == 0, err
     assert [json.loads(line)["path"] for line in stdout.splitlines()] == [
         doc["path"] for doc in lines]
@@ -143,7 +144,7 @@ def test_three_inputs_on_stdin_one_corrupt(
     # own (converted weights only): C3D must load here (a history to compare
     # with), and only once for two videos.
     config = SuggestConfig(k=2, out_dir=tmp_path / "out", c3d_weights=mmaction2_weights,
-                           device="cpu", history_dir=one_gif_history)
+                           device="cpu", history_dir=one_gif_history, min_gap_s=0)
     inputs = [str(videos["a"]), str(videos["broken"]), str(videos["b"])]
     batch = suggest_batch(inputs, config)
     assert [r.input for r in batch.results] == [inputs[0], inputs[2]]
@@ -153,8 +154,8 @@ def test_three_inputs_on_stdin_one_corrupt(
     assert len(list((tmp_path / "out").glob("*.gif"))) == 4
 
     # The same through the CLI, inputs on stdin: exit 1, one error line.
-    result = phd("suggest", "-", "-k", "2", "--out", str(tmp_path / "cli"), "--json",
-                 "--device", "cpu", home=c3d_home, weights=mmaction2_weights,
+    result = phd("suggest", "-", "-k", "2", "--min-gap", "0", "--out", str(tmp_path / "cli"),
+                 "--json", "--device", "cpu", home=c3d_home, weights=mmaction2_weights,
                  stdin="\n".join(inputs) + "\n")
     assert result.returncode == 1
     doc = json.loads(result.stdout)

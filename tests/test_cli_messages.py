@@ -160,7 +160,8 @@ def test_explain_table_at_80_columns_keeps_spans_and_paths_whole(
     out_dir = tmp_path / "some" / "deeply" / "nested" / "output" / "folder"
     code, out, err = run_cli(["suggest", str(video), "-k", "2", "--length", "4", "--explain",
                               "--width", "96", "--out", str(out_dir), "--history", str(history),
-                              "--device", "cpu", "--c3d-weights", str(mmaction2_weights)],
+                              "--device", "cpu", "--c3d-weights", str(mmaction2_weights),
+                              "--min-gap", "0", "--no-one-shot"],
                              capsys)
     assert code == 0, err
     assert "…" not in out

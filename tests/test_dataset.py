@@ -316,7 +316,7 @@ def test_dataset_build_cli_reports_failures_as_json_and_exits_1(
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--engine", "spark"])
     assert exit_info.value.code == 2
-    assert "phd: error: --engine must be one of local, ray" in capsys.readouterr().err
+    assert "phd: error: --engine: expected local or ray, got 'spark'" in capsys.readouterr().err
     # Checked once, before any work: no output folder is made.
     code, _, err = run_cli([*args, "-o", str(tmp_path / "new"), "--address", "ray://x:1"], capsys)
     assert code == 2 and "phd: error: --address needs --engine ray" in err

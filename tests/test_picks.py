@@ -25,7 +25,7 @@ from phdcli.suggest.pipeline import suggest_batch
 from tests.media import run_ffmpeg
 
 SOURCES = ["testsrc2", "mandelbrot", "smptehdbars", "cellauto=rule=110", "rgbtestsrc",
-           "life=mold=10:ratio=0.5", "testsrc", "yuvtestsrc"]
+           "pal75bars", "testsrc", "yuvtestsrc"]
 SHOT_S = 3.52  # 88 frames at 25 fps
 
 

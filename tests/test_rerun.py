@@ -70,8 +70,8 @@ def test_the_same_command_twice_leaves_the_folder_as_one_run_leaves_it(
     video: Path, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    args = ["suggest", str(video), "-k", "2", "--out", str(out), "--report", "--json",
-            "--device", "cpu"]
+    args = ["suggest", str(video), "-k", "2", "--min-gap", "0", "--out", str(out), "--report",
+            "--json", "--device", "cpu"]
     code, first, err = run(args, capsys)
     assert code == 0, err
     once = snapshot(out)
@@ -89,7 +89,8 @@ def test_a_file_phd_did_not_write_is_refused_and_kept(
     video: Path, home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    args = ["suggest", str(video), "-k", "2", "--out", str(out), "--json", "--device", "cpu"]
+    args = ["suggest", str(video), "-k", "2", "--min-gap", "0", "--out", str(out), "--json",
+            "--device", "cpu"]
     code, stdout, err = run(args, capsys)
     assert code == 0, err
     first, second = (Path(s["path"]) for s in json_doc(stdout)["results"][0]["suggestions"])
@@ -122,7 +123,8 @@ def test_changed_picks_replace_the_earlier_ones_and_nothing_else(
 ) -> None:
     """Fewer picks, then the issue's flow: keep the best, suggest again."""
     out = tmp_path / "out"
-    args = ["suggest", str(video), "--out", str(out), "--report", "--json", "--device", "cpu"]
+    args = ["suggest", str(video), "--out", str(out), "--report", "--json", "--device", "cpu",
+            "--min-gap", "0"]
 
     def suggest(k: int) -> list[Path]:
         code, stdout, err = run([*args, "-k", str(k)], capsys)
@@ -161,7 +163,7 @@ def test_runs_into_one_folder_take_turns_and_the_record_keeps_them_all(
         shutil.copyfile(video, inputs[-1])
     out = tmp_path / "out"
     out.mkdir()
-    config = SuggestConfig(k=2, out_dir=out, device="cpu")
+    config = SuggestConfig(k=2, out_dir=out, device="cpu", min_gap_s=0)
     results: dict[str, object] = {}
 
     def suggest(item: Path) -> None:
@@ -197,7 +199,8 @@ def test_files_a_killed_run_was_replacing_are_still_phds(
     leaves the record accepting the old bytes too (``pending``): the next run
     replaces those files rather than refusing them as the user's."""
     out = tmp_path / "out"
-    args = ["suggest", str(video), "-k", "2", "--out", str(out), "--json", "--device", "cpu"]
+    args = ["suggest", str(video), "-k", "2", "--min-gap", "0", "--out", str(out), "--json",
+            "--device", "cpu"]
     assert run(args, capsys)[0] == 0
     path = out / MANIFEST_DIR / MANIFEST
     doc = json.loads(path.read_text())

@@ -104,12 +104,15 @@ def test_cold_start_ranks_with_an_empty_history(
     footage: dict[str, Path], shared_home: Path, tmp_path: Path
 ) -> None:
     config = SuggestConfig(k=4, out_dir=tmp_path, c3d_weights=footage["weights"],
-                           device="cpu", dry_run=True)
-    result = Suggester(config).run(footage["video"])
-    assert len(result.suggestions) == 4
+                           device="cpu", dry_run=True, min_gap_s=0, one_shot=False)
+    suggester = Suggester(config)
+    result = suggester.run(footage["video"])
+    assert len(result.suggestions) == 4  # every segment, by the temporal prior alone
+    assert result.ranked_by == ("prior",)
     assert all(s.explanation.nearest_gif is None for s in result.suggestions)
     scores = [s.score for s in result.suggestions]
     assert scores == sorted(scores, reverse=True)
+    assert suggester.extractor.stats.c3d_loads == suggester.extractor.stats.clips_forwarded == 0
 
 
 def test_warm_run_never_imports_torch(
