@@ -44,8 +44,8 @@ def shot_fit(info: VideoInfo, cuts: list[float] | None, wanted_s: float) -> FitS
     ``cuts``: the whole video's, when already known."""
     min_s = min(MIN_SHOT_S, wanted_s)
     # The detector needs frames before a cut to see it (a 15-frame minimum
-    # shot, a 2-frame window): search a little beyond the span.
-    margin_s = max(1.0, 20 / info.fps) if info.fps > 0 else 1.0
+    # shot, a 2-frame window): search 20 frames beyond the span.
+    margin_s = max(0.5, 20 / info.fps) if info.fps > 0 else 1.0
 
     def fit(start_s: float, end_s: float) -> tuple[float, float] | None:
         lo, hi = max(0.0, start_s - margin_s), min(info.duration_s, end_s + margin_s)
