@@ -126,9 +126,12 @@ def test_changed_picks_replace_the_earlier_ones_and_nothing_else(
     args = ["suggest", str(video), "--out", str(out), "--report", "--json", "--device", "cpu",
             "--min-gap", "0"]
 
+    said: list[str] = []
+
     def suggest(k: int) -> list[Path]:
         code, stdout, err = run([*args, "-k", str(k)], capsys)
         assert code == 0, err
+        said[:] = [line for line in err.splitlines() if "replaced" in line]
         return [Path(s["path"]) for s in json_doc(stdout)["results"][0]["suggestions"]]
 
     def shown() -> list[str]:
@@ -139,6 +142,8 @@ def test_changed_picks_replace_the_earlier_ones_and_nothing_else(
     (out / "notes.txt").write_text("the user's")
     (out / "clip_99_0s.gif").write_bytes(b"GIF89a not phd's")  # looks like phd's, is not
     assert suggest(1) == before[:1]
+    assert said == [f"phd: {video}: replaced this input's earlier picks (removed "
+                    f"{before[1].name})"]  # never silent
     assert gifs(out) == sorted([before[0].name, "clip_99_0s.gif"])  # the second one is gone
     assert shown() == [before[0].name]
     code, _, err = run(["history", "add", str(before[0])], capsys)

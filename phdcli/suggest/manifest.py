@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phdcli import fsutil
+from phdcli import NOTICE, fsutil
 from phdcli.errors import PhdError
 
 log = logging.getLogger("phd")
@@ -273,11 +273,16 @@ def place(out_dir: Path, owner: Owner, staged: dict[Path, Path], force: bool) ->
         for target, path in staged.items():
             if states[target] != "free" and not _matches(target, [new[target.name]]):
                 os.replace(path, target)
+        removed = []
         for path in stale:
             if _matches(path, pending[path.name]):
                 path.unlink()
+                removed.append(path.name)
             elif path.exists():  # edited since: the user's file now
                 log.info("%s was changed since phd wrote it: left as it is", path)
+        if removed:  # a rerun whose picks changed: said, never silent
+            log.log(NOTICE, "%s: replaced this input's earlier picks (removed %s)",
+                    owner.input or "the batch index", ", ".join(sorted(removed)))
         # 3. What the folder holds now.
         this.pending = {}
         record.save()
