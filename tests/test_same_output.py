@@ -55,10 +55,12 @@ def _suggest(tmp: Path, name: str, footage: dict[str, Path], pythonpath: Path | 
             "--history", str(footage["history"]), "--c3d-weights", str(footage["weights"]),
             "--model", str(ROOT / "weights" / "phd-fused-v0.safetensors"),
             "--width", "160", "--out", "gifs", "--json", "--explain"]
+    if pythonpath is None:  # this phd: without issue 17's gap and shot rule, as before
+        args += ["--min-gap", "0", "--no-one-shot"]
     done = subprocess.run(args, cwd=run, env=env, capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr.decode()
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted((run / "gifs").iterdir())}
+             for p in sorted((run / "gifs").iterdir()) if p.is_file()}  # not .phd/
     return done.stdout, files
 
 
@@ -75,7 +77,14 @@ def test_suggest_json_and_gifs_are_byte_identical_to_before_the_restructure(
     before, before_files = _suggest(tmp_path, "before", footage, old_root)
     after, after_files = _suggest(tmp_path, "after", footage, None)
     assert b'"suggestions"' in after and len(after_files) == 2
-    assert after == before
+    # Issue 17 added fields (the segment beside the GIF's window, the terms
+    # that ranked); everything the old document held is unchanged.
+    new_doc = json.loads(after)
+    for result in new_doc["results"]:
+        assert result.pop("ranked_by") == ["svm-d", "prior"]
+        for s in result["suggestions"]:
+            assert s.pop("segment") == {"start": s["start"], "end": s["end"]}
+    assert new_doc == json.loads(before)
     assert after_files == before_files
 
     # A GIF the old phd wrote is kept, by this phd, with the source the old one
