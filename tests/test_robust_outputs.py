@@ -149,7 +149,7 @@ def test_an_out_that_is_a_file_or_read_only_fails_before_any_work(
 # Heavy: converts the full 312 MB mmaction2 checkpoint in a child process (~40 s).
 @pytest.mark.heavy
 def test_a_full_disk_while_converting_weights_is_not_fatal(
-    clips: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
+    clips: dict[str, Path], tmp_path: Path, mmaction2_weights: Path, one_gif_history: Path
 ) -> None:
     """RLIMIT_FSIZE stands in for a full disk: the 312 MB converted copy cannot be
     written (EFBIG), the small files can. The cache is an optimisation: the run
@@ -159,8 +159,8 @@ def test_a_full_disk_while_converting_weights_is_not_fatal(
 
     home = tmp_path / "home"  # a fresh cache: conversion has to happen
     result = phd("suggest", str(clips["a"]), "-k", "1", "--json", "--out", str(tmp_path / "o"),
-                 "--device", "cpu", home=home, weights=mmaction2_weights,
-                 preexec_fn=small_files_only)
+                 "--device", "cpu", "--history", str(one_gif_history), home=home,
+                 weights=mmaction2_weights, preexec_fn=small_files_only)
     assert result.returncode == 0, result.stderr
     assert "could not cache the converted C3D weights" in result.stderr
     assert Path(json_doc(result.stdout)["results"][0]["suggestions"][0]["path"]).is_file()
@@ -310,7 +310,7 @@ def test_the_failed_input_is_named_once(home: Path, tmp_path: Path,
 
 @pytest.mark.heavy
 def test_damaged_converted_weights_never_put_nan_on_stdout(
-    clips: dict[str, Path], tmp_path: Path, mmaction2_weights: Path
+    clips: dict[str, Path], tmp_path: Path, mmaction2_weights: Path, one_gif_history: Path
 ) -> None:
     """Row 5 as written: 1 MiB of garbage inside the converted weights. Whether
     the damage is caught at load (checksums, issue 12) or only at the scores,
@@ -318,7 +318,9 @@ def test_damaged_converted_weights_never_put_nan_on_stdout(
     import random
 
     home = tmp_path / "home"
-    args = ["suggest", "-k", "1", "--dry-run", "--json", "--device", "cpu"]
+    # A history: C3D runs (a cold start with the bundled model reads no weights).
+    args = ["suggest", "-k", "1", "--dry-run", "--json", "--device", "cpu", "--history",
+            str(one_gif_history)]
     first = phd(*args, str(clips["a"]), home=home, weights=mmaction2_weights)
     assert first.returncode == 0, first.stderr
     (converted,) = (home / "cache" / "weights").rglob("*.safetensors")
