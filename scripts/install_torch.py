@@ -90,15 +90,17 @@ def pip(*args: str) -> None:
 
 def installed() -> torchbuild.TorchBuild | None:
     """The torch now installed, asked in a fresh Python (this one may have cached none)."""
-    code = ("import json, torch; from phdcli.doctor.torchbuild import cuda_libs; "
-            "names, size = cuda_libs(); "
-            "print(json.dumps([torch.__version__, torch.version.cuda, names, size]))")
+    code = ("import dataclasses, json; from phdcli.doctor.torchbuild import installed_torch; "
+            "b = installed_torch(); print(json.dumps(b and dataclasses.asdict(b)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT)
     if done.returncode != 0:
         return None
-    version, cuda, names, size = json.loads(done.stdout.strip().splitlines()[-1])
-    return torchbuild.TorchBuild(version, cuda, tuple(names), size)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    if found is None:
+        return None
+    found["cuda_libs"] = tuple(found["cuda_libs"])
+    return torchbuild.TorchBuild(**found)
 
 
 def outcome(build: torchbuild.TorchBuild, chosen: Plan,

@@ -14,15 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from phdcli import NOTICE, config
-from phdcli.cli._help import (  # noqa: F401 (the panels commands use)
-    PANEL_DOWNLOAD,
-    PANEL_INPUT,
-    PANEL_OUTPUT,
-    PANEL_RANKING,
-    PANEL_SCRIPTING,
-    PANEL_SPEED,
-    PhdTyper,
-)
+from phdcli.cli._help import PhdTyper
 
 app = PhdTyper(
     name="phd",

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from phdcli import NOTICE
+from phdcli import NOTICE, config
 from phdcli.cli._app import (
     DeviceOpt,
     HistoryDirOpt,
@@ -39,8 +39,9 @@ def history_add(
     max_megapixels: Annotated[float, typer.Option(
         help="Largest frame or GIF canvas, megapixels (frames x area scale with it).")] = 36.0,
     offline: Annotated[bool, typer.Option(
-        envvar="PHD_OFFLINE", help="Never download the C3D weights (else fetched once, "
-        "~312 MB, when first needed).")] = False,
+        envvar=config.env_var("offline"),
+        help="Never download the C3D weights (else fetched once, ~312 MB, when first "
+        "needed).")] = False,
 ) -> None:
     """Copy GIFs into the history and compute their features once."""
     from phdcli.history.adding import add_to_history
@@ -50,8 +51,7 @@ def history_add(
     with Progress() as progress:
         added = add_to_history(
             files, user=user, device=device, c3d_weights=c3d_weights, model=model,
-            max_megapixels=max_megapixels, offline=offline, progress=progress.update,
-            weights_progress=lambda done, total: progress.update("weights", done, total or 0))
+            max_megapixels=max_megapixels, offline=offline, progress=progress.update)
     log.log(NOTICE, "%s", added_summary(added, len(set(files)), user))
 
 

@@ -11,19 +11,14 @@ from typing import Annotated, Any, Literal
 import typer
 
 from phdcli import NOTICE, config, defaults
-from phdcli.cli._app import (
+from phdcli.cli._app import Progress, app, complete_device, env, log, setup_output
+from phdcli.cli._help import (
     PANEL_DOWNLOAD,
     PANEL_INPUT,
     PANEL_OUTPUT,
     PANEL_RANKING,
     PANEL_SCRIPTING,
     PANEL_SPEED,
-    Progress,
-    app,
-    complete_device,
-    env,
-    log,
-    setup_output,
 )
 from phdcli.errors import UsageError
 
@@ -168,7 +163,6 @@ def suggest(
         include_kept=include_kept, heatmap_weight=heatmap_weight,
         command=_reproduce_command(ctx) if report else "",
         max_megapixels=max_megapixels,
-        offline=offline,
     )
 
     def print_line(source: str, suggestion: Any) -> None:

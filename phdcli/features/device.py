@@ -92,6 +92,21 @@ def cpu_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     return None
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name, as a benchmark row names it (``AMD EPYC``...)."""
+    import platform
+
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("model name", "cpu model"):
+            return value.strip()
+    return platform.processor() or platform.machine()
+
+
 def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """A short stable name for this CPU model and its vector features.
 
@@ -102,20 +117,17 @@ def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     import hashlib
     import platform
 
-    model, flags = "", set()
+    flags: set[str] = set()
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
         text = ""
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("model name", "cpu model") and not model:
-            model = value.strip()
-        elif key in ("flags", "features"):
+        if key.strip().lower() in ("flags", "features"):
             flags.update(f for f in value.split()
                          if f.startswith(("avx", "amx", "fma", "sse4", "asimd", "sve", "i8mm")))
-    ident = f"{platform.machine()}|{model or platform.processor()}|{' '.join(sorted(flags))}"
+    ident = f"{platform.machine()}|{cpu_model(cpuinfo)}|{' '.join(sorted(flags))}"
     return hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 

@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from phdcli.errors import DownloadError
 
@@ -82,27 +83,26 @@ def download(url: str, part: Path, size_bytes: int | None,
         done = offset
         cap = total if total is not None else _MAX_UNKNOWN_BYTES
         mark, mark_t = done, time.monotonic()
+
+        def guard(received: int) -> None:
+            """No endless body, no trickle: checked after each chunk."""
+            nonlocal done, mark, mark_t
+            done = received  # what an interruption reports
+            if done > cap:
+                part.unlink(missing_ok=True)
+                raise DownloadError(f"{url}: more than {cap} bytes; not C3D weights "
+                                    "(download deleted)")
+            now = time.monotonic()
+            if done - mark >= 1024:
+                mark, mark_t = done, now
+            elif now - mark_t > _STALL_S:
+                raise _interrupted(url, done, f"stalled: under 1 KiB in {_STALL_S:g} s")
+
         try:
             with open(part, "ab" if offset > 0 else "wb") as out:
-                if progress is not None:
-                    progress(done, total)
                 # read1: whatever arrived, so that a server trickling a byte every
                 # few seconds is noticed (read(n) would wait for all n bytes).
-                while chunk := response.read1(_CHUNK_BYTES):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-                    if done > cap:
-                        part.unlink(missing_ok=True)
-                        raise DownloadError(f"{url}: more than {cap} bytes; not C3D weights "
-                                            "(download deleted)")
-                    now = time.monotonic()
-                    if done - mark >= 1024:
-                        mark, mark_t = done, now
-                    elif now - mark_t > _STALL_S:
-                        raise _interrupted(url, done, f"stalled: under 1 KiB in {_STALL_S:g} s")
+                done = _pump(response.read1, out, digest, done, total, progress, guard)
         except (OSError, http.client.HTTPException) as exc:
             raise _interrupted(url, done, type(exc).__name__) from None
     # http.client just stops at EOF when the server hangs up early: compare
@@ -117,18 +117,27 @@ def _copy(source: Path, part: Path, progress: ByteProgress | None) -> str:
     if not source.is_file():
         raise NotReached(f"{source}: no such file")
     digest = hashlib.sha256()
-    total = source.stat().st_size
-    done = 0
     with open(source, "rb") as src, open(part, "wb") as out:
+        _pump(src.read, out, digest, 0, source.stat().st_size, progress)
+    return digest.hexdigest()
+
+
+def _pump(read: Callable[[int], bytes], out: BinaryIO, digest: Any, done: int,
+          total: int | None, progress: ByteProgress | None,
+          guard: Callable[[int], None] | None = None) -> int:
+    """Copy ``read``'s chunks into ``out`` and ``digest`` from byte ``done`` on,
+    telling ``progress`` and ``guard`` after each; return the bytes done."""
+    if progress is not None:
+        progress(done, total)
+    while chunk := read(_CHUNK_BYTES):
+        out.write(chunk)
+        digest.update(chunk)
+        done += len(chunk)
         if progress is not None:
             progress(done, total)
-        while chunk := src.read(_CHUNK_BYTES):
-            out.write(chunk)
-            digest.update(chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, total)
-    return digest.hexdigest()
+        if guard is not None:
+            guard(done)
+    return done
 
 
 def _interrupted(url: str, done: int, why: str) -> DownloadError:

@@ -20,7 +20,7 @@ import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from phdcli import NOTICE, paths
+from phdcli import NOTICE, config, paths
 from phdcli.errors import DownloadError, UsageError, WeightsError
 from phdcli.features.download import ByteProgress, NotReached, download, local_path
 from phdcli.fsutil import atomic_write_text, cached_sha256, locked, remember_sha256
@@ -29,7 +29,6 @@ log = logging.getLogger("phd")
 
 ENV_WEIGHTS = "PHD_C3D_WEIGHTS"
 ENV_MIRROR = "PHD_MODEL_MIRROR"
-ENV_OFFLINE = "PHD_OFFLINE"
 _DEFAULT_POINTER = "fetched.json"  # `phd model fetch --url`: which file later runs use
 _FETCH_LOCK = ".fetch.lock"  # one fetch at a time (a hidden name no fetch can take)
 _LOCK_WAIT_S = 3600.0  # another phd fetching the same file: wait for it, then use it
@@ -273,10 +272,6 @@ class AutoFetch:
     progress: ByteProgress | None = None
 
 
-def offline_from_env() -> bool:
-    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def fetch_for_run(policy: AutoFetch) -> Path:
     """No weights anywhere and a run needs them: fetch the default ones (after
     one line saying what, how big and where), or refuse when offline.
@@ -286,9 +281,10 @@ def fetch_for_run(policy: AutoFetch) -> Path:
     """
     src = _source(DEFAULT_WEIGHTS)
     url = source_url(src)
-    if (policy.offline or offline_from_env()) and local_path(url) is None:
-        raise WeightsError(f"no C3D weights, and downloads are off (--offline, {ENV_OFFLINE} "
-                           f"or offline = true in the config file): {hand_fetch_hint(src.url)}")
+    if policy.offline and local_path(url) is None:
+        env = config.env_var("offline")
+        raise WeightsError(f"no C3D weights, and downloads are off (--offline, {env} or "
+                           f"offline = true in the config file): {hand_fetch_hint(src.url)}")
     size = f"{src.size_bytes / 1e6:.0f} MB" if src.size_bytes else "size unknown"
     log.log(NOTICE, "no C3D weights yet: fetching %s (%s, once) from %s into %s",
             src.name, size, url, paths.weights_cache_dir())

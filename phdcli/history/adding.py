@@ -18,7 +18,6 @@ from phdcli.fsutil import cached_sha256
 from phdcli.history.store import History, HistoryItem, Precomputed
 
 if TYPE_CHECKING:
-    from phdcli.features.download import ByteProgress
     from phdcli.features.extractor import FeatureExtractor
 
 log = logging.getLogger("phd")
@@ -33,15 +32,14 @@ def add_to_history(
     extractor: FeatureExtractor | None = None,
     max_megapixels: float | None = None,
     offline: bool = False,
-    weights_progress: ByteProgress | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> list[HistoryItem]:
     """Add ``files`` to ``user``'s history; the features follow the ranking model's spec.
 
     With no C3D weights, the default ones are fetched when a file first needs
-    C3D (``weights_progress`` sees the bytes), or refused when ``offline``.
-    ``progress(stage, 0, 0)`` hears of each slow step as it starts (reading
-    the files, loading C3D), as in ``phd suggest``.
+    C3D, or refused when ``offline``. ``progress`` is ``phd suggest``'s: the
+    stage "weights" counts the fetched bytes; ``progress(stage, 0, 0)`` hears
+    of each slow step as it starts (reading the files, loading C3D).
     """
     from phdcli.features.extractor import FeatureExtractor
     from phdcli.features.registry import AutoFetch
@@ -51,6 +49,8 @@ def add_to_history(
     history = History.for_user(user)
     if extractor is None:
         spec = load_model(model or default_model_path()).spec
+        weights_progress = (None if progress is None else
+                            lambda done, total: progress("weights", done, total or 0))
         extractor = FeatureExtractor(spec, c3d_weights, device,
                                      auto_fetch=AutoFetch(offline, weights_progress))
     if progress is not None:

@@ -49,7 +49,6 @@ class SuggestConfig:
     report: bool = False  # --report: an HTML contact sheet in out_dir
     include_kept: bool = False  # suggest spans the profile already kept
     heatmap_weight: float = 0.0  # hand-set, unmeasured (phdcli.sources.heatmap)
-    offline: bool = False  # never download: C3D weights a run needs (URLs: download.offline)
     command: str = ""  # for the report: how to run this again ("{input}" for the video)
 
     def __post_init__(self) -> None:
@@ -80,3 +79,8 @@ class SuggestConfig:
     def gap_s(self) -> float:
         """The least time between two picks (``--min-gap``; one segment by default)."""
         return self.length_s if self.min_gap_s is None else self.min_gap_s
+
+    @property
+    def offline(self) -> bool:
+        """``--offline``: no download at all, URLs (``download.offline``) and C3D weights."""
+        return self.download.offline

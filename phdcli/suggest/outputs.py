@@ -32,7 +32,6 @@ from phdcli.suggest.manifest import (
     INDEX_OWNER,
     MANIFEST_DIR,
     Owner,
-    Record,
     check_targets,
     place,
 )
@@ -48,12 +47,6 @@ log = logging.getLogger("phd")
 
 # progress(stage, done, total): this module reports the stage "gifs".
 Progress = Callable[[str, int, int], None]
-
-def check_free(path: Path, force: bool, owner: Owner = INDEX_OWNER) -> None:
-    """Never overwrite, without --force, a file phd did not write there for this
-    input (the GIFs' rule, and the report's; index.html: for any input)."""
-    Record.read(path.parent).check(path, owner, force)
-
 
 def output_path(out_dir: Path, template: str, stem: str, pick: Suggestion, fmt: str) -> Path:
     """Render the output file's name; nothing in it may leave ``out_dir``."""
@@ -104,7 +97,7 @@ def check_outputs(config: SuggestConfig, n_videos: int) -> None:
     fsutil.clean_stale_temps(config.out_dir)  # what a killed run left behind
     fsutil.clean_stale_temps(config.out_dir / MANIFEST_DIR)
     if config.report:  # index.html: the page of a lone video, or the batch's index
-        check_free(config.out_dir / INDEX, config.force)
+        check_targets(config.out_dir, INDEX_OWNER, [config.out_dir / INDEX], config.force)
 
 
 def write_picks(

@@ -121,8 +121,8 @@ class Suggester:
         else:
             where = "your history is empty"
             fix = f"`phd history add{user} GIF...` adds GIFs you made"
-        what = ("the content model and the position in the video" if self.content_needed
-                else "position in the video only (no C3D needed)")
+        what = ("the content model and the position in the video"
+                if self.model.needs_features(0) else "position in the video only (no C3D needed)")
         log.log(NOTICE, "%s: ranking by %s; %s, so that picks follow your taste",
                 where, what, fix)
 
@@ -216,7 +216,7 @@ class Suggester:
                                             and cfg.heatmap_weight else ())
 
         owner = Owner(item, video_id, video_sha, stem)
-        page = self._report_page(stem, owner)
+        page = self._report_page(stem)
         timeline = Timeline(starts, ends, total, excluded, kept_spans, source.heatmap)
 
         def result_of(done: list[Suggestion]) -> VideoSuggestions:
@@ -244,34 +244,31 @@ class Suggester:
         result.report = page
         return result
 
-    def _report_page(self, stem: str, owner: Owner) -> Path | None:
-        """--report: this video's page, refused up front if it would overwrite a file
-        that is not this input's."""
+    def _report_page(self, stem: str) -> Path | None:
+        """--report: this video's page (checked with its GIFs by ``write_picks``,
+        before any is encoded)."""
         if not self.config.report:
             return None
-        from phdcli.suggest.outputs import check_free
         from phdcli.suggest.report import page_path
 
-        page = page_path(self.config.out_dir, stem, self.single_report)
-        check_free(page, self.config.force, owner)
-        return page
+        return page_path(self.config.out_dir, stem, self.single_report)
 
     def run_info(self, picks: list[Suggestion] | None = None) -> RunInfo:
-        """The device, model and history of this batch, in words for the report,
+        """The features, model and history of this batch, in words for the report,
         and thumbnails of the history GIFs nearest to ``picks``."""
         from phdcli.media.thumbs import thumbnail
         from phdcli.paths import tilde
         from phdcli.suggest.report import model_terms
 
         cfg = self.config
+        history = self.history
+        names, _ = self.history_features()
         # What the features are, not where they were computed this time: a
         # rerun reads them from the cache and must write the same page (the
         # device and precision are said on stderr when C3D runs).
         features = (f"C3D {self.extractor.backbone_id}, {self.model.spec.layer}"
-                    if self.content_needed else
+                    if self.model.needs_features(len(names)) else
                     "none needed: no history to compare with and no content model")
-        history = self.history
-        names, _ = self.history_features()
         if history.managed:
             n_kept = sum(1 for it in history.items() if it.source is not None)
             where = (f"profile {cfg.user!r}: {count(len(names), 'GIF')} "
@@ -321,12 +318,10 @@ def suggest_batch(
     from phdcli.sources.inputs import expand_inputs
 
     items, problems = expand_inputs(inputs)
-    failures = [Failure(item, message) for item, message in problems]
-    for failure in failures:
-        log.error("error: %s", failure.message)
-        if on_failure is not None:
-            on_failure(failure)
-    batch = BatchResult(failures=failures)
+    batch = BatchResult()
+    for item, message in problems:
+        log.error("error: %s", message)
+        _fail(batch, [Failure(item, message)], on_failure)
     try:
         check_outputs(config, len(items))
     except UsageError:
@@ -357,9 +352,7 @@ def suggest_batch(
         except (PhdError, OSError) as exc:
             message = failure_message(item, exc)
             log.error("error: %s", message)
-            batch.failures.append(Failure(item, message))
-            if on_failure is not None:
-                on_failure(batch.failures[-1])
+            _fail(batch, [Failure(item, message)], on_failure)
     batch.stats.c3d_loads = suggester.extractor.stats.c3d_loads
     batch.stats.clips_forwarded = suggester.extractor.stats.clips_forwarded
     batch.stats.clips_skipped = suggester.clips_skipped
@@ -378,11 +371,16 @@ def _stop(batch: BatchResult, remaining: list[str], exc: PhdError,
           on_failure: OnFailure | None = None) -> NoReturn:
     """Stop the batch: every remaining input failed with ``exc``, said in BatchStopped."""
     message = " ".join(str(exc).split()) or type(exc).__name__
-    batch.failures.extend(Failure(item, message) for item in remaining)
-    if on_failure is not None:
-        for failure in batch.failures[len(batch.failures) - len(remaining):]:
-            on_failure(failure)
+    _fail(batch, [Failure(item, message) for item in remaining], on_failure)
     raise BatchStopped(exc, batch) from exc
+
+
+def _fail(batch: BatchResult, failures: list[Failure], on_failure: OnFailure | None) -> None:
+    """Record failed inputs, each told to ``on_failure`` as it is recorded."""
+    for failure in failures:
+        batch.failures.append(failure)
+        if on_failure is not None:
+            on_failure(failure)
 
 
 def suggest(video: str | Path, config: SuggestConfig) -> VideoSuggestions:
