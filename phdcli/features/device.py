@@ -96,15 +96,20 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model name, as a benchmark row names it (``AMD EPYC``...)."""
     import platform
 
+    for key, value in _cpuinfo(cpuinfo):
+        if key in ("model name", "cpu model"):
+            return value
+    return platform.processor() or platform.machine()
+
+
+def _cpuinfo(cpuinfo: Path) -> list[tuple[str, str]]:
+    """(lower-case key, value) per line of /proc/cpuinfo; none where it cannot be read."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("model name", "cpu model"):
-            return value.strip()
-    return platform.processor() or platform.machine()
+        return []
+    return [(key.strip().lower(), value.strip())
+            for key, _, value in (line.partition(":") for line in text.splitlines())]
 
 
 def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -118,13 +123,8 @@ def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     import platform
 
     flags: set[str] = set()
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
+    for key, value in _cpuinfo(cpuinfo):
+        if key in ("flags", "features"):
             flags.update(f for f in value.split()
                          if f.startswith(("avx", "amx", "fma", "sse4", "asimd", "sve", "i8mm")))
     ident = f"{platform.machine()}|{cpu_model(cpuinfo)}|{' '.join(sorted(flags))}"
