@@ -355,6 +355,7 @@ def _breakdown(run: m.PhdRun) -> list[tuple[str, float]]:
         ("decode -> C3D pipeline wall",
          max(extract - c3d_load - t.get("int8_prepare", 0.0), 0.0)),
         ("scoring", t.get("score", 0.0)),
+        ("one-shot rule (cut detection around the picks)", t.get("cuts", 0.0)),
         ("GIF writing (ffmpeg, 5 GIFs)", t.get("gifs", 0.0)),
     ]
     parts.append(("other (exit, bookkeeping)", run.wall_s - sum(v for _, v in parts)))
@@ -422,6 +423,9 @@ def r11(b: Bench, state: dict[str, Any], weights: Path, video: Path, li: Any,
     tput = b.results.get("c3d_cpu_auto_clips_per_s") if "int8" in precision else (
         b.results.get("c3d_cpu_fp32_clips_per_s"))
     if not tput:
+        return
+    if n == 0:  # nothing to compare against: say so rather than divide by zero
+        b.notes.append("R9 skipped: the R11 run computed no C3D clips")
         return
     alone = decode_s + n / tput
     b.results.update({"r9_decode_alone_s": decode_s, "r9_c3d_alone_s": n / tput})

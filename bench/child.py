@@ -87,8 +87,10 @@ def instrument() -> None:
     import phdcli.media.decode
     import phdcli.media.gifs
     import phdcli.media.probe
+    import phdcli.media.segments
     import phdcli.ranking.model
     import phdcli.suggest.pipeline
+    import phdcli.suggest.spans
 
     # Modules are looked up at call time (phdcli imports lazily), so patching
     # the module attribute is enough.
@@ -101,6 +103,8 @@ def instrument() -> None:
     phdcli.media.probe.probe = _timed("probe", phdcli.media.probe.probe)
     phdcli.media.decode.decode_clips = _timed_iter("decode", phdcli.media.decode.decode_clips)
     phdcli.media.gifs.write_clip = _timed("gifs", phdcli.media.gifs.write_clip)
+    # Cut detection: the one-shot search around each pick (spans imports the name).
+    phdcli.suggest.spans.detect_cuts = _timed("cuts", phdcli.media.segments.detect_cuts)
     net = phdcli.features.network.C3DNetwork
     # load: resolve + hash (cached by then) + load_c3d, which converts the
     # weights to safetensors on first use. Patched here rather than

@@ -113,6 +113,28 @@ def make_long_video(base: VideoSpec, copies: int) -> Path:
     return out
 
 
+def history_dir() -> Path:
+    """A one-GIF history cut from the footage (written once).
+
+    An empty history is a cold start, which ranks by the temporal prior alone
+    and runs no C3D at all; the bench measures the path a user with a history
+    takes, so every ``phd suggest`` it times gets this folder.
+    """
+    folder = INPUTS_DIR / "history-one"
+    gif = folder / "liked.gif"
+    if gif.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    graph = ("fps=10,scale=240:-1:flags=lanczos,split[a][b];"
+             "[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer")
+    tmp = folder / "liked.part.gif"
+    subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+                    "-ss", "1", "-t", "3", "-i", str(_footage()), "-filter_complex", graph,
+                    "-loop", "0", str(tmp)], check=True)
+    tmp.replace(gif)
+    return folder
+
+
 def random_weights() -> Path:
     """A full-size mmaction2-format C3D file with RANDOM values (written once).
 

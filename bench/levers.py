@@ -94,8 +94,10 @@ def agreement(video: Path, history: Path, weights: Path, k: int, home_default: P
     saved = os.environ.get("PHD_HOME")
     try:
         os.environ["PHD_HOME"] = str(home_default)
+        # The ranking's top k (no gap or shot rule), as `phd eval` compares them:
+        # with the gap rule a near-tie swapped once changes every later pick.
         cfg = SuggestConfig(k=k, history_dir=history, c3d_weights=weights, device="cpu",
-                            dry_run=True)
+                            dry_run=True, min_gap_s=0.0, one_shot=False)
         default = Suggester(cfg)
         got = [s.segment_start_s for s in default.run(video).suggestions]
         runtime = default.extractor.runtime_in_use

@@ -85,7 +85,11 @@ def run_phd(args: list[str], home: Path, weights: Path, timeout_s: float = 3600)
 
 
 def suggest_args(video: Path, out: Path) -> list[str]:
-    return ["suggest", str(video), "-k", "5", "--out", str(out), "--device", "auto"]
+    """What a user with a history runs (an empty history would run no C3D)."""
+    from bench.inputs import history_dir
+
+    return ["suggest", str(video), "-k", "5", "--out", str(out), "--device", "auto",
+            "--history", str(history_dir())]
 
 
 def ffmpeg_null_s(video: Path) -> float:
