@@ -46,7 +46,8 @@ import numpy as np
 from phdcli import fsutil
 from phdcli.errors import InputError, UsageError
 from phdcli.features.spec import FeatureSpec
-from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256, sha256_file
+from phdcli.fsutil import atomic_path, atomic_write_text, sha256_file
+from phdcli.fsutil.contenthash import cached_sha256
 from phdcli.training.annotations import User, load_annotations
 from phdcli.training.checks import same_file
 from phdcli.training.download import YOUTUBE_URL
