@@ -238,3 +238,23 @@ def one_gif_history(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder.mkdir()
     media.gif_from(video, folder / "made-before.gif", 0.0, 1.5, width=96)
     return folder
+
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_ROOT_AT_START: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _ROOT_AT_START.update(os.listdir(_REPO_ROOT))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test that writes into the repository root (a run without ``--out``
+    writes into the working directory) fails the session: such files were
+    once committed by mistake."""
+    if not _ROOT_AT_START:
+        return
+    left = sorted(set(os.listdir(_REPO_ROOT)) - _ROOT_AT_START - {".pytest_cache"})
+    if left:
+        print(f"\ntests left files in the repository root: {', '.join(left)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -94,7 +94,8 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_explicit_cuda_without_a_gpu_is_an_error(
-    tmp_path: Path, c3d_home: Path, mmaction2_weights: Path, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, c3d_home: Path, mmaction2_weights: Path, one_gif_history: Path,
+    capfd: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("torch")
     import torch
@@ -102,8 +103,10 @@ def test_explicit_cuda_without_a_gpu_is_an_error(
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     video = media.lavfi_video(tmp_path / "v.mp4", duration_s=2.0, size="160x120")
+    # A history, so C3D (and so the device) is needed: a cold start runs no C3D.
     result = run_cli(["suggest", str(video), "--device", "cuda", "--c3d-weights",
-                      str(mmaction2_weights)], capfd)
+                      str(mmaction2_weights), "--history", str(one_gif_history),
+                      "--out", str(tmp_path / "out")], capfd)
     assert "cuda" in assert_one_line_error(result).lower()
 
 
