@@ -14,7 +14,7 @@ import pytest
 from runphd import json_doc, one_error
 from runphd import run_cli as run
 
-from phdcli.media.gifs import GifOptions, gif_stats, scaled_size, write_clip
+from phdcli.media.gifs import GifOptions, gif_stats, write_clip
 from tests import media
 
 HUGE_WIDTH = "{rank:>8000000000}"
@@ -64,7 +64,7 @@ def test_a_huge_name_width_is_refused_from_flag_env_or_config_without_rendering(
 def test_name_attributes_indexes_and_conversions_are_usage_errors(
     template: str, phd_home: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, stdout, err = run(["suggest", "v.mp4", "--name", template], capsys)
+    code, stdout, err = run(["suggest", "v.mp4", "-k", "1", "--name", template], capsys)
     assert code == 2 and stdout == "", err
     assert err.startswith("phd: error: --name ") and len(err.splitlines()) == 1, err
     assert "internal error" not in err
@@ -131,6 +131,8 @@ def test_numbers_that_would_fail_late_are_refused_up_front(
 def test_an_extreme_aspect_ratio_and_a_sub_frame_span_still_write_their_span(
     phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
+    from phdcli.media.gifs import scaled_size
+
     assert scaled_size(480, (10000, 2)) == (480, 2)  # ffmpeg's own -2 gives 480x0
     assert scaled_size(160, (160, 90)) == (160, 90) and scaled_size(101, (160, 90)) == (101, 56)
     wide = media.lavfi_video(tmp_path / "wide.mp4", duration_s=2.0, size="2000x2")
@@ -181,8 +183,8 @@ def test_a_bad_number_names_the_config_key_or_variable_it_came_from(
 def test_names_with_control_characters_a_leading_dash_or_blank_are_usage_errors(
     template: str, phd_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    line = one_error(run(["suggest", "v.mp4", "--out", str(tmp_path / "o"), "--name",
-                          template], capsys), code=2)
+    line = one_error(run(["suggest", "v.mp4", "-k", "1", "--out", str(tmp_path / "o"),
+                          "--name", template], capsys), code=2)
     assert line.startswith("phd: error: --name ")
     assert not (tmp_path / "o").exists()
 
