@@ -23,6 +23,7 @@ from phdcli import fsutil, paths
 from phdcli.errors import WeightsError
 from phdcli.features import registry
 from phdcli.features.registry import DEFAULT_WEIGHTS, REGISTRY
+from phdcli.fsutil import contenthash
 from phdcli.history.store import History
 from tests import media
 
@@ -184,7 +185,7 @@ def test_a_fetch_cut_midway_resumes_from_the_part(
     assert code == 0, err
     assert mirror.requests[-1] == (f"/{MM.filename}", "bytes=100000000-")
     assert Path(out.strip()) == registry.resolve_weights_path() and not part.exists()
-    assert fsutil.cached_sha256(Path(out.strip())) == REGISTRY[DEFAULT_WEIGHTS].sha256
+    assert contenthash.cached_sha256(Path(out.strip())) == REGISTRY[DEFAULT_WEIGHTS].sha256
 
 
 def test_a_file_with_the_wrong_sha256_is_refused_and_nothing_is_installed(

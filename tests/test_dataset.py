@@ -369,8 +369,8 @@ def test_a_build_removes_the_half_written_pack_a_killed_build_left(
     for _ in range(2):  # the second build also swaps out the first one's pack
         code, _, _ = run_cli(args, capsys)
         assert code == 1  # every video failed: nothing to do with the temps
-        assert sorted(p.name for p in out.iterdir()) == ["annotations.csv", "dataset.json",
-                                                         "samples", "store"]
+        assert sorted(p.name for p in out.iterdir()) == [".build.lock", "annotations.csv",
+                                                         "dataset.json", "samples", "store"]
 
 
 def test_training_features_are_never_int8(

@@ -9,7 +9,8 @@ import pytest
 from phdcli.errors import InputError, UsageError
 from phdcli.ranking.prior import TemporalPrior
 from phdcli.training.annotations import Gif, load_annotations
-from phdcli.training.evaluate import evaluate, fixed_segment_bounds, train_prior, validate_prior
+from phdcli.training.crossval import validate_prior
+from phdcli.training.evaluate import evaluate, fixed_segment_bounds, train_prior
 
 PHD2 = Path("/work/shared/data/phd2/phd2-test-dev.csv")
 needs_phd2 = pytest.mark.skipif(not PHD2.is_file(), reason="PHD^2 dev CSV not on this disk")

@@ -30,6 +30,7 @@ from phdcli.features import int8, weights
 from phdcli.features.cache import ClipCache, cache_key
 from phdcli.features.clips import TICKS_PER_S, ClipTable
 from phdcli.features.spec import FeatureSpec
+from phdcli.fsutil import contenthash
 from phdcli.history import records
 from phdcli.sources.inputs import complete_download, resolve_input
 
@@ -74,9 +75,9 @@ def _commit_download(url: str, video: bytes) -> Path:
 
 def _new_memo(file: Path) -> Path:
     """Hash ``file`` through the hash index; the memo that wrote."""
-    index = paths.cache_dir() / fsutil.HASH_INDEX_DIR
+    index = paths.cache_dir() / contenthash.HASH_INDEX_DIR
     before = set(index.glob("*.json"))
-    fsutil.cached_sha256(file)
+    contenthash.cached_sha256(file)
     (memo,) = set(index.glob("*.json")) - before
     return memo
 
@@ -122,8 +123,8 @@ def home_with_orphans(root: Path, tmp_path: Path) -> Iterator[Home]:
     feature = records.SpanFeature(np.full(4096, 0.5, dtype=np.float32), "c3d-test-backbone",
                                   spec.to_dict())
     records.remember(pick, source, feature)
-    current = records.record_path(fsutil.cached_sha256(pick))
-    assert records.lookup(fsutil.cached_sha256(pick))[0] is not None
+    current = records.record_path(contenthash.cached_sha256(pick))
+    assert records.lookup(contenthash.cached_sha256(pick))[0] is not None
 
     # a. the segment cache of an older phd, outside clips/.
     old = paths.features_cache_dir() / "segments" / "ab"
@@ -150,8 +151,9 @@ def home_with_orphans(root: Path, tmp_path: Path) -> Iterator[Home]:
 
     # c. memos of a file edited since and of a file deleted since.
     edited, deleted = tmp_path / "edited.mp4", tmp_path / "deleted.mp4"
-    edited.write_bytes(b"first cut")
-    deleted.write_bytes(b"gone soon")
+    big = b"v" * contenthash.FULL_HASH_MAX_BYTES  # only files this large have memos
+    edited.write_bytes(big + b"first cut")
+    deleted.write_bytes(big + b"gone soon")
     orphans["stale-hash-memos"] |= {_new_memo(edited), _new_memo(deleted)}
     with edited.open("ab") as fh:
         fh.write(b", longer now")
@@ -391,17 +393,21 @@ def test_stale_temps_are_dead_owners_only_and_clean_stale_temps_removes_them(
 def test_a_memo_is_stale_once_its_file_changes(tmp_path: Path) -> None:
     index = tmp_path / "index"
     video = tmp_path / "v.mp4"
-    video.write_bytes(b"frames")
-    fsutil.cached_sha256(video, index)
-    assert fsutil.stale_sha256_memos(index) == []
+    video.write_bytes(b"frames" * contenthash.FULL_HASH_MAX_BYTES)
+    contenthash.cached_sha256(video, index)
+    assert contenthash.stale_sha256_memos(index) == []
     (memo,) = index.glob("*.json")
     stat = video.stat()
     os.utime(video, ns=(1, 1))  # same size and content: only the mtime differs
-    assert fsutil.stale_sha256_memos(index) == [memo]
-    os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as it was: hit again
-    assert fsutil.stale_sha256_memos(index) == []
+    assert contenthash.stale_sha256_memos(index) == [memo]
+    # mtime as it was: ctime moved on, so the memo stays out of reach (content identity)
+    os.utime(video, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert contenthash.stale_sha256_memos(index) == [memo]
+    contenthash.cached_sha256(video, index)
+    (memo,) = set(index.glob("*.json")) - {memo}
+    assert memo in set(index.glob("*.json")) and memo not in contenthash.stale_sha256_memos(index)
     memo.write_text("{not json")  # unreadable: cached_sha256 would hash anew
-    assert fsutil.stale_sha256_memos(index) == [memo]
+    assert memo in contenthash.stale_sha256_memos(index)
 
 
 def test_resolve_input_reads_the_download_the_tests_commit(phd_home: Path) -> None:

@@ -20,8 +20,8 @@ from runphd import run_cli as run
 
 from phdcli.errors import HistoryError
 from phdcli.features.extractor import FeatureExtractor
-from phdcli.fsutil import locked
-from phdcli.history.items import LOCK
+from phdcli.fsutil import locked, sha256_file
+from phdcli.history.items import LOCK, PreparedFile
 from phdcli.history.store import History
 from phdcli.media.probe import probe
 from tests import media
@@ -202,3 +202,70 @@ def test_a_deleted_history_gif_is_reported_and_skipped(
     assert run(["history", "remove", "g6.gif"], capfd)[0] == 0
     code, _, err = run(["history", "list"], capfd)
     assert code == 0 and "missing" not in err
+
+
+_KILLED_ADD = """
+import os, sys
+from pathlib import Path
+from phdcli.fsutil import sha256_file
+from phdcli.history.items import PreparedFile
+from phdcli.history.store import History
+
+def killed(self, items):  # SIGKILL's effect, at the worst moment: every GIF claimed,
+    os._exit(137)         # the manifest not yet written
+History._write_manifest = killed
+files = [Path(p) for p in sys.argv[1:]]
+History.for_user().commit([PreparedFile(f, sha256_file(f), 4, 0.5) for f in files])
+"""
+
+
+def test_a_history_add_killed_before_its_manifest_leaves_no_orphan_and_no_copy(
+    tmp_path: Path, phd_home: Path
+) -> None:
+    """Was: GIFs claimed under their final names stayed in the folder in no manifest
+    for good, and adding them again copied each under a ``-2`` name."""
+    gifs = []
+    for i in range(6):
+        gif = tmp_path / f"liked{i}.gif"
+        gif.write_bytes(b"GIF89a" + bytes([i]) * 64)
+        gifs.append(gif)
+    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(phd_home),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_ADD, *map(str, gifs)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 137, proc.stderr
+    history = History.for_user()
+    assert History.for_user().items() == []  # killed before the manifest
+    assert sorted(p.name for p in history.folder.glob("*.gif")) == [g.name for g in gifs]
+    # The same GIFs added again: each one once, under its own name.
+    history.commit([PreparedFile(g, sha256_file(g), 4, 0.5) for g in gifs])
+    listed = [it.name for it in history.items()]
+    assert listed == [g.name for g in gifs]
+    on_disk = sorted(p.name for p in history.folder.iterdir() if not p.name.startswith("."))
+    assert on_disk == sorted([*listed, "history.json"])  # nothing that no manifest lists
+    assert not [p for p in history.folder.iterdir() if p.name.startswith(".history.pending")]
+    for gif in gifs:
+        assert (history.folder / gif.name).read_bytes() == gif.read_bytes()
+
+
+def test_the_next_change_to_a_history_adopts_what_a_killed_add_claimed(
+    tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kill between claims and manifest, then `phd history remove` of another GIF:
+    the killed add's GIFs are listed from then on (none lost, none orphaned)."""
+    kept = tmp_path / "kept.gif"
+    kept.write_bytes(b"GIF89a kept")
+    History.for_user().commit([PreparedFile(kept, sha256_file(kept), 4, 0.5)])
+    late = tmp_path / "late.gif"
+    late.write_bytes(b"GIF89a late")
+    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(phd_home),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_ADD, str(late)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 137, proc.stderr
+    code, _, err = run(["history", "remove", "kept.gif"], capsys)
+    assert code == 0, err
+    assert [it.name for it in History.for_user().items()] == ["late.gif"]
+    folder = History.for_user().folder
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+        "history.json", "late.gif"]

@@ -190,3 +190,53 @@ def test_a_rotated_video_gives_an_upright_gif_not_upscaled(
     assert (info.width, info.height) == (90, 160)  # the displayed width, never upscaled
     (frame,) = decode_clips(gif, [0.0], clip_fps=10.0)
     assert frame[0].mean(axis=2)[:50].mean() > 200  # upright: white on top
+
+
+# -- headers that lie about the duration (issue 18, row 4) -----------------------------------
+def lying_mkv(path: Path, size: str, claimed_s: float) -> Path:
+    """2 s of real footage in Matroska whose header claims ``claimed_s``: both the
+    Segment's Duration (an EBML float, in ms) and the track's DURATION tag are forged."""
+    honest = path.with_name(f"honest-{path.name}")
+    media.run_ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration=2",
+                     "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(honest))
+    data = bytearray(honest.read_bytes())
+    at = data.index(b"\x44\x89\x88")  # Duration, 8-byte float
+    data[at + 3:at + 11] = struct.pack(">d", claimed_s * 1000.0)
+    hours, rest = divmod(claimed_s, 3600)
+    tag = f"{int(hours)}:{int(rest // 60):02d}:{rest % 60:09.6f}".encode()
+    at = data.index(b"00:00:02.000000000")
+    data[at:at + 18] = tag[:18].ljust(18, b"0")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_duration_the_file_cannot_hold_is_measured_from_its_packets_before_planning(
+    tmp_path: Path, phd_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 20 KB file claiming 10 h planned 7200 segments; a 2.7 KB 16x16 one
+    claiming 1e8 s grew memory until killed. The packets say 2 s: that is planned."""
+    ten_hours = lying_mkv(tmp_path / "ten-hours.mkv", "64x48", 36_000.0)
+    forever = lying_mkv(tmp_path / "forever.mkv", "16x16", 1e8)
+    assert forever.stat().st_size < 4000
+    for lie in (ten_hours, forever):
+        assert probe(lie).duration_s == pytest.approx(2.0, abs=0.1)
+    capsys.readouterr()  # what those probes said (where an earlier CLI test left a handler)
+    code, out, err = run(["suggest", str(ten_hours), "--dry-run", "--json", "-k", "1"], capsys)
+    assert code == 0, err
+    (result,) = json.loads(out)["results"]
+    assert result["duration"] == pytest.approx(2.0, abs=0.1) and result["segments"] == 1
+    (warning,) = [line for line in err.splitlines() if "header says" in line]
+    assert "36000 s" in warning and "ends at 2.0 s" in warning
+
+
+def test_decoding_stops_at_the_end_of_the_data_instead_of_repeating_frames(
+    tmp_path: Path
+) -> None:
+    """Whatever planned the clips, one that starts past the last frame is refused
+    in one line, not decoded as the last frame 16 times (then C3D on it)."""
+    lie = lying_mkv(tmp_path / "ten-hours.mkv", "64x48", 36_000.0)
+    clips = decode_clips(lie, [0.0, 1.5, 600.0, 1200.0], clip_fps=8.0)
+    assert len([next(clips), next(clips)]) == 2  # inside the data: decoded as ever
+    with pytest.raises(InputError, match="claims more than it holds") as info:
+        next(clips)
+    assert "\n" not in str(info.value) and "ends at 2.0 s" in str(info.value)

@@ -192,6 +192,21 @@ def test_hostile_titles_cannot_steer_paths(phd_home: Path, server: _Server, host
     assert resolved.path.name == "video.mp4"
 
 
+@pytest.mark.parametrize("above", ["$HOME-x", "%(id)s"])
+def test_a_download_lands_in_the_cache_whatever_the_folders_above_are_called(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: _Server, above: str
+) -> None:
+    """yt-dlp expands $NAME and ~ in its output folder and fields in its template: none of
+    the cache's folders may reach it, or the file lands elsewhere for good."""
+    home = tmp_path / above / "phd-home"
+    monkeypatch.setenv("PHD_HOME", str(home))
+    resolved = resolve_input(f"{server.base}/v.mp4")
+    assert resolved.path.is_file() and resolved.path.is_relative_to(home)
+    assert resolved.path.parent.parent == paths.downloads_cache_dir()
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()
+            and not p.is_relative_to(resolved.path.parent)] == []
+
+
 @pytest.mark.parametrize(
     ("title", "expected"),
     [

@@ -231,9 +231,9 @@ def test_the_pack_is_closed_after_training_and_evaluation_errors_included(
     for u in no_pairs:
         u.labels[:] = NEGATIVE
     with pytest.raises(InputError, match="positive"):
-        train_content(write_dataset(tmp_path / "ds2", no_pairs), model)
+        train_content(write_dataset(tmp_path / "ds2", no_pairs), model, force=True)
     with pytest.raises(InputError, match="no user"):
-        train_content(write_dataset(tmp_path / "ds3", []), model)
+        train_content(write_dataset(tmp_path / "ds3", []), model, force=True)
     assert pack_fds(tmp_path) == []
 
 

@@ -181,8 +181,9 @@ def test_past_the_end_repeats_last_frame(index_mp4: Path, index_levels: list[flo
     for frame in clip[5:]:  # from 20.0 s on: nothing new
         assert float(frame.mean()) == pytest.approx(index_levels[-1], abs=0.6)
         np.testing.assert_array_equal(frame, clip[-1])
-    (beyond,) = decode_clips(index_mp4, [25.0], 25.0)  # wholly past the end
-    np.testing.assert_array_equal(beyond, np.broadcast_to(clip[-1], beyond.shape))
+    # A clip wholly past the end would be the last frame 16 times: refused, not decoded.
+    with pytest.raises(InputError, match="ends at 20.0 s, before a clip at 25.0 s"):
+        list(decode_clips(index_mp4, [25.0], 25.0))
 
 
 def test_gif_decodes_close_to_its_source(media_dir: Path) -> None:

@@ -24,6 +24,7 @@ def eval_command(
     dataset: Annotated[Path | None, typer.Option(
         help="A dataset from `phd dataset build`: scores the model's content terms too.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing --scores-out file.")] = False,
 ) -> None:
     """Evaluate on PHD^2 annotations: mAP, nMSD, Recall@5 (the paper's protocol)."""
     from phdcli.training.evaluate import evaluate
@@ -33,6 +34,8 @@ def eval_command(
 
         if model in ("random", "prior"):
             raise UsageError("--dataset needs --model FILE (a ranking model file)")
+        if scores_out is not None:
+            raise UsageError("--scores-out is not written with --dataset")
         metrics = evaluate_dataset(dataset, Path(model))
         typer.echo(json.dumps(metrics, indent=1) if as_json else
                    f"model {model}: mAP {metrics['map']:.2f}  nMSD {metrics['nmsd']:.2f}  "
@@ -41,7 +44,8 @@ def eval_command(
         return
 
     seeds = n_seeds if model == "random" else 1
-    result = evaluate(annotations, model, seed=seed, n_seeds=seeds, scores_out=scores_out)
+    result = evaluate(annotations, model, seed=seed, n_seeds=seeds, scores_out=scores_out,
+                      force=force)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=1))
         return
@@ -59,11 +63,13 @@ def train_prior_command(
     validate: Annotated[bool, typer.Option(
         help="Also report 5-fold cross-validated metrics against random.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the folds.")] = 0,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """Fit the temporal prior (where in a video people make GIFs)."""
-    from phdcli.training.evaluate import train_prior, validate_prior
+    from phdcli.training.crossval import validate_prior
+    from phdcli.training.evaluate import train_prior
 
-    train_prior(annotations, out, seed=seed)
+    train_prior(annotations, out, seed=seed, force=force)
     log.log(NOTICE, "wrote %s", out)
     if validate:
         typer.echo(json.dumps(validate_prior(annotations, seed=seed, n_folds=5), indent=1))
@@ -92,6 +98,9 @@ def dataset_build(
         help="Try again the videos an earlier run recorded as failed.")] = True,
     batch_clips: Annotated[int, typer.Option(help="Clips per C3D batch.")] = 8,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    force: Annotated[bool, typer.Option(
+        help="Build in a folder holding other files, or rebuild one built from other "
+             "annotations, features or weights.")] = False,
 ) -> None:
     """Fill the per-video feature store, then assemble the training samples (resumable)."""
     from phdcli.training.dataset import BuildConfig, build_dataset
@@ -100,7 +109,7 @@ def dataset_build(
                       c3d_weights=c3d_weights, device=device, precision=precision,
                       batch_clips=batch_clips, download=download,
                       history_cap=max_history_videos, retry_failed=retry_failed, engine=engine,
-                      address=address)
+                      address=address, force=force)
     with Progress() as progress:
         summary = build_dataset(cfg, progress=progress.update)
     if as_json:
@@ -127,11 +136,12 @@ def train_content_command(
     epochs: Annotated[int, typer.Option(help="Epochs of the FNN.")] = 16,
     base_model: Annotated[Path | None, typer.Option(
         help="Take the temporal prior from this model file.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
 ) -> None:
     """Train PHD-CA and SVM-D, fit the fusion weights on validation users."""
     from phdcli.training.train import train_content
 
     with Progress() as progress:
         summary = train_content(dataset, out, seed=seed, epochs=epochs, base_model=base_model,
-                                progress=progress.update)
+                                progress=progress.update, force=force)
     typer.echo(json.dumps(summary.to_dict(), indent=1))

@@ -129,7 +129,7 @@ def c3d_weights_status(explicit: Path | None = None) -> WeightsStatus:
     ``phd doctor`` also checks every tensor's shape.
     """
     from phdcli.features.registry import REGISTRY, resolve_weights_path
-    from phdcli.fsutil import cached_sha256
+    from phdcli.fsutil.contenthash import cached_sha256
 
     try:
         path = resolve_weights_path(explicit)

@@ -8,7 +8,7 @@ Each kind of orphan is found by the module that owns its format:
   can use: damaged, misfiled, or of a format this phd does not read
   (``history.records.orphaned_records``);
 - ``stale-hash-memos``: hash-index memos whose file is gone or changed, so
-  that no lookup can reach them (``fsutil.stale_sha256_memos``);
+  that no lookup can reach them (``contenthash.stale_sha256_memos``);
 - ``dead-temps``: temp files and folders anywhere in the cache whose owner
   (a phd on this host) is no longer running (``fsutil.stale_temps``);
 - ``incomplete-downloads``: download folders with no finished download and
@@ -40,6 +40,7 @@ from typing import Any
 from phdcli import fsutil, paths
 from phdcli.errors import PhdError
 from phdcli.features import cache as feature_cache
+from phdcli.fsutil import contenthash
 from phdcli.history import records
 from phdcli.sources import inputs
 
@@ -143,7 +144,8 @@ def find_orphans() -> tuple[Category, ...]:
             if not _in_temp(p, features_root)]),
         "unusable-records": (records_root, [
             p for p in records.orphaned_records() if not _in_temp(p, records_root)]),
-        "stale-hash-memos": (cache / fsutil.HASH_INDEX_DIR, fsutil.stale_sha256_memos()),
+        "stale-hash-memos": (cache / contenthash.HASH_INDEX_DIR,
+                             contenthash.stale_sha256_memos()),
         "dead-temps": (cache, [t for t in _dead_temps(cache)
                                if not any(t.is_relative_to(d) for d in downloads)]),
         "incomplete-downloads": (paths.downloads_cache_dir(), downloads),

@@ -15,10 +15,10 @@ lists it for ``phd cache prune``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import numpy as np
 from phdcli.features.clips import TICKS_PER_S, ClipTable
 from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path
+from phdcli.fsutil.cachefile import CLIP_TABLE_MAX, RefusedEntry, discard, open_entry
 
 log = logging.getLogger("phd")
 
@@ -62,21 +63,20 @@ class ClipCache:
     def load(self, key: str) -> ClipTable | None:
         """The cached table, checked; a damaged entry is removed (with a warning): None."""
         file = self.file(key)
-        if not file.exists():
+        if not os.path.lexists(file):
             return None
         table, problem = read_table(file, self.dim)
         if table is None:
             log.warning("warning: feature cache entry %s is damaged (%s): removed, recomputing",
                         file.name, problem)
-            with contextlib.suppress(OSError):
-                file.unlink()
+            discard(file)
         return table
 
     def store(self, key: str, table: ClipTable) -> None:
         """Write ``table`` (merged with rows another run added meanwhile) atomically;
         a full or read-only cache costs speed, not results."""
         file = self.file(key)
-        on_disk, _ = read_table(file, self.dim) if file.exists() else (None, "")
+        on_disk, _ = read_table(file, self.dim) if os.path.lexists(file) else (None, "")
         if on_disk is not None:
             table = on_disk.merged(table)
         try:
@@ -89,8 +89,11 @@ class ClipCache:
 def read_table(file: Path, dim: int) -> tuple[ClipTable | None, str]:
     """(table, "") or (None, what is wrong with the file)."""
     try:
-        with np.load(file, allow_pickle=False) as data:
+        # The one cache opener: a FIFO, device or link here is refused, never read.
+        with open_entry(file, CLIP_TABLE_MAX) as fh, np.load(fh, allow_pickle=False) as data:
             table = ClipTable(data["ticks"], data["feats"], data["int8"])
+    except RefusedEntry as exc:
+        return None, str(exc.strerror)
     # np.load raises whatever its zip/format layers hit (BadZipFile, EOFError
     # for an empty file, zlib errors...): all mean "not a usable entry".
     except Exception as exc:

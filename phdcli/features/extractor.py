@@ -38,7 +38,7 @@ from phdcli.features.network import C3DNetwork, ExtractorStats
 from phdcli.features.precision import PrecisionChoice
 from phdcli.features.registry import AutoFetch, Backbone
 from phdcli.features.spec import FeatureSpec
-from phdcli.fsutil import cached_sha256
+from phdcli.fsutil.contenthash import cached_sha256
 from phdcli.media.segments import Segment
 
 if TYPE_CHECKING:

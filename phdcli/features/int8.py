@@ -19,6 +19,7 @@ weights file and CPU, so the check runs once.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -34,6 +35,7 @@ import numpy as np
 
 from phdcli import paths
 from phdcli.fsutil import atomic_write_text, sha256_file, temp_dir
+from phdcli.fsutil.cachefile import WEIGHTS_MAX, RefusedEntry, discard, read_entry, read_entry_text
 
 if TYPE_CHECKING:
     from phdcli.features.c3d_spec import C3DInput
@@ -106,31 +108,41 @@ def verdict_file(weights_sha256: str, layer: str, cpu: str) -> Path:
 
 def read_verdict(path: Path) -> Verdict | None:
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(read_entry_text(path))
         return Verdict(**{k: doc[k] for k in Verdict.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def _load_model(weights_sha256: str, layer: str) -> Any | None:
-    """The cached int8 model (an openvino.Model), verified; None if absent or damaged."""
-    import openvino as ov
+    """The cached int8 model (an openvino.Model), verified; None if absent or damaged.
 
+    Both files are read once, through the cache opener (a FIFO or a link to
+    ``/dev/zero`` is refused, not read), checked, and handed to OpenVINO as
+    bytes: what was checked is what is loaded.
+    """
     xml, bin_, manifest = model_files(weights_sha256, layer)
-    if not manifest.exists():
+    if not os.path.lexists(manifest):
         return None
+    why = "checksum mismatch"
     try:
-        sums = json.loads(manifest.read_text())["sha256"]
-        ok = sha256_file(xml) == sums["xml"] and sha256_file(bin_) == sums["bin"]
+        sums = json.loads(read_entry_text(manifest))["sha256"]
+        xml_bytes, bin_bytes = read_entry(xml, WEIGHTS_MAX), read_entry(bin_, WEIGHTS_MAX)
+        ok = (hashlib.sha256(xml_bytes).hexdigest() == sums["xml"]
+              and hashlib.sha256(bin_bytes).hexdigest() == sums["bin"])
+    except RefusedEntry as exc:
+        ok, why = False, f"{Path(str(exc.filename)).name}: {exc.strerror}"
     except (OSError, ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        log.warning("warning: the cached int8 C3D model is damaged (checksum mismatch): "
-                    "building it again")
+        log.warning("warning: the cached int8 C3D model is damaged (%s): building it again",
+                    why)
         for path in (manifest, xml, bin_):
-            path.unlink(missing_ok=True)
+            discard(path)
         return None
-    return ov.Core().read_model(str(xml))
+    import openvino as ov
+
+    return ov.Core().read_model(xml_bytes, bin_bytes)
 
 
 def _save_model(model: Any, weights_sha256: str, layer: str) -> None:

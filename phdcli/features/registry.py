@@ -23,7 +23,9 @@ from pathlib import Path
 from phdcli import NOTICE, config, paths
 from phdcli.errors import DownloadError, UsageError, WeightsError
 from phdcli.features.download import ByteProgress, NotReached, download, local_path
-from phdcli.fsutil import atomic_write_text, cached_sha256, locked, remember_sha256
+from phdcli.fsutil import atomic_write_text, locked
+from phdcli.fsutil.cachefile import read_entry_text
+from phdcli.fsutil.contenthash import cached_sha256, remember_sha256
 
 log = logging.getLogger("phd")
 
@@ -247,7 +249,7 @@ def _fetched_default() -> Path | None:
     """
     folder = paths.weights_cache_dir()
     try:
-        name = json.loads((folder / _DEFAULT_POINTER).read_text())["file"]
+        name = json.loads(read_entry_text(folder / _DEFAULT_POINTER))["file"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if (not isinstance(name, str) or not name or name != Path(name).name
@@ -334,7 +336,7 @@ class Backbone:
     then the registry's sha256 names the features, so a run whose features
     are all cached neither fetches nor loads C3D. Without it, resolving
     raises WeightsError when there are no weights. The hash is memoised by
-    path, size and mtime (``fsutil.cached_sha256``): a warm run does not
+    path, inode, size, mtime and ctime (``contenthash.cached_sha256``): a warm run does not
     re-hash 312 MB.
     """
 

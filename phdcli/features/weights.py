@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,9 @@ from typing import TYPE_CHECKING
 from phdcli import paths
 from phdcli.errors import UsageError, WeightsError
 from phdcli.features.c3d_spec import C3D_PARAM_SHAPES, C3DInput
-from phdcli.fsutil import atomic_path, cached_sha256
+from phdcli.fsutil import atomic_path
+from phdcli.fsutil.cachefile import WEIGHTS_MAX, RefusedEntry, checked_path, discard
+from phdcli.fsutil.contenthash import cached_sha256
 
 if TYPE_CHECKING:
     import torch
@@ -150,12 +153,16 @@ def _read_converted(path: Path) -> tuple[dict[str, torch.Tensor], C3DInput, str]
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as fh:
+        # The one cache opener: a FIFO, device or link here is refused, never read.
+        with (checked_path(path, WEIGHTS_MAX) as checked,
+              safe_open(str(checked), framework="pt", device="cpu") as fh):
             meta = fh.metadata() or {}
             state = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
         spec = _spec_from_metadata(meta)
         fmt = meta["source_format"]
         expected = meta["content_sha256"]  # files from before checksums: made again
+    except RefusedEntry as exc:
+        return str(exc.strerror)
     except Exception as exc:  # damaged cache entry: re-creatable, so just redo it
         return f"unreadable ({type(exc).__name__})"
     if {k: tuple(v.shape) for k, v in state.items()} != C3D_PARAM_SHAPES:
@@ -175,9 +182,10 @@ def converted_input_spec(weights_sha256: str) -> C3DInput | None:
     from safetensors import safe_open
 
     try:
-        with safe_open(str(converted_path(weights_sha256)), framework="np") as fh:
+        with (checked_path(converted_path(weights_sha256), WEIGHTS_MAX) as checked,
+              safe_open(str(checked), framework="np") as fh):
             return _spec_from_metadata(fh.metadata() or {})
-    except Exception:  # absent or damaged: the caller loads the weights instead
+    except Exception:  # absent, damaged or refused: the caller loads the weights instead
         return None
 
 
@@ -190,7 +198,7 @@ def _load(path: Path, format: str | None) -> tuple[dict[str, torch.Tensor], C3DI
         raise WeightsError(f"C3D weights file not found: {path}")
     sha256 = cached_sha256(path)
     converted = converted_path(sha256)
-    if converted.is_file():
+    if os.path.lexists(converted):  # a FIFO or link there is reported, then replaced
         cached = _read_converted(converted)
         if not isinstance(cached, str):
             state, spec, fmt = cached
@@ -200,7 +208,7 @@ def _load(path: Path, format: str | None) -> tuple[dict[str, torch.Tensor], C3DI
         log.warning("warning: converted C3D weights in the cache are damaged (%s): "
                     "converting %s again",
                     cached, path.name)
-        converted.unlink(missing_ok=True)
+        discard(converted)
 
     raw = _read_torch_file(path)
     fmt = _detect_format(set(raw))

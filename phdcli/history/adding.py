@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phdcli import NOTICE
-from phdcli.fsutil import cached_sha256
+from phdcli.fsutil.contenthash import cached_sha256
 from phdcli.history.store import History, HistoryItem, Precomputed
 
 if TYPE_CHECKING:

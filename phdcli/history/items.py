@@ -19,6 +19,7 @@ from phdcli.history.records import Provenance
 
 MANIFEST = "history.json"
 LOCK = ".history.lock"
+PENDING = ".history.pending.json"  # rows an add is claiming (phdcli.history.pending)
 FEATURES_DIR = ".features"
 _FEATURE_FILE = re.compile(r"^\.features/[0-9a-f]{64}\.npy$")
 

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from phdcli import paths
-from phdcli.fsutil import atomic_write_text, cached_sha256
+from phdcli.fsutil import atomic_write_text
+from phdcli.fsutil.cachefile import read_entry_text
+from phdcli.fsutil.contenthash import cached_sha256
 from phdcli.history import vectors
 
 if TYPE_CHECKING:
@@ -132,7 +134,7 @@ def lookup(file_sha256: str) -> tuple[OutputRecord | None, str]:
     if not _SHA256.match(file_sha256) or not path.is_file():
         return None, "not a file phd suggest wrote here (no record)"
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_entry_text(path))
         if doc.get("format") not in (RECORD_FORMAT, _FORMAT_1):
             raise ValueError(f"format {doc.get('format')!r} is not one this phd reads")
         if doc.get("file_sha256") != file_sha256:

@@ -16,9 +16,13 @@ does not decode cleanly or whose features cannot be computed leaves the
 folder byte-identical. Changes are serialised by a lock file in the folder
 (``.history.lock``, an OS lock via filelock): the manifest is re-read,
 changed and written back while holding it, so concurrent ``phd history add``
-runs never lose each other's GIFs. Names read from the manifest must be
-plain file names inside the folder; nothing outside it is ever written or
-deleted.
+runs never lose each other's GIFs. The rows an add is about to claim are
+recorded before the first file lands (``phdcli.history.pending``), so a
+killed add leaves nothing that the next change cannot settle. Names read
+from the manifest must be plain file names inside the folder; nothing
+outside it is ever written or deleted. The manifest and stored features are
+read through the cache opener (``phdcli.fsutil.cachefile``): a FIFO or a
+link to a device there is an unreadable manifest, never a hang.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
@@ -37,12 +42,15 @@ import numpy as np
 
 from phdcli import NOTICE, fsutil, paths
 from phdcli.errors import HistoryError, InputError, PhdError
-from phdcli.fsutil import atomic_write_bytes, atomic_write_text, cached_sha256
-from phdcli.history import vectors
+from phdcli.fsutil import atomic_write_bytes, atomic_write_text
+from phdcli.fsutil.cachefile import MIB, read_entry, read_entry_text
+from phdcli.fsutil.contenthash import cached_sha256
+from phdcli.history import pending, vectors
 from phdcli.history.items import (
     FEATURES_DIR,
     LOCK,
     MANIFEST,
+    PENDING,
     HistoryItem,
     Precomputed,
     PreparedFile,
@@ -60,6 +68,8 @@ HISTORY_SUFFIXES = (".gif", ".mp4", ".webm", ".mov", ".mkv", ".webp")
 # A history item is a GIF-sized moment; longer files are almost surely a
 # whole video added by mistake.
 MAX_ITEM_S = 60.0
+MANIFEST_MAX = pending.PENDING_MAX  # about 100 000 rows
+FEATURE_MAX = 16 * MIB  # one stored vector (16 KiB for C3D fc6)
 
 
 class History:
@@ -90,7 +100,7 @@ class History:
         if not manifest.exists():
             return []
         try:
-            rows = json.loads(manifest.read_text())["items"]
+            rows = json.loads(read_entry_text(manifest, MANIFEST_MAX))["items"]
             items = [HistoryItem.from_row(row) for row in rows]
             for it in items:
                 check_item_name(it.name)
@@ -150,7 +160,7 @@ class History:
                      item.name)
             return None
         try:
-            return vectors.decode((self.folder / meta.file).read_bytes(), meta.sha256)
+            return vectors.decode(read_entry(self.folder / meta.file, FEATURE_MAX), meta.sha256)
         except (OSError, ValueError) as exc:
             log.log(NOTICE, "%s: its stored feature is unusable (%s); using the GIF itself",
                     item.name, exc)
@@ -170,6 +180,7 @@ class History:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             with fsutil.locked(self.folder / LOCK, f"the history at {self.folder}"):
+                self._settle_pending()
                 yield
         except PhdError:
             raise
@@ -266,38 +277,53 @@ class History:
                        ) -> list[HistoryItem]:
         existing = self.items()  # re-read: another phd may have added meanwhile
         known = {it.sha256 for it in existing}
-        taken = {it.name for it in existing}
-        added: list[HistoryItem] = []
+        # A stray file's name is never taken (claim refuses to replace it anyway).
+        taken = {it.name for it in existing} | set(os.listdir(self.folder))
+        plan: list[tuple[PreparedFile, Path, HistoryItem]] = []
+        for prep, copy in zip(prepared, staged, strict=True):
+            if prep.sha256 in known:
+                continue
+            name = _free_name(prep.source.name, taken)
+            taken.add(name)
+            known.add(prep.sha256)
+            plan.append((prep, copy, HistoryItem(name, prep.sha256, prep.frames, prep.duration_s,
+                                                 _now(), source=prep.provenance,
+                                                 feature=prep.feature)))
+        added = [item for _, _, item in plan]
+        if not added:
+            return []
         claimed: list[tuple[Path, tuple[int, int]]] = []
         blobs: list[Path] = []
         try:
-            for prep, copy in zip(prepared, staged, strict=True):
-                if prep.sha256 in known:
-                    continue
+            # Names first, files after: from here a kill leaves only files the
+            # pending record names, which the next change settles.
+            pending.record(self.folder, added)
+            for prep, copy, item in plan:
                 if prep.feature is not None:
                     blobs.append(self.folder / prep.feature.file)
                     atomic_write_bytes(blobs[-1], prep.feature_blob)
-                while True:  # a stray file of that name is never replaced
-                    name = _free_name(prep.source.name, taken)
-                    taken.add(name)
-                    try:
-                        claimed.append((self.folder / name,
-                                        fsutil.claim(copy, self.folder / name)))
-                        break
-                    except FileExistsError:
-                        continue
-                known.add(prep.sha256)
-                added.append(HistoryItem(name, prep.sha256, prep.frames, prep.duration_s,
-                                         _now(), source=prep.provenance, feature=prep.feature))
-            if added:
-                self._write_manifest(existing + added)
+                claimed.append((self.folder / item.name,
+                                fsutil.claim(copy, self.folder / item.name)))
+            self._write_manifest(existing + added)
         except BaseException:
             for dest, identity in claimed:
                 fsutil.unclaim(dest, identity)
             for blob in blobs:
                 blob.unlink(missing_ok=True)
+            pending.clear(self.folder)
             raise
+        pending.clear(self.folder)
         return added
+
+    def _settle_pending(self) -> None:
+        """Adopt what an add killed between its claims and its manifest left (under the lock)."""
+        if not os.path.lexists(self.folder / PENDING):
+            return
+        existing = self.items()
+        adopted = pending.settle(self.folder, existing)
+        if adopted:
+            self._write_manifest(existing + adopted)
+        pending.clear(self.folder)
 
     def remove(self, name: str) -> HistoryItem:
         with self.locked():

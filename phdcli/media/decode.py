@@ -194,6 +194,22 @@ class _ClipDecoder:
             self._converted = (frame, rgb)
         return self._converted[1]
 
+    def check_holds(self, t: float) -> None:
+        """Raise unless the video data reaches ``t`` (a clip's start): past the last
+        frame a clip would only repeat it, work that the file's bytes do not pay for."""
+        held = self.current or self.pending
+        if not self.exhausted or held is None:
+            return
+        frame = held[1]
+        shown_s = (float(frame.duration * self.time_base) if getattr(frame, "duration", None)
+                   else self.frame_step_s)
+        end_s = held[0] + shown_s
+        if t > end_s + TRUNCATION_SLACK_S:
+            raise InputError(
+                f"{self.path}: video data ends at {end_s:.1f} s, before a clip at {t:.1f} s "
+                "(the file claims more than it holds)"
+            )
+
 
 def decode_clips(
     path: Path,
@@ -206,8 +222,10 @@ def decode_clips(
     Frame i of a clip is the frame on screen at ``start + i / clip_fps``, so
     any source rate (a GIF's variable delays included) is resampled to
     ``clip_fps``; before the first frame it is the first frame, past the end
-    the last one repeats. Starts should ascend: a start far ahead triggers a
-    seek, an earlier one a rewind. Raises InputError for unreadable data.
+    the last one repeats, but a clip that *starts* past the end of the data
+    is refused (InputError), never decoded as one frame repeated. Starts
+    should ascend: a start far ahead triggers a seek, an earlier one a
+    rewind. Raises InputError for unreadable data.
     """
     if clip_fps <= 0:
         raise ValueError(f"clip_fps must be positive, got {clip_fps}")
@@ -218,7 +236,9 @@ def decode_clips(
         for start in clip_starts_s:
             decoder.prepare(float(start))
             clip = np.empty((n_frames, FRAME_HEIGHT, FRAME_WIDTH, 3), dtype=np.uint8)
-            for i in range(n_frames):
+            clip[0] = decoder.frame_at(float(start))
+            decoder.check_holds(float(start))
+            for i in range(1, n_frames):
                 clip[i] = decoder.frame_at(float(start) + i / clip_fps)
             yield clip
     finally:

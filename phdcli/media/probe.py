@@ -6,10 +6,19 @@ frame or GIF canvas area, and frames x area) from the headers, before a
 single frame is decoded, and tells the decoder the same limit as a
 backstop. ``check_decodes`` decodes a whole file for those that must be whole
 (a history GIF); ``phdcli.media.decode`` decodes only the clips C3D needs.
+
+Work is bounded by what a file holds, not by what its header claims: a
+stated duration that the file's size could not hold at
+:data:`MIN_BYTES_PER_S` is checked against the packets themselves (demuxed,
+not decoded: cheap, and bounded by the file's size) and replaced by where
+they end, before anything is planned on it; a header's frame count is never
+taken above the file's size in bytes (a frame takes at least one).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +30,17 @@ from phdcli.media.gif_layout import read_gif_layout
 if TYPE_CHECKING:
     import av.container
     import av.video.stream
+
+log = logging.getLogger("phd")
+
+# Below this many bytes per claimed second no real video stream exists (8 kB/s
+# is 64 kbit/s; a still image coded at 25 fps with the container's overhead
+# takes about a tenth of it, and any audio adds more): the claim is checked
+# against the packets. Checking a true claim only costs one demux pass.
+MIN_BYTES_PER_S = 8_000
+# A claim that the packets fall short of by more than this is corrected.
+CLAIM_SLACK_S = 1.0
+_HMS = re.compile(r"^(\d+):([0-5]?\d):(\d+(?:\.\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -96,9 +116,10 @@ def check_stream_pixels(path: Path, container: av.container.InputContainer,
     n_frames = stream.frames or None
     if not n_frames:
         rate = stream.average_rate or stream.guessed_rate
-        seconds = (float(stream.duration * stream.time_base) if stream.duration and
-                   stream.time_base else (container.duration or 0) / 1e6)
+        seconds = claimed_duration_s(container, stream)
         n_frames = int(seconds * float(rate)) if rate and seconds > 0 else None
+    if n_frames:  # a header may claim any count; the file holds at most one frame a byte
+        n_frames = min(n_frames, path.stat().st_size)
     check_pixels(path, int(ctx.width or 0), int(ctx.height or 0), n_frames, budget, is_gif)
     ctx.options = {**ctx.options, "max_pixels": str(budget.max_frame_pixels)}
 
@@ -172,7 +193,6 @@ def probe(path: Path) -> VideoInfo:
     container = open_video(path)
     try:
         stream = video_stream(container, path)
-        tb = stream.time_base
         origin_s = stream_origin_s(stream)
         # One decoded frame proves the stream is more than a header.
         try:
@@ -182,17 +202,20 @@ def probe(path: Path) -> VideoInfo:
         if first is None:
             raise InputError(f"{path}: no decodable video frame")
 
-        duration_s = 0.0
-        if stream.duration and tb is not None:
-            duration_s = float(stream.duration * tb)  # GIFs: sum of frame delays
-        elif container.duration:
-            duration_s = container.duration / av.time_base
-        if duration_s <= 0:
-            duration_s = _duration_from_packets(container, stream, origin_s)
+        duration_s = claimed_duration_s(container, stream)
+        n_frames = stream.frames or None
+        if duration_s <= 0 or path.stat().st_size < MIN_BYTES_PER_S * duration_s:
+            # Too few bytes for the claim (or none): the packets say where the video ends.
+            end_s, packets = _duration_from_packets(container, stream, origin_s)
+            if duration_s > 0 and end_s < duration_s - CLAIM_SLACK_S:
+                log.warning("warning: %s: its header says %.6g s but its video data ends at "
+                            "%.1f s; using %.1f s", path, duration_s, end_s, end_s)
+                duration_s, n_frames = end_s, packets
+            elif duration_s <= 0:
+                duration_s = end_s
         if duration_s <= 0:
             raise InputError(f"{path}: video has zero duration")
 
-        n_frames = stream.frames or None
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         if rate:
             fps = float(rate)
@@ -220,26 +243,41 @@ def quarter_turns(frame: Any) -> int:
     return int(round(float(rotation) / 90.0)) % 4
 
 
+def claimed_duration_s(container: av.container.InputContainer,
+                       stream: av.video.stream.VideoStream) -> float:
+    """What the headers say the video lasts (0.0: they do not say): the stream's
+    own duration, else its Matroska ``DURATION`` tag (the video track's, where
+    audio may run longer), else the container's."""
+    import av
+
+    if stream.duration and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)  # GIFs: sum of frame delays
+    tag = _HMS.match(str((stream.metadata or {}).get("DURATION", "")).strip())
+    if tag is not None:
+        seconds = int(tag[1]) * 3600 + int(tag[2]) * 60 + float(tag[3])
+        if seconds > 0:
+            return seconds
+    return container.duration / av.time_base if container.duration else 0.0
+
+
 def _duration_from_packets(
     container: av.container.InputContainer, stream: av.video.stream.VideoStream, origin_s: float
-) -> float:
-    """Duration from packet timestamps, for containers that do not state one.
-
-    Demuxing without decoding is cheap; only reached for raw or broken
-    streams.
-    """
+) -> tuple[float, int]:
+    """(where the packets end, how many there are): demuxing without decoding is
+    cheap, and bounded by the file's size whatever its header says."""
     import av
 
     tb = stream.time_base
     if tb is None:
-        return 0.0
-    end_s = 0.0
+        return 0.0, 0
+    end_s, packets = 0.0, 0
     try:
         container.seek(0, stream=stream)
         for packet in container.demux(stream):
             if packet.pts is None:
                 continue
+            packets += 1
             end_s = max(end_s, float((packet.pts + (packet.duration or 0)) * tb))
     except av.error.FFmpegError:
         pass  # keep what was read so far
-    return max(0.0, end_s - origin_s)
+    return max(0.0, end_s - origin_s), packets

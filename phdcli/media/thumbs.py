@@ -22,7 +22,9 @@ from pathlib import Path
 
 from phdcli import paths
 from phdcli.errors import PhdError
-from phdcli.fsutil import atomic_path, cached_sha256, temp_dir
+from phdcli.fsutil import atomic_path, temp_dir
+from phdcli.fsutil.cachefile import read_entry
+from phdcli.fsutil.contenthash import cached_sha256
 from phdcli.media.ffmpeg import run_ffmpeg
 
 log = logging.getLogger("phd")
@@ -58,7 +60,7 @@ def thumbnail(source: Path, max_bytes: int = MAX_BYTES, cache: Path | None = Non
         return None
     cached = folder / f"{digest}-{MAX_WIDTH}x{MAX_HEIGHT}-{max_bytes}.jpg"
     with contextlib.suppress(OSError):
-        data = cached.read_bytes()
+        data = read_entry(cached, max_bytes)  # the one cache opener: never a FIFO
         if _looks_whole(data, max_bytes):
             return data
         log.debug("thumbnail cache: %s is damaged; making it again", cached)

@@ -30,6 +30,7 @@ from pathlib import Path
 from phdcli import fsutil, paths
 from phdcli.errors import DownloadError, InputError
 from phdcli.fsutil import atomic_write_text
+from phdcli.fsutil.cachefile import read_entry_text
 from phdcli.sources import heatmap as heatmaps
 from phdcli.sources.options import DownloadOptions, Progress
 from phdcli.sources.ytdlp import one_line
@@ -125,7 +126,7 @@ def complete_download(folder: Path) -> Path | None:
     """The video of the finished download in the downloads-cache folder ``folder``:
     what ``resolve_input`` of its URL returns without downloading; None if there is none."""
     try:
-        url = json.loads((folder / _SOURCE_JSON).read_text(encoding="utf-8"))["url"]
+        url = json.loads(read_entry_text(folder / _SOURCE_JSON))["url"]
         # source.json must name the URL the folder is keyed by, or no lookup reaches it.
         if not isinstance(url, str) or folder.name != _entry_name(url):
             return None
@@ -155,7 +156,7 @@ def orphaned_downloads() -> list[Path]:
 def _cached(folder: Path, url: str) -> ResolvedInput | None:
     """The earlier download of ``url`` if ``source.json`` and its file are both there."""
     try:
-        meta = json.loads((folder / _SOURCE_JSON).read_text(encoding="utf-8"))
+        meta = json.loads(read_entry_text(folder / _SOURCE_JSON))
         name, title = str(meta["file"]), str(meta.get("title") or "")
         if meta["url"] != url or Path(name).name != name or name in ("", ".", ".."):
             return None  # another URL (hash clash) or a hand-edited file: download again

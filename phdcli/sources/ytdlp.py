@@ -3,14 +3,20 @@
 This runs inside the watched download worker (``phdcli.sources.worker``),
 never in phd's own process: yt-dlp cannot be stopped from outside, so the
 worker's parent enforces the limits it cannot. The file name uses no remote
-field but the extension, so a title cannot steer the path.
+field but the extension, so a title cannot steer the path. No part of the
+folder reaches yt-dlp either: it expands ``$NAME``, ``~`` and surrounding
+spaces in its output folder (``paths``) and template fields in its template,
+so a ``PHD_HOME`` under ``$HOME-x`` or ``%(id)s`` would send the download
+elsewhere. yt-dlp writes into its current folder, the work folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +36,7 @@ def fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | N
     import yt_dlp
 
     try:
-        with yt_dlp.YoutubeDL(ydl_options(work, options, progress)) as ydl:
+        with _inside(work), yt_dlp.YoutubeDL(ydl_options(options, progress)) as ydl:
             info = ydl.extract_info(url, download=True)
     except yt_dlp.utils.DownloadError as exc:
         raise DownloadError(error_line(url, exc)) from exc
@@ -40,7 +46,7 @@ def fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | N
     # The final file: a progress hook's name is the temp one; None if skipped.
     requested = video.get("requested_downloads") or [{}]
     filepath = requested[0].get("filepath")
-    downloaded = Path(filepath) if filepath else None
+    downloaded = work / filepath if filepath else None  # relative to the work folder
     if downloaded is None or not downloaded.is_file():
         if options.max_filesize_bytes is not None:
             # yt-dlp skips an oversized file silently: no exception, no path.
@@ -53,8 +59,7 @@ def fetch(url: str, work: Path, options: DownloadOptions, progress: Progress | N
     return downloaded, str(video.get("title") or ""), video.get("heatmap")
 
 
-def ydl_options(work: Path, options: DownloadOptions, progress: Progress | None
-                 ) -> dict[str, Any]:
+def ydl_options(options: DownloadOptions, progress: Progress | None) -> dict[str, Any]:
     from phdcli.media.ffmpeg import ffmpeg_exe
 
     h = int(options.max_height)
@@ -66,10 +71,10 @@ def ydl_options(work: Path, options: DownloadOptions, progress: Progress | None
         "merge_output_format": "mp4",
         "ffmpeg_location": ffmpeg_exe(),
         # No remote field but the extension: a title cannot steer the path.
-        # The folder goes in "paths", not the template, so a "%" in PHD_HOME
-        # is never read as a template field.
+        # No folder either ("paths" would have $NAME and ~ expanded): the
+        # file lands in the current folder, which fetch makes ``work``.
         "outtmpl": {"default": "video.%(ext)s"},
-        "paths": {"home": str(work), "temp": str(work)},
+        "paths": {},
         "noplaylist": True,
         "playlist_items": "1",  # a page with many videos must not fetch them all
         "quiet": True,
@@ -84,6 +89,17 @@ def ydl_options(work: Path, options: DownloadOptions, progress: Progress | None
         "cachedir": False,  # keep yt-dlp out of ~/.cache: our cache is the folder above
         **({} if options.archive is None else {"download_archive": str(options.archive)}),
     }
+
+
+@contextlib.contextmanager
+def _inside(work: Path) -> Iterator[None]:
+    """``work`` as the current folder for the body (the worker runs one job at a time)."""
+    before = os.getcwd()
+    os.chdir(work)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _progress_hook(progress: Progress) -> Callable[[dict[str, Any]], None]:

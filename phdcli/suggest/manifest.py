@@ -32,6 +32,7 @@ from typing import Any
 
 from phdcli import NOTICE, fsutil
 from phdcli.errors import PhdError
+from phdcli.fsutil.cachefile import MIB, read_entry_text
 
 log = logging.getLogger("phd")
 
@@ -144,7 +145,7 @@ class Record:
         file in the folder is then someone else's: the safe direction)."""
         record = cls(out_dir)
         try:
-            doc = json.loads(record.path.read_text(encoding="utf-8"))
+            doc = json.loads(read_entry_text(record.path, 64 * MIB))
             if doc.get("format") != FORMAT:
                 raise ValueError(f"format {doc.get('format')!r} is not one this phd reads")
             record.entries = [Entry.from_dict(e) for e in doc["inputs"]]

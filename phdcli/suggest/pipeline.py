@@ -143,7 +143,7 @@ class Suggester:
             return self._run(str(item), on_suggestion)
 
     def _run(self, item: str, on_suggestion: OnSuggestion | None) -> VideoSuggestions:
-        from phdcli.fsutil import cached_sha256
+        from phdcli.fsutil.contenthash import cached_sha256
         from phdcli.history.kept import same_span
         from phdcli.media.probe import probe
         from phdcli.media.segments import detect_cuts, fixed_segments, segments_from_cuts

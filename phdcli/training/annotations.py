@@ -10,6 +10,8 @@ are the user's history.
 from __future__ import annotations
 
 import csv
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +20,13 @@ from phdcli.errors import InputError
 COLUMNS = ("youtubeId", "start", "duration", "user_id", "video_duration", "is_last")
 _TRUE = {"true", "1"}
 _FALSE = {"false", "0"}
+# An id names files (<videos>/<id>.<ext>, the store's shards) on every path, downloads or
+# not: a plain name, never a path ("../x", "/etc/x") or a hidden file.
+PLAIN_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+MAX_DURATION_S = 48 * 3600.0  # no video or GIF is longer: inf or 1e308 is a typo or an attack
+# PHD^2's video_duration is whole seconds: a GIF may end a little past it (4 of the
+# 12,063 dev rows do, by up to 0.22 s).
+END_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,25 +63,54 @@ class User:
     history: list[UserVideo] = field(default_factory=list)
 
 
-def _parse_row(row: dict[str, str], where: str) -> tuple[str, str, float, float, float, bool]:
+def _shown(text: str) -> str:
+    """A field as an error message shows it: quoted, one line, not too long."""
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def _number(row: dict[str, str], column: str, where: str) -> float:
+    text = (row[column] or "").strip()
     try:
-        start_s = float(row["start"])
-        duration_s = float(row["duration"])
-        video_s = float(row["video_duration"])
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: start, duration and video_duration must be numbers") from None
+        value = float(text)
+    except ValueError:
+        raise InputError(f"{where}: column {column}: not a number: {_shown(text)}") from None
+    if not math.isfinite(value):  # inf, nan: never a time
+        raise InputError(f"{where}: column {column}: not a finite number: {_shown(text)}")
+    return value
+
+
+def _parse_row(row: dict[str, str], where: str) -> tuple[str, str, float, float, float, bool]:
+    """One row, checked once for every command: ids are plain names, times finite and in range."""
     youtube_id = (row["youtubeId"] or "").strip()
     user_id = (row["user_id"] or "").strip()
     if not youtube_id or not user_id:
         raise InputError(f"{where}: empty youtubeId or user_id")
-    # NaN fails every comparison, so these checks also reject "nan".
-    if not start_s >= 0 or not duration_s > 0:
-        raise InputError(f"{where}: start must be >= 0 and duration > 0")
-    if not (video_s > 0 or video_s == -1):
-        raise InputError(f"{where}: video_duration must be > 0, or -1 for unknown")
+    if not PLAIN_ID.fullmatch(youtube_id):
+        raise InputError(f"{where}: column youtubeId: {_shown(youtube_id)} is not a plain name "
+                         "(letters, digits, _ - and . not first; at most 128)")
+    if len(user_id) > 128 or not user_id.isprintable():
+        raise InputError(f"{where}: column user_id: {_shown(user_id)} is not a printable id "
+                         "of at most 128 characters")
+    start_s = _number(row, "start", where)
+    duration_s = _number(row, "duration", where)
+    video_s = _number(row, "video_duration", where)
+    if not 0 <= start_s < MAX_DURATION_S:
+        raise InputError(f"{where}: column start: must be from 0 to {MAX_DURATION_S:g} s, "
+                         f"got {start_s:g}")
+    if not 0 < duration_s <= MAX_DURATION_S:
+        raise InputError(f"{where}: column duration: must be > 0 and at most "
+                         f"{MAX_DURATION_S:g} s, got {duration_s:g}")
+    if not (0 < video_s <= MAX_DURATION_S or video_s == -1):
+        raise InputError(f"{where}: column video_duration: must be > 0 and at most "
+                         f"{MAX_DURATION_S:g} s, or -1 for unknown; got {video_s:g}")
+    if video_s > 0 and not (start_s < video_s and start_s + duration_s <= video_s + END_SLACK_S):
+        raise InputError(f"{where}: columns start, duration: the GIF [{start_s:g}, "
+                         f"{start_s + duration_s:g}] s is not inside the video "
+                         f"(video_duration {video_s:g} s)")
     flag = (row["is_last"] or "").strip().lower()
     if flag not in _TRUE | _FALSE:
-        raise InputError(f"{where}: is_last must be True or False, got {row['is_last']!r}")
+        raise InputError(f"{where}: column is_last: must be True or False, "
+                         f"got {_shown(row['is_last'] or '')}")
     return user_id, youtube_id, start_s, duration_s, video_s, flag in _TRUE
 
 
@@ -80,9 +118,11 @@ def load_annotations(path: Path) -> list[User]:
     """Read a PHD^2 CSV into users, in the order users first appear.
 
     Videos keep the order of their first row; a video's GIFs keep row order.
-    Raises InputError (one line, naming the file line) for a missing file,
-    wrong columns, a malformed row, a video whose rows disagree on its
-    duration, or a user without exactly one ``is_last=True`` video.
+    Every row is checked here, once for every command (``_parse_row``): ids
+    are plain names, times finite and in range. Raises InputError (one line,
+    naming the file, line and column) for a missing file, wrong columns, a
+    malformed row, a video whose rows disagree on its duration, or a user
+    without exactly one ``is_last=True`` video.
     """
     path = Path(path)
     if not path.is_file():
@@ -90,7 +130,8 @@ def load_annotations(path: Path) -> list[User]:
     # user_id -> youtube_id -> (video, is_last); dicts keep first-seen order.
     videos: dict[str, dict[str, tuple[UserVideo, bool]]] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+        with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
             header = [c.strip() for c in (reader.fieldnames or [])]
             missing = [c for c in COLUMNS if c not in header]

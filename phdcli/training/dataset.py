@@ -23,8 +23,9 @@ Layout of a dataset folder::
     store/                the feature store (unless --store puts it elsewhere, e.g. shared)
     samples/              the packed per-user samples (phdcli.training.samples)
 
-A folder built from other annotations, features or weights is refused
-rather than mixed.
+What may be built where (``-o`` checked before any work, one build per
+folder at a time, a folder built from other annotations, features or weights
+refused rather than mixed unless ``--force``) is ``phdcli.training.folder``'s.
 """
 
 from __future__ import annotations
@@ -45,10 +46,23 @@ import numpy as np
 from phdcli import fsutil
 from phdcli.errors import InputError, UsageError
 from phdcli.features.spec import FeatureSpec
-from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256, sha256_file
+from phdcli.fsutil import atomic_path, atomic_write_text, sha256_file
+from phdcli.fsutil.contenthash import cached_sha256
 from phdcli.training.annotations import User, load_annotations
+from phdcli.training.checks import same_file
 from phdcli.training.download import YOUTUBE_URL
 from phdcli.training.engines import ENGINES, Engine, get_engine
+from phdcli.training.folder import (
+    ANNOTATIONS_COPY,
+    DATASET_FORMAT,
+    MANIFEST,
+    SAMPLES_DIR,
+    STORE_DIR,
+    build_lock,
+    check_build_out,
+    read_manifest,
+    start_manifest,
+)
 from phdcli.training.jobs import BuildContext, Outcome, VideoJob, plan_jobs
 from phdcli.training.labels import (
     LABEL_RULE,
@@ -62,12 +76,6 @@ from phdcli.training.samples import PackedSamples, PackWriter, UserSample
 from phdcli.training.store import FeatureStore, Shard, StoreKey, span_key
 
 log = logging.getLogger("phd")
-
-DATASET_FORMAT = "phd-dataset/2"
-MANIFEST = "dataset.json"
-ANNOTATIONS_COPY = "annotations.csv"
-SAMPLES_DIR = "samples"
-STORE_DIR = "store"
 
 # progress(stage, done, total): stages "videos", "clips", "users".
 DatasetProgress = Callable[[str, int, int], None]
@@ -92,6 +100,7 @@ class BuildConfig:
     retry_failed: bool = True
     engine: str = "local"
     address: str | None = None
+    force: bool = False  # build in a folder holding other files, or rebuild another dataset
 
     def __post_init__(self) -> None:
         if self.history_cap is not None and self.history_cap < 0:
@@ -156,28 +165,6 @@ class Dataset:
         self.close()
 
 
-# -- the manifest -------------------------------------------------------------
-def _check_or_start_manifest(out: Path, base: dict[str, Any]) -> None:
-    """Refuse to mix features, weights or annotations in one folder; mark a build as started."""
-    path = out / MANIFEST
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: unreadable ({exc})") from None
-        if old.get("format") != DATASET_FORMAT:
-            raise UsageError(f"{out} was built by another version of phd; use a new output folder")
-        what = {"features": "feature spec", "backbone_sha256": "C3D backbone",
-                "annotations_sha256": "annotation file"}
-        for key, name in what.items():
-            if old.get(key) != base[key]:
-                raise UsageError(f"{out} was built with another {name} ({old.get(key)!r}); "
-                                 "use a new output folder")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({**base, "status": "building"}, indent=1) + "\n")
-
-
 # -- building -----------------------------------------------------------------
 def build_dataset(config: BuildConfig, engine: Engine | None = None,
                   progress: DatasetProgress | None = None) -> DatasetSummary:
@@ -191,6 +178,7 @@ def build_dataset(config: BuildConfig, engine: Engine | None = None,
 
     started = time.monotonic()
     annotations, out = Path(config.annotations), Path(config.out)
+    check_build_out(out, config.force, [annotations, Path(config.videos_dir), config.c3d_weights])
     users = load_annotations(annotations)
     weights = resolve_weights_path(config.c3d_weights)
     key = StoreKey(config.spec, cached_sha256(weights))
@@ -208,10 +196,20 @@ def build_dataset(config: BuildConfig, engine: Engine | None = None,
         },
         "labels": LABEL_RULE,
     }
-    _check_or_start_manifest(out, base)
+    with build_lock(out):  # one build per folder at a time
+        return _build_locked(config, users, weights, key, store_root, base, engine, progress,
+                             started)
+
+
+def _build_locked(config: BuildConfig, users: list[User], weights: Path, key: StoreKey,
+                  store_root: Path, base: dict[str, Any], engine: Engine | None,
+                  progress: DatasetProgress | None, started: float) -> DatasetSummary:
+    annotations, out = Path(config.annotations), Path(config.out)
+    start_manifest(out, base, config.force)
     fsutil.clean_stale_temps(out)  # what a killed build left: a half-written pack, a copy's temp
     copy = out / ANNOTATIONS_COPY
-    if not copy.is_file():
+    if not same_file(copy, annotations) and (
+            not copy.is_file() or sha256_file(copy) != base["annotations_sha256"]):
         with atomic_path(copy, suffix=".part.csv") as tmp:
             shutil.copyfile(annotations, tmp)
     store = FeatureStore(store_root, key).open()
@@ -366,16 +364,7 @@ def assemble(users: Sequence[User], store: FeatureStore, folder: Path, history_c
 def load_dataset(path: Path) -> Dataset:
     """Open a folder written by ``build_dataset``: the manifest and the packed samples."""
     path = Path(path)
-    manifest_path = path / MANIFEST
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: not a dataset folder (no {MANIFEST})") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{manifest_path}: unreadable ({exc})") from None
-    if manifest.get("format") != DATASET_FORMAT:
-        raise InputError(f"{manifest_path}: unsupported dataset format {manifest.get('format')!r}"
-                         " (rebuild it with this phd: the store makes that cheap)")
+    manifest, spec = read_manifest(path)  # checked: a damaged one says to rebuild
     if not (path / SAMPLES_DIR / "pack.json").is_file():
         raise InputError(f"{path}: the dataset holds no samples (is its build finished?)")
     samples = PackedSamples(path / SAMPLES_DIR)
@@ -384,7 +373,7 @@ def load_dataset(path: Path) -> Dataset:
             raise InputError(f"{path}: the dataset holds no user")
         copy = path / ANNOTATIONS_COPY
         return Dataset(
-            spec=FeatureSpec.from_dict(manifest["features"]),
+            spec=spec,
             backbone=str(manifest["backbone"]),
             backbone_sha256=str(manifest.get("backbone_sha256", "any")),
             samples=samples,

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from phdcli.errors import InputError, UsageError, WeightsError
-from phdcli.fsutil import atomic_write_text
 from phdcli.ranking.prior import TemporalPrior, fit_listwise
 from phdcli.training import metrics
 from phdcli.training.annotations import User, UserVideo, load_annotations
+from phdcli.training.checks import OutputFile, check_seed
 
 SEGMENT_S = 5.0
 CONTENT_FREE_NOTE = (
@@ -178,6 +178,7 @@ def evaluate(
     n_seeds: int = 1,
     scores_out: Path | None = None,
     users: set[str] | None = None,
+    force: bool = False,
 ) -> EvalResult:
     """Score every user's last video and average the metrics (percent).
 
@@ -186,10 +187,16 @@ def evaluate(
     result is the mean over seeds (``per_seed`` holds each); a prior is
     deterministic and runs once. ``users`` restricts to those user ids.
     ``scores_out`` gets ``user_id,segment_index,start,end,score`` for every
-    scored segment (the first seed's scores for random).
+    scored segment (the first seed's scores for random): never over an existing
+    file without ``force``, never over the annotations or the model.
     """
     if n_seeds < 1:
         raise UsageError(f"n_seeds must be at least 1, got {n_seeds}")
+    check_seed(seed, last=seed + n_seeds - 1)
+    out = None if scores_out is None else OutputFile(Path(scores_out), "--scores-out", force)
+    if out is not None:
+        out.check([Path(p) for p in (annotations, scorer)
+                   if isinstance(p, str | Path) and str(p) not in ("random", "prior")])
     model, name = _resolve_scorer(scorer)
     all_users = (
         load_annotations(Path(annotations)) if isinstance(annotations, str | Path) else annotations
@@ -228,8 +235,8 @@ def evaluate(
         notes.append(f"expected R@5 of random scores on these videos: {exact:.2f} (exact)")
     elif n_seeds > 1:
         notes.append("the prior is deterministic: n_seeds ignored")
-    if scores_out is not None:
-        _write_scores(Path(scores_out), cases, first_scores)
+    if out is not None:
+        _write_scores(out, cases, first_scores)
         if len(seeds) > 1:
             notes.append(f"scores written for seed {seeds[0]} only")
     mean = {k: float(np.mean([p[k] for p in per_seed])) for k in ("map", "nmsd", "recall5")}
@@ -245,12 +252,13 @@ def evaluate(
     )
 
 
-def _write_scores(path: Path, cases: list[VideoCase], scores: list[np.ndarray]) -> None:
+def _write_scores(out: OutputFile, cases: list[VideoCase], scores: list[np.ndarray]) -> None:
     lines = ["user_id,segment_index,start,end,score"]
     for case, s in zip(cases, scores, strict=True):
         for i, ((a, b), v) in enumerate(zip(case.bounds_s, s, strict=True)):
             lines.append(f"{case.user_id},{i},{a:.3f},{b:.3f},{v:.6g}")
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    with out.writing() as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _training_cases(users: list[User], include_last: bool) -> list[tuple[str, list[VideoCase]]]:
@@ -316,79 +324,19 @@ def fit_prior(
     return shape
 
 
-def train_prior(annotations: Path, out: Path, seed: int = 0) -> TemporalPrior:
-    """Fit the prior on every user of ``annotations`` and write its JSON to ``out`` atomically.
+def train_prior(annotations: Path, out: Path, seed: int = 0, force: bool = False
+                ) -> TemporalPrior:
+    """Fit the prior on every user of ``annotations`` and write its JSON to ``out``.
 
-    ``seed`` is recorded only: the fit is deterministic (convex, Newton).
+    ``out`` is checked first (:class:`OutputFile`: not the annotations, not an
+    existing file without ``force``) and written whole or not at all. ``seed``
+    is recorded only: the fit is deterministic (convex, Newton).
     """
+    check_seed(seed)
+    target = OutputFile(Path(out), "--out", force)
+    target.check([Path(annotations)])
     prior = fit_prior(load_annotations(Path(annotations)))
     prior.fit_info.update({"annotations": Path(annotations).name, "seed": seed})
-    atomic_write_text(Path(out), json.dumps(prior.to_dict(), indent=2) + "\n")
+    with target.writing() as tmp:
+        tmp.write_text(json.dumps(prior.to_dict(), indent=2) + "\n", encoding="utf-8")
     return prior
-
-
-def split_users(users: list[User], seed: int, holdout_fraction: float) -> tuple[set[str], set[str]]:
-    """Seeded split of user ids into (fit, held-out)."""
-    if not 0.0 < holdout_fraction < 1.0:
-        raise UsageError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}")
-    ids = sorted(u.user_id for u in users)
-    perm = np.random.default_rng(seed).permutation(len(ids))
-    n_hold = max(1, min(len(ids) - 1, round(holdout_fraction * len(ids))))
-    held = {ids[i] for i in perm[:n_hold]}
-    return set(ids) - held, held
-
-
-def validate_prior(
-    annotations: Path,
-    seed: int = 0,
-    holdout_fraction: float = 0.5,
-    n_folds: int | None = None,
-    n_seeds: int = 10,
-) -> dict[str, Any]:
-    """Fit on some users, evaluate prior and random on the users left out.
-
-    Default: one seeded split, ``holdout_fraction`` of the users held out.
-    With ``n_folds`` (k >= 2): seeded k-fold cross-validation, every user is
-    held out once and scored by the prior fitted on the other folds; the
-    metrics pool all videos (less noisy than one split: R@5 on ~220 videos
-    moves by ~2-3 points between splits). Held-out users contribute nothing
-    to their fit (neither history nor last video); random is scored on the
-    same videos with ``n_seeds`` seeds.
-    """
-    users = load_annotations(Path(annotations))
-    ids = sorted(u.user_id for u in users)
-    if n_folds is None:
-        fit_ids, held = split_users(users, seed, holdout_fraction)
-        folds = [held]
-    else:
-        if not 2 <= n_folds <= len(ids):
-            raise UsageError(f"n_folds must be between 2 and {len(ids)}, got {n_folds}")
-        fold_of = np.random.default_rng(seed).permutation(len(ids)) % n_folds
-        folds = [{i for i, f in zip(ids, fold_of, strict=True) if f == k} for k in range(n_folds)]
-    keys = ("map", "nmsd", "recall5")
-    sums = dict.fromkeys(keys, 0.0)
-    n_videos = n_skipped = 0
-    for held in folds:
-        prior = fit_prior([u for u in users if u.user_id not in held])
-        r = evaluate(users, prior, users=held)
-        for k in keys:
-            sums[k] += getattr(r, k) * r.n_videos
-        n_videos, n_skipped = n_videos + r.n_videos, n_skipped + r.n_skipped
-    all_held = set().union(*folds)
-    on_random = evaluate(users, "random", seed=seed, n_seeds=n_seeds, users=all_held)
-    return {
-        "seed": seed,
-        "n_folds": n_folds,
-        "n_fit_users": len(ids) - len(folds[0]) if n_folds is None else None,
-        "n_heldout_users": len(all_held),
-        "prior": {
-            **{k: sums[k] / n_videos for k in keys},
-            "n_videos": n_videos,
-            "n_skipped": n_skipped,
-        },
-        "random": {
-            **{k: getattr(on_random, k) for k in keys},
-            "n_videos": on_random.n_videos,
-            "n_skipped": on_random.n_skipped,
-        },
-    }

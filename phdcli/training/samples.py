@@ -12,7 +12,8 @@ positive and negative, one user's rows) share one read. A ``PackedSamples``
 opened on a folder owns the pack's file handles: ``close`` it (or use it as
 a context manager); its subsets share them and leave closing to it.
 
-Pack layout (``<dataset>/samples/``, written by ``PackWriter``, swapped in whole)::
+Pack layout (``<dataset>/samples/``, written by ``PackWriter``, swapped in whole; read
+back and checked by ``phdcli.training.packfiles``)::
 
     pack.json              format, feature dim, counts
     index.npz              per user: ids, durations, row offsets; per row: labels, bounds
@@ -37,14 +38,7 @@ import numpy as np
 from phdcli.errors import InputError
 from phdcli.fsutil import atomic_write_text, forget_temp, make_temp_dir
 from phdcli.training.labels import POSITIVE
-
-PACK_FORMAT = "phd-samples/1"
-_FILES = {"segments": np.float16, "test_segments": np.float16, "history": np.float16,
-          "history_mean": np.float32}
-_SUFFIX = {np.float16: ".f16", np.float32: ".f32"}
-# Rows of a batch closer than this share one read: one request instead of two (a round
-# trip on NFS) for the bytes between; the cap bounds that waste to 64 KiB per row wanted.
-_MAX_GAP_BYTES = 64 * 1024
+from phdcli.training.packfiles import FILES, PACK_FORMAT, SUFFIX, Pack
 
 
 @dataclass
@@ -164,8 +158,8 @@ class PackWriter:
         self.tmp = make_temp_dir(self.folder.parent, self.folder.name)
         self.files: dict[str, Any] = {}
         try:
-            for name, dt in _FILES.items():
-                self.files[name] = open(self.tmp / f"{name}{_SUFFIX[dt]}", "wb")  # noqa: SIM115
+            for name, dt in FILES.items():
+                self.files[name] = open(self.tmp / f"{name}{SUFFIX[dt]}", "wb")  # noqa: SIM115
         except BaseException:
             self.abort()
             raise
@@ -185,7 +179,7 @@ class PackWriter:
         history = np.asarray(s.history, dtype=np.float16).reshape(-1, dim)
         for name, arr in (("segments", s.segments), ("test_segments", test),
                           ("history", history), ("history_mean", mean_history(history, dim))):
-            self.files[name].write(np.ascontiguousarray(arr, dtype=_FILES[name]).tobytes())
+            self.files[name].write(np.ascontiguousarray(arr, dtype=FILES[name]).tobytes())
         ix = self.index
         ix["user_id"].append(s.user_id)
         ix["duration_s"].append(float(s.duration_s))
@@ -251,81 +245,6 @@ class PackWriter:
         forget_temp(self.tmp)
 
 
-class _Pack:
-    """The files of one pack, opened once and shared by its subsets."""
-
-    def __init__(self, folder: Path) -> None:
-        try:
-            doc = json.loads((folder / "pack.json").read_text(encoding="utf-8"))
-            if doc.get("format") != PACK_FORMAT:
-                raise InputError(f"{folder}: unsupported sample pack {doc.get('format')!r}")
-            with np.load(folder / "index.npz", allow_pickle=False) as z:
-                ix = {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"{folder}: not a readable sample pack ({exc})") from None
-        self.folder, self.dim, self.ix = folder, int(doc["dim"]), ix
-        self.off = {k: np.r_[0, np.cumsum(ix[k])] for k in ("n_seg", "n_test", "n_hist", "n_gifs")}
-        self.fds: dict[str, int] = {}
-        try:
-            for name, dt in _FILES.items():
-                self.fds[name] = os.open(folder / f"{name}{_SUFFIX[dt]}", os.O_RDONLY)
-                rows = int(len(ix["user_id"]) if name == "history_mean" else
-                           self.off[{"segments": "n_seg", "test_segments": "n_test",
-                                     "history": "n_hist"}[name]][-1])
-                size = os.fstat(self.fds[name]).st_size
-                if size != rows * self.dim * np.dtype(dt).itemsize:
-                    raise InputError(f"{folder}: {name} holds {size} bytes, expected {rows} rows")
-        except OSError as exc:
-            self.close()
-            raise InputError(f"{folder}: not a readable sample pack ({exc})") from None
-        except BaseException:
-            self.close()
-            raise
-
-    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of a feature file in its own dtype."""
-        fd = self.fds.get(name)
-        if fd is None:
-            raise ValueError(f"{self.folder}: read of a closed sample pack")
-        dt = np.dtype(_FILES[name])
-        width = self.dim * dt.itemsize
-        data = os.pread(fd, (stop - start) * width, start * width)
-        if len(data) != (stop - start) * width:
-            raise InputError(f"{self.folder}: {name} is shorter than its index (changed?)")
-        return np.frombuffer(data, dtype=dt).reshape(-1, self.dim)
-
-    def rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of a feature file as float32."""
-        return self._read(name, start, stop).astype(np.float32)
-
-    def gather(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """The rows ``rows`` (any order, repeats allowed) of a feature file as float32, in order.
-
-        The rows are sorted and read in runs, one run at a time; a row more
-        than ``_MAX_GAP_BYTES`` past the previous one starts a new run. A run
-        holds its own rows and at most 64 KiB between each two, so memory stays
-        within the batch's size plus that, wherever the rows lie.
-        """
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        out = np.empty((len(rows), self.dim), dtype=np.float32)
-        order = np.argsort(rows, kind="stable")
-        ranked = rows[order]
-        gap_rows = _MAX_GAP_BYTES // max(1, self.dim * np.dtype(_FILES[name]).itemsize)
-        cuts = np.r_[0, np.flatnonzero(np.diff(ranked) > gap_rows + 1) + 1, len(rows)].tolist()
-        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
-            if b > a:
-                first = int(ranked[a])
-                block = self._read(name, first, int(ranked[b - 1]) + 1)
-                # float16 -> float32 is exact: the values are those of one read per row.
-                out[order[a:b]] = block[ranked[a:b] - first]
-        return out
-
-    def close(self) -> None:
-        """Close the files (once; later calls do nothing)."""
-        while self.fds:
-            os.close(self.fds.popitem()[1])
-
-
 class PackedSamples:
     """A pack on disk as a SampleSet; ``users`` selects (and orders) a subset.
 
@@ -333,9 +252,9 @@ class PackedSamples:
     a subset shares its parent's pack, and its ``close`` leaves them open.
     """
 
-    def __init__(self, folder: Path | _Pack, users: np.ndarray | None = None) -> None:
-        self._owner = not isinstance(folder, _Pack)
-        self.pack = folder if isinstance(folder, _Pack) else _Pack(Path(folder))
+    def __init__(self, folder: Path | Pack, users: np.ndarray | None = None) -> None:
+        self._owner = not isinstance(folder, Pack)
+        self.pack = folder if isinstance(folder, Pack) else Pack(Path(folder))
         n = len(self.pack.ix["user_id"])
         self.users = np.arange(n) if users is None else np.asarray(users, dtype=np.int64)
         self.dim = self.pack.dim

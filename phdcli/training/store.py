@@ -24,9 +24,13 @@ often over NFS, where SQLite's locking is unsafe. Each shard is written to a
 temp name in its final folder and renamed (atomic on POSIX and NFS), so a
 reader sees a whole shard or none; a reader also checks the size against
 the header and the tensors against their sha256, and moves a bad shard
-aside (``*.bad-<time>``), so a half-written or damaged file is never taken
-as done: the next build recomputes that video. Two writers of one video
-write the same content; the last rename wins.
+aside (``*.bad-<time>``, one warning), so a half-written or damaged file is
+never taken as done: the next build recomputes that video. Everything read
+back is checked before it is used (:func:`_shard_meta`: a header that is
+valid JSON but not what phd writes, a NaN or infinite duration; a failure
+record or ``key.json`` that is not an object): a damaged file costs a
+recomputation, never an internal error. Two writers of one video write the
+same content; the last rename wins.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import struct
@@ -46,9 +51,10 @@ from typing import Any
 
 import numpy as np
 
-from phdcli.errors import UsageError
+from phdcli.errors import PhdError, UsageError
 from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path, atomic_write_text
+from phdcli.training.annotations import MAX_DURATION_S
 
 log = logging.getLogger("phd")
 
@@ -141,11 +147,57 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int] | None:
                 return None
             header = json.loads(fh.read(n))
         size = os.path.getsize(path)
-    except (OSError, ValueError, struct.error):
-        return None
-    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, struct.error, AttributeError, KeyError, TypeError, IndexError):
+        return None  # AttributeError...IndexError: valid JSON, but not a safetensors header
     expected = 8 + n + max(ends, default=0)
     return (header, expected) if size == expected else None
+
+
+def _number(value: object, low: float, high: float) -> bool:
+    """A JSON number (not a bool) with low < value <= high; False for NaN and inf."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and low < value <= high)
+
+
+def _shard_meta(header: dict[str, Any], key_digest: str) -> dict[str, Any] | None:
+    """The shard's phd metadata if it is whole and of this key, else None (damaged or foreign).
+
+    Every field a reader uses is checked here, once: a header that is valid
+    JSON of the right size but says something else is a damaged shard.
+    """
+    try:
+        meta = json.loads(header["__metadata__"]["phd"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("format") != SHARD_FORMAT or (
+            meta.get("key") != key_digest):
+        return None
+    spans, clips = meta.get("spans"), meta.get("clips", 0)
+    ok = (_number(meta.get("duration_s"), 0.0, MAX_DURATION_S)
+          and isinstance(meta.get("segments"), bool)
+          and isinstance(spans, list)
+          and all(isinstance(s, list) and len(s) == 2 and all(_number(t, -1e-9, MAX_DURATION_S)
+                                                              for t in s) for s in spans)
+          and isinstance(clips, int) and not isinstance(clips, bool) and clips >= 0
+          and isinstance(meta.get("info", {}), dict)
+          and isinstance(meta.get("sha256"), str))
+    return meta if ok else None
+
+
+def _tensors_ok(tensors: dict[str, np.ndarray]) -> bool:
+    """Rows (n, D) with bounds (n, 2) of finite seconds for each kind, nothing else."""
+    if set(tensors) - {*KINDS, *(f"{k}.bounds_s" for k in KINDS)}:
+        return False
+    for kind in KINDS:
+        rows, bounds = tensors.get(kind), tensors.get(f"{kind}.bounds_s")
+        if rows is None and bounds is None:
+            continue
+        if rows is None or bounds is None or rows.ndim != 2 or bounds.shape != (len(rows), 2):
+            return False
+        if not np.isfinite(bounds).all():
+            return False
+    return True
 
 
 class FeatureStore:
@@ -159,15 +211,21 @@ class FeatureStore:
     def open(self) -> FeatureStore:
         """Create the folder, or check that the one there is for this key."""
         key_file = self.dir / "key.json"
+        found: object = None
         if key_file.is_file():
             try:
                 found = json.loads(key_file.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise UsageError(f"{key_file}: unreadable ({exc})") from None
-            if found.get("key") != self.key.digest:
-                raise UsageError(f"{self.dir} holds features of another spec or backbone")
-        else:
-            atomic_write_text(key_file, json.dumps(self.key.to_dict(), indent=1) + "\n")
+            except OSError as exc:
+                raise PhdError(f"{key_file}: unreadable ({exc.strerror or exc})") from None
+            except ValueError:
+                found = "damaged"
+            if isinstance(found, dict) and isinstance(found.get("key"), str):
+                if found["key"] != self.key.digest:
+                    raise UsageError(f"{self.dir} holds features of another spec or backbone")
+                return self
+            # The folder's name carries the key: a damaged key.json is written again.
+            log.warning("%s: damaged (not phd's key record); written again", key_file)
+        atomic_write_text(key_file, json.dumps(self.key.to_dict(), indent=1) + "\n")
         return self
 
     # -- paths ------------------------------------------------------------
@@ -184,24 +242,17 @@ class FeatureStore:
     # -- shards -----------------------------------------------------------
     def header(self, youtube_id: str) -> ShardHeader | None:
         """What the shard covers (None: no complete shard) without reading its tensors."""
-        found = _read_header(self.shard_path(youtube_id))
-        if found is None:
+        path = self.shard_path(youtube_id)
+        if not path.exists():
             return None
-        meta = self._metadata(found[0])
+        found = _read_header(path)
+        meta = _shard_meta(found[0], self.key.digest) if found is not None else None
         if meta is None:
+            self._quarantine(path)  # damaged: not done, and said once
             return None
-        return ShardHeader(float(meta["duration_s"]), bool(meta["segments"]),
+        return ShardHeader(float(meta["duration_s"]), meta["segments"],
                            frozenset(span_key(a, b) for a, b in meta["spans"]),
                            int(meta.get("clips", 0)))
-
-    def _metadata(self, header: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            meta = json.loads(header["__metadata__"]["phd"])
-        except (KeyError, TypeError, ValueError):
-            return None
-        if meta.get("format") != SHARD_FORMAT or meta.get("key") != self.key.digest:
-            return None
-        return meta  # type: ignore[no-any-return]
 
     def read(self, youtube_id: str) -> Shard | None:
         """The video's shard, verified (size, key, sha256); None if there is no good one."""
@@ -212,12 +263,13 @@ class FeatureStore:
         if not path.is_file():
             return None
         found = _read_header(path)
-        meta = self._metadata(found[0]) if found else None
+        meta = _shard_meta(found[0], self.key.digest) if found else None
         try:
             tensors = load(path.read_bytes()) if meta is not None else None
         except (OSError, SafetensorError, ValueError):
             tensors = None
-        if tensors is None or meta is None or _tensor_digest(tensors) != meta.get("sha256"):
+        if tensors is None or meta is None or _tensor_digest(tensors) != meta["sha256"] or (
+                not _tensors_ok(tensors)):
             self._quarantine(path)
             return None
         shard = Shard(youtube_id, float(meta["duration_s"]), info=dict(meta.get("info", {})))
@@ -267,10 +319,20 @@ class FeatureStore:
         atomic_write_text(path, json.dumps(record) + "\n")
 
     def failure(self, youtube_id: str) -> dict[str, Any] | None:
+        """The video's failure record; None if there is none, or a damaged one (a warning)."""
+        path = self.failure_path(youtube_id)
         try:
-            return json.loads(self.failure_path(youtube_id).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
             return None
+        except (OSError, ValueError):
+            record = None
+        if (isinstance(record, dict) and all(isinstance(record.get(k), str)
+                                             for k in ("youtube_id", "stage", "reason"))
+                and _number(record.get("attempts"), -1.0, 2**31)):
+            return record
+        log.warning("%s: damaged failure record, ignored", path)
+        return None
 
     # -- housekeeping -----------------------------------------------------
     def _files(self, kind: str, suffix: str) -> Iterator[Path]:

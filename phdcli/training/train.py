@@ -18,6 +18,7 @@ import numpy as np
 
 from phdcli.errors import InputError, UsageError
 from phdcli.ranking.prior import TemporalPrior
+from phdcli.training.checks import OutputFile, check_seed
 from phdcli.training.fit import TrainConfig, TrainProgress, fit_fused, split_indices
 from phdcli.training.labels import has_pairs
 from phdcli.training.validation import part_metrics, read_terms
@@ -55,6 +56,7 @@ def train_content(
     progress: TrainProgress | None = None,
     base_model: Path | None = None,
     config: TrainConfig = TrainConfig(),  # noqa: B008 (frozen)
+    force: bool = False,
 ) -> TrainSummary:
     """Train PHD-CA + SVM-D on a dataset folder and write the model file ``out`` atomically.
 
@@ -62,17 +64,21 @@ def train_content(
     spec and backbone must then match the dataset's), else it is fitted on
     the training users' annotations (the copy inside the dataset), else
     there is none. Validation users take no part in any fit but the fusion
-    weights.
+    weights. ``out`` is checked before the dataset is opened (:class:`OutputFile`:
+    not an input, not a folder, not an existing file without ``force``).
     """
+    if epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {epochs}")
+    check_seed(seed)
+    target = OutputFile(Path(out), "--out", force)
+    target.check([Path(dataset), base_model])  # before anything is loaded
+
     import torch
 
     from phdcli.ranking.model import check_compatible, load_model, save_model
     from phdcli.training.annotations import load_annotations
     from phdcli.training.dataset import load_dataset
     from phdcli.training.evaluate import fit_prior
-
-    if epochs < 1:
-        raise UsageError(f"epochs must be at least 1, got {epochs}")
     # The pack's files stay open until the model is written, and close on any error.
     with load_dataset(Path(dataset)) as data:
         source = f"{Path(dataset).name}'s features"
@@ -127,7 +133,8 @@ def train_content(
             "omega": "grid search on validation users' pair accuracy",
             "torch": torch.__version__,
         }
-        save_model(model, Path(out))
+        with target.writing() as tmp:
+            save_model(model, tmp)
         fused = report.val_metrics["fused"]
         log.info("validation (%d users): mAP %.2f%%, nMSD %.2f%%, R@5 %.2f%%",
                  report.n_val, fused["map"], fused["nmsd"], fused["recall5"])

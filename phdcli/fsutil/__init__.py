@@ -8,8 +8,9 @@
   (``.NAME.phd<pid>-<host>-<random>.part.gif``), so :func:`stale_temps`
   can tell what a killed run left behind from a live run's (the way git
   decides whether ``gc.pid`` is stale) and :func:`clean_stale_temps` remove it.
-- :func:`cached_sha256`: a file's hash, remembered in the cache's hash index;
-  :func:`stale_sha256_memos` lists the memos that can never be hit again.
+- :func:`sha256_file`: a regular file's hash (``phdcli.fsutil.contenthash``
+  remembers large files' hashes; ``phdcli.fsutil.cachefile`` is the one
+  opener for files read back from the cache).
 - :func:`locked`: one writer at a time, with ``filelock`` (an OS lock that
   dies with its process: never stale).
 """
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import logging
 import os
 import re
@@ -31,6 +31,7 @@ from functools import cache
 from pathlib import Path
 
 from phdcli.errors import PhdError
+from phdcli.fsutil.cachefile import open_entry
 
 log = logging.getLogger("phd")
 
@@ -315,75 +316,10 @@ def atomic_write_text(final: Path, text: str) -> None:
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
-    """Streamed sha256 of a file's content (hex)."""
+    """Streamed sha256 of a regular file's content (hex); a FIFO or device raises
+    OSError (:class:`cachefile.RefusedEntry`) instead of blocking or never ending."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_entry(path, None, follow=True) as fh:
         while chunk := fh.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-HASH_INDEX_DIR = "hash-index"  # in the cache folder
-
-
-def _index_dir(index_dir: Path | None) -> Path:
-    from phdcli import paths
-
-    return index_dir or paths.cache_dir() / HASH_INDEX_DIR
-
-
-def _memo_file(path: Path, index_dir: Path | None) -> Path:
-    stat = path.stat()
-    key = hashlib.sha256(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
-    return _index_dir(index_dir) / f"{key[:32]}.json"
-
-
-def cached_sha256(path: Path, index_dir: Path | None = None) -> str:
-    """sha256 of ``path``, remembered by (path, size, mtime) in the hash index.
-
-    Hashing a long video or a 300 MB weights file costs seconds; a warm run
-    should not pay it again. The memo is keyed by the resolved path, size and
-    mtime_ns, so an edited or replaced file is hashed anew.
-    """
-    path = Path(path).resolve()
-    memo = _memo_file(path, index_dir)
-    try:
-        return str(json.loads(memo.read_text())["sha256"])
-    except (OSError, ValueError, KeyError):
-        pass
-    digest = sha256_file(path)
-    remember_sha256(path, digest, index_dir)
-    return digest
-
-
-def remember_sha256(path: Path, digest: str, index_dir: Path | None = None) -> None:
-    """Record a hash computed elsewhere (e.g. while downloading) in the index."""
-    path = Path(path).resolve()
-    with contextlib.suppress(OSError):  # a read-only cache only costs speed
-        atomic_write_text(_memo_file(path, index_dir),
-                          json.dumps({"path": str(path), "sha256": digest}))
-
-
-def stale_sha256_memos(index_dir: Path | None = None) -> list[Path]:
-    """Memos of the hash index that can never be hit again, sorted: their file is
-    gone or changed (another size or mtime makes another key), or the memo is
-    unreadable. Nothing is removed; temps are left to :func:`stale_temps`."""
-    folder = _index_dir(index_dir)
-    try:
-        memos = sorted(entry.path for entry in os.scandir(folder)
-                       if entry.name.endswith(".json") and not entry.name.startswith("."))
-    except OSError:
-        return []
-    stale = []
-    for memo in map(Path, memos):
-        try:
-            doc = json.loads(memo.read_text(encoding="utf-8"))
-            recorded = Path(doc["path"])
-            # The very lookup cached_sha256 does: the file's key as it is now.
-            current = (isinstance(doc["sha256"], str) and recorded.is_file()
-                       and _memo_file(recorded, folder) == memo)
-        except (OSError, ValueError, KeyError, TypeError):
-            current = False
-        if not current:
-            stale.append(memo)
-    return stale
