@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -148,22 +149,23 @@ def suggest(
             raise UsageError("- reads inputs from stdin, but stdin is a terminal")
         piped = [line.strip() for line in sys.stdin if line.strip()]
         inputs = [x for item in inputs for x in (piped if item == "-" else [item])]
-    cfg = SuggestConfig(
-        k=k, out_dir=out.expanduser(), segments=segments, length_s=length,
-        gif=GifOptions(fps=fps, width=width, format=fmt,
-                       max_size_bytes=_megabytes("--max-size", max_size)),
-        gif_length_s=gif_length, min_gap_s=min_gap, one_shot=one_shot, name_template=name,
-        download=DownloadOptions(max_height=max_height,
-                                 max_filesize_bytes=_megabytes("--max-filesize", max_filesize),
-                                 stall_timeout_s=stall_timeout, timeout_s=download_timeout,
-                                 refresh=refresh, offline=offline),
-        device=device, precision=precision, c3d_weights=c3d_weights, model_path=model,
-        user=user, history_dir=history, force=force, dry_run=dry_run, report=report,
-        exhaustive=exhaustive,
-        include_kept=include_kept, heatmap_weight=heatmap_weight,
-        command=_reproduce_command(ctx) if report else "",
-        max_megapixels=max_megapixels,
-    )
+    with _blaming_the_source(ctx):  # a bad value names its env var or config key
+        cfg = SuggestConfig(
+            k=k, out_dir=out.expanduser(), segments=segments, length_s=length,
+            gif=GifOptions(fps=fps, width=width, format=fmt,
+                           max_size_bytes=_megabytes("--max-size", max_size)),
+            gif_length_s=gif_length, min_gap_s=min_gap, one_shot=one_shot, name_template=name,
+            download=DownloadOptions(max_height=max_height,
+                                     max_filesize_bytes=_megabytes("--max-filesize", max_filesize),
+                                     stall_timeout_s=stall_timeout, timeout_s=download_timeout,
+                                     refresh=refresh, offline=offline),
+            device=device, precision=precision, c3d_weights=c3d_weights, model_path=model,
+            user=user, history_dir=history, force=force, dry_run=dry_run, report=report,
+            exhaustive=exhaustive,
+            include_kept=include_kept, heatmap_weight=heatmap_weight,
+            command=_reproduce_command(ctx) if report else "",
+            max_megapixels=max_megapixels,
+        )
 
     def print_line(source: str, suggestion: Any) -> None:
         doc = {"type": "pick", "input": source, **suggestion.to_dict(explain)}
@@ -176,7 +178,7 @@ def suggest(
         sys.stdout.flush()
 
     try:
-        with Progress() as progress:
+        with _blaming_the_source(ctx), Progress() as progress:
             batch = suggest_batch(inputs, cfg, progress=progress.update,
                                   on_suggestion=print_line if as_jsonl else None,
                                   on_failure=print_failure if as_jsonl else None)
@@ -194,12 +196,36 @@ def suggest(
         raise typer.Exit(1)
 
 
+@contextmanager
+def _blaming_the_source(ctx: typer.Context) -> Iterator[None]:
+    """A UsageError about a flag says where its value came from when not the
+    command line: ``(from PHD_FPS)``, ``(from fps in the config file PATH)``."""
+    try:
+        yield
+    except UsageError as exc:
+        flag = str(exc).split(" ", 1)[0].rstrip(":")
+        param = next((p for p in ctx.command.params if flag in p.opts and p.name), None)
+        if param is None or param.name is None:
+            raise
+        source = getattr(ctx.get_parameter_source(param.name), "name", None)
+        if source == "ENVIRONMENT":
+            raise UsageError(f"{exc} (from {param.envvar})") from None
+        if source == "DEFAULT_MAP":
+            raise UsageError(f"{exc} (from {param.name} in the config file "
+                             f"{config.config_path()})") from None
+        raise
+
+
+MAX_MB = 1e9  # a petabyte; 1e308 MB would overflow the conversion to bytes
+
+
 def _megabytes(flag: str, value: float | None) -> int | None:
-    """MB (10**6 bytes) to bytes; inf, nan and non-positive sizes are usage errors."""
+    """MB (10**6 bytes) to bytes; inf, nan, non-positive and absurd sizes are usage errors."""
     if value is None:
         return None
-    if not (math.isfinite(value) and value > 0):
-        raise UsageError(f"{flag} must be a positive number of MB, got {value}")
+    if not 0 < value <= MAX_MB:  # False for NaN too
+        raise UsageError(f"{flag} must be a positive number of MB, at most {MAX_MB:g}, "
+                         f"got {value}")
     return max(1, int(value * 1_000_000))
 
 

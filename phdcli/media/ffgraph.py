@@ -23,8 +23,10 @@ class ClipEncoding:
 
     format: str
     fps: float
-    width: int  # the height follows the aspect ratio, rounded to even
+    width: int
     quality: int
+    height: int | None = None  # None: the aspect ratio's, rounded to even (scale=W:-2)
+    frames: int | None = None  # at most this many frames (the span's own count at ``fps``)
 
 
 def clip_args(
@@ -46,7 +48,7 @@ def clip_args(
     video = (
         ffmpeg.input(str(source), **options).video
         .filter("fps", fps=f"{enc.fps:g}")
-        .filter("scale", enc.width, -2, flags="lanczos")
+        .filter("scale", enc.width, -2 if enc.height is None else enc.height, flags="lanczos")
     )
     codec: dict[str, Any]
     if enc.format == "gif":
@@ -65,5 +67,7 @@ def clip_args(
     else:  # webp
         # libwebp_anim (not libwebp) diffs frames against each other: smaller files.
         codec = {"c:v": "libwebp_anim", "quality": enc.quality, "loop": 0}
+    if enc.frames is not None:  # the fps filter may round up a frame past the span
+        codec["frames:v"] = enc.frames
     command = ffmpeg.output(video, str(out), an=None, **codec).compile(cmd="ffmpeg")
     return command[1:]  # run_ffmpeg owns the binary

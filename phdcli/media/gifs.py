@@ -29,6 +29,7 @@ FORMAT_SUFFIX = {"gif": ".gif", "mp4": ".mp4", "webp": ".webp"}
 # quality knob (palette colours for GIF, crf / quality for mp4 / webp), then
 # fps, then width. Typical cases need 2-3 attempts; MAX_ATTEMPTS bounds the rest.
 MAX_ATTEMPTS = 10
+MIN_SPAN_S = 0.01  # one frame at the most a GIF shows (its delays are centiseconds)
 FIT_MARGIN = 0.92  # aim a little under the limit: the model is approximate
 MIN_STEP = 0.85  # a continuous knob that moves at all moves by at least this
 FPS_FLOOR = 5.0
@@ -51,8 +52,10 @@ class GifOptions:
     def __post_init__(self) -> None:
         if self.format not in FORMAT_SUFFIX:
             raise UsageError(f"clip format must be one of gif, mp4, webp, got {self.format!r}")
-        if self.fps <= 0 or self.width <= 0:
-            raise UsageError(f"GIF fps and width must be positive, got {self.fps:g}, {self.width}")
+        if not self.fps > 0:  # NaN too
+            raise UsageError(f"--fps must be positive, got {self.fps:g}")
+        if self.width <= 0:
+            raise UsageError(f"--width must be positive, got {self.width}")
         if not 2 <= self.colors <= 256:
             raise UsageError(f"GIF colours must be between 2 and 256, got {self.colors}")
         if self.max_size_bytes is not None and self.max_size_bytes <= 0:
@@ -96,10 +99,22 @@ def _even(width: int) -> int:
     return max(2, width - width % 2)  # yuv420p H.264 needs even dimensions
 
 
+def scaled_size(width: int, frame: tuple[int, int]) -> tuple[int, int]:
+    """The clip's (width, height) for ``width`` and a source ``frame`` (w, h as
+    displayed): the height follows the aspect ratio rounded to even, as
+    ffmpeg's ``scale=W:-2`` rounds it, but never under 2 px on either side
+    (a 10000x2 video gives a 480x2 clip, not ffmpeg's "invalid size" after C3D)."""
+    src_w, src_h = max(1, frame[0]), max(1, frame[1])
+    height = (width * src_h + src_w) // (2 * src_w) * 2  # av_rescale: rounds half up
+    return max(2, width), max(2, height)
+
+
 def _next_settings(
-    options: GifOptions, cur: _Settings, size_bytes: int, limit_bytes: int
+    options: GifOptions, cur: _Settings, size_bytes: int, limit_bytes: int,
+    least_fps: float = 0.0,
 ) -> _Settings | None:
-    """Least-degraded settings predicted to fit, or None when all knobs are at their floors."""
+    """Least-degraded settings predicted to fit, or None when all knobs are at their floors
+    (``least_fps``: the rate that still gives the clip one frame)."""
     fmt, ladder = options.format, _ladder(options)
     a, b = _EXPONENTS[fmt]
     need = FIT_MARGIN * limit_bytes / size_bytes  # < 1: the size must shrink by this factor
@@ -114,7 +129,7 @@ def _next_settings(
         if level + 1 == len(ladder):
             need /= step
     fps, width = cur.fps, cur.width
-    fps_floor = min(FPS_FLOOR, options.fps)
+    fps_floor = max(min(FPS_FLOOR, options.fps), least_fps)
     if need < 1 and fps > fps_floor:
         fps = max(fps_floor, round(fps * min(MIN_STEP, need ** (1 / a)), 1))
         need /= (fps / cur.fps) ** a
@@ -127,10 +142,14 @@ def _next_settings(
     return None if new == cur else new
 
 
-def _encoding(options: GifOptions, s: _Settings) -> ClipEncoding:
-    """One attempt's settings, as phdcli.media.ffgraph builds its command line."""
-    return ClipEncoding(format=options.format, fps=s.fps, width=s.width,
-                        quality=_ladder(options)[s.level])
+def _encoding(options: GifOptions, s: _Settings, frame: tuple[int, int] | None,
+              span_s: float) -> ClipEncoding:
+    """One attempt's settings, as phdcli.media.ffgraph builds its command line:
+    the span's own number of frames at most, so the file is as long as the span."""
+    width, height = (s.width, None) if frame is None else scaled_size(s.width, frame)
+    return ClipEncoding(format=options.format, fps=s.fps, width=width,
+                        quality=_ladder(options)[s.level], height=height,
+                        frames=max(1, round(span_s * s.fps)))
 
 
 def _mb(size_bytes: float) -> str:
@@ -138,7 +157,8 @@ def _mb(size_bytes: float) -> str:
 
 
 def write_clip(
-    video: Path, start_s: float, end_s: float, out: Path, options: GifOptions
+    video: Path, start_s: float, end_s: float, out: Path, options: GifOptions,
+    frame: tuple[int, int] | None = None,
 ) -> WrittenClip:
     """Cut [start_s, end_s] of ``video`` into a looping clip at ``out``.
 
@@ -148,27 +168,36 @@ def write_clip(
     higher crf / lower quality), then a lower fps, then a smaller width until it
     fits, and a PhdError is raised if even the smallest try does not.
 
+    ``frame``: the source's (width, height) as displayed; given, both sides of
+    the clip are at least 2 px whatever the aspect ratio (``scaled_size``).
+    A span shorter than one frame at ``options.fps`` is written as one frame
+    (the rate rises to 1 / span), never as ffmpeg's empty or whole-video output.
+
     Every attempt overwrites one temp file beside ``out`` that is renamed only
     when it is final, so any failure leaves ``out`` as it was (absent or the old
     file) and no temp file behind. ffmpeg failures raise FfmpegError.
     """
     video, out = Path(video), Path(out)
-    if start_s < 0 or end_s <= start_s:
+    if not (0 <= start_s < end_s and math.isfinite(end_s)):
         raise UsageError(f"GIF span must have 0 <= start < end, got {start_s:g}..{end_s:g} s")
+    if end_s - start_s < MIN_SPAN_S:
+        raise UsageError(f"GIF span {start_s:g}..{end_s:g} s is shorter than one GIF frame "
+                         f"({MIN_SPAN_S:g} s)")
+    least_fps = 1.0 / (end_s - start_s)  # one frame in the span
     limit = options.max_size_bytes
-    settings = _Settings(fps=options.fps, width=options.width, level=0)
-    if options.format == "mp4":
-        settings = _Settings(fps=options.fps, width=_even(options.width), level=0)
+    width = _even(options.width) if options.format == "mp4" else options.width
+    settings = _Settings(fps=max(options.fps, least_fps), width=width, level=0)
     smallest_bytes, smallest = 0, settings
     size = 0
     with atomic_path(out) as tmp:
         for _ in range(MAX_ATTEMPTS):
-            size = _encode(video, start_s, end_s, tmp, options, settings)
+            encoding = _encoding(options, settings, frame, end_s - start_s)
+            size = _encode(video, start_s, end_s, tmp, encoding)
             if smallest_bytes == 0 or size < smallest_bytes:
                 smallest_bytes, smallest = size, settings
             if limit is None or size <= limit:
                 break
-            nxt = _next_settings(options, settings, size, limit)
+            nxt = _next_settings(options, settings, size, limit, least_fps)
             if nxt is None:
                 break
             log.debug(
@@ -189,11 +218,9 @@ def write_clip(
     )  # fmt: skip
 
 
-def _encode(
-    video: Path, start_s: float, end_s: float, tmp: Path, options: GifOptions, s: _Settings
-) -> int:
+def _encode(video: Path, start_s: float, end_s: float, tmp: Path, enc: ClipEncoding) -> int:
     """One ffmpeg run into ``tmp``; returns the size written."""
-    args = clip_args(video, start_s, end_s - start_s, tmp, _encoding(options, s))
+    args = clip_args(video, start_s, end_s - start_s, tmp, enc)
     try:
         run_ffmpeg(args)
     except FfmpegError as exc:

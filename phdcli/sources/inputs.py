@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from phdcli.sources.ytdlp import one_line
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 STEM_MAX = 80
+NAME_MAX = 255  # bytes in one path component, on every file system phd reads from
 _SOURCE_JSON = "source.json"
 # What a folder given as an input is searched for (top level only).
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".gif", ".flv", ".ts", ".mpg")
@@ -84,10 +86,10 @@ def resolve_input(
         from urllib.parse import urlsplit
         from urllib.request import url2pathname
 
-        path = Path(url2pathname(urlsplit(text).path))
+        path = _local_path(text, url2pathname(urlsplit(text).path))
         return ResolvedInput(input=text, path=path, stem=safe_stem(path.stem), downloaded=False)
     if not is_url(text):
-        path = Path(text).expanduser()
+        path = _local_path(text, text)
         return ResolvedInput(input=text, path=path, stem=safe_stem(path.stem), downloaded=False)
     folder = paths.downloads_cache_dir() / _entry_name(text)
     cached = None if options.refresh else _cached(folder, text)
@@ -97,6 +99,22 @@ def resolve_input(
         raise InputError(f"{text}: not downloaded yet, and downloads are off (--offline, "
                          "PHD_OFFLINE or offline = true in the config file)")
     return _download(text, folder, options, progress)
+
+
+def _local_path(text: str, raw: str) -> Path:
+    """``raw`` as a local path, or this input's one-line InputError (in a batch,
+    a path no file can have fails that input only)."""
+    if "\0" in raw:
+        raise InputError(f"{text!r}: a path cannot hold a NUL byte")
+    try:
+        path = Path(raw).expanduser()
+    except RuntimeError:  # "~nosuchuser/x.mp4"
+        raise InputError(f"{text}: no home folder for {raw.split('/')[0]}") from None
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > NAME_MAX:
+        raise InputError(f"{text}: a path component of {longest} bytes is over the "
+                         f"{NAME_MAX} a file name can have")
+    return path
 
 
 def _entry_name(url: str) -> str:
@@ -210,8 +228,12 @@ def expand_inputs(inputs: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     expanded: list[str] = []
     problems: list[tuple[str, str]] = []
     for item in inputs:
-        path = Path(item)
-        if path.is_dir():
+        try:
+            is_dir = Path(item).is_dir()
+        except (OSError, ValueError):  # a name too long, a NUL: that input's failure, later
+            is_dir = False
+        if is_dir:
+            path = Path(item)
             try:
                 found = sorted(
                     str(p) for p in path.iterdir()

@@ -1,13 +1,17 @@
 """What ``phd suggest`` is asked to do: one frozen config, checked before any work.
 
-Every number is finite and in range, or a one-line UsageError: the CLI (and
-any library caller) learns of a bad flag before a frame is decoded.
+Every number is finite and in a sane range, or a one-line UsageError: the
+CLI (and any library caller) learns of a bad flag before a frame is decoded.
+The ranges are those the later stages can honour (a GIF holds 1 to 100
+frames a second, ffmpeg scales to at least 16 px, a --gif-length holds one
+frame), so a value that passes here never fails after C3D. The ``--name``
+template is parsed here too (``phdcli.suggest.names``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from phdcli import defaults
@@ -15,6 +19,7 @@ from phdcli.errors import UsageError
 from phdcli.media.budget import DEFAULT_MAX_MEGAPIXELS
 from phdcli.media.gifs import GifOptions
 from phdcli.sources.options import DownloadOptions
+from phdcli.suggest.names import NameTemplate
 
 SEGMENT_MODES = ("fixed", "shots")
 # Shorter segments hold less than two 16-frame clips (and 1e-9 s segments
@@ -22,6 +27,12 @@ SEGMENT_MODES = ("fixed", "shots")
 # frames a second is only a bigger file.
 MIN_SEGMENT_S = 1.0
 MAX_FPS = 100.0
+MIN_FPS = 1.0  # fewer frames than one a second is a slide show, not a GIF
+MIN_WIDTH, MAX_WIDTH = 16, 8192  # (ffmpeg's scaler and palette need a few pixels)
+MAX_K = 10_000
+MAX_SECONDS = 86_400.0  # --length, --gif-length, --min-gap: a day is past any use
+MAX_MEGAPIXELS = 1000.0  # a 31623 x 31623 frame; int(1e308 * 1e6) is an OverflowError
+MAX_HEATMAP_WEIGHT = 1000.0  # the replay term is in [0, 1]; scores stay far inside 1e9
 
 
 @dataclass(frozen=True)
@@ -52,28 +63,35 @@ class SuggestConfig:
     command: str = ""  # for the report: how to run this again ("{input}" for the video)
 
     def __post_init__(self) -> None:
-        if self.k < 1:
-            raise UsageError(f"-k must be at least 1, got {self.k}")
+        if not 1 <= self.k <= MAX_K:
+            raise UsageError(f"-k must be from 1 to {MAX_K}, got {self.k}")
         if self.segments not in SEGMENT_MODES:
             raise UsageError(f"--segments must be one of {', '.join(SEGMENT_MODES)}")
-        if not (math.isfinite(self.length_s) and self.length_s >= MIN_SEGMENT_S):
-            raise UsageError(f"--length must be a number of seconds from {MIN_SEGMENT_S:g}, "
-                             f"got {self.length_s}")
-        if self.gif_length_s is not None and not (
-                math.isfinite(self.gif_length_s) and self.gif_length_s > 0):
-            raise UsageError(f"--gif-length must be a positive number of seconds, "
-                             f"got {self.gif_length_s}")
-        if self.min_gap_s is not None and not (
-                math.isfinite(self.min_gap_s) and self.min_gap_s >= 0):
-            raise UsageError(f"--min-gap must be a number of seconds from 0, got {self.min_gap_s}")
-        if not (math.isfinite(self.gif.fps) and self.gif.fps <= MAX_FPS):
-            raise UsageError(f"--fps must be at most {MAX_FPS:g}, got {self.gif.fps}")
-        if not (math.isfinite(self.max_megapixels) and self.max_megapixels > 0):
-            raise UsageError(f"--max-megapixels must be positive, got {self.max_megapixels}")
-        if not math.isfinite(self.heatmap_weight):
-            raise UsageError(f"--heatmap-weight must be a finite number, got {self.heatmap_weight}")
+        _seconds("--length", self.length_s, MIN_SEGMENT_S)
+        if not MIN_FPS <= self.gif.fps <= MAX_FPS:  # False for NaN too
+            raise UsageError(f"--fps must be from {MIN_FPS:g} to {MAX_FPS:g}, got {self.gif.fps}")
+        if self.gif_length_s is not None:  # a GIF holds at least one frame
+            _seconds("--gif-length", self.gif_length_s, 1.0 / self.gif.fps,
+                     f" (one frame at --fps {self.gif.fps:g})")
+        if self.min_gap_s is not None:
+            _seconds("--min-gap", self.min_gap_s, 0.0)
+        if not MIN_WIDTH <= self.gif.width <= MAX_WIDTH:
+            raise UsageError(f"--width must be from {MIN_WIDTH} to {MAX_WIDTH} px, "
+                             f"got {self.gif.width}")
+        if not 0 < self.max_megapixels <= MAX_MEGAPIXELS:
+            raise UsageError(f"--max-megapixels must be positive and at most "
+                             f"{MAX_MEGAPIXELS:g}, got {self.max_megapixels}")
+        if not abs(self.heatmap_weight) <= MAX_HEATMAP_WEIGHT:
+            raise UsageError(f"--heatmap-weight must be from -{MAX_HEATMAP_WEIGHT:g} to "
+                             f"{MAX_HEATMAP_WEIGHT:g}, got {self.heatmap_weight}")
         if self.report and self.dry_run:
             raise UsageError("--report shows the written GIFs: it cannot go with --dry-run")
+        _ = self.name  # parsed now: a bad template is a usage error before any work
+
+    @cached_property
+    def name(self) -> NameTemplate:
+        """``--name``, parsed (``phdcli.suggest.names``)."""
+        return NameTemplate.parse(self.name_template)
 
     @property
     def gap_s(self) -> float:
@@ -84,3 +102,10 @@ class SuggestConfig:
     def offline(self) -> bool:
         """``--offline``: no download at all, URLs (``download.offline``) and C3D weights."""
         return self.download.offline
+
+
+def _seconds(flag: str, value: float, least: float, why: str = "") -> None:
+    """A number of seconds from ``least`` to MAX_SECONDS (NaN and inf never are)."""
+    if not least <= value <= MAX_SECONDS:
+        raise UsageError(f"{flag} must be from {least:g}{why} to {MAX_SECONDS:g} seconds, "
+                         f"got {value}")

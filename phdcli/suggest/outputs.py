@@ -35,7 +35,8 @@ from phdcli.suggest.manifest import (
     check_targets,
     place,
 )
-from phdcli.suggest.results import Explanation, Suggestion
+from phdcli.suggest.names import NameTemplate, NameValues, check_in_domain, name_problem
+from phdcli.suggest.results import Suggestion
 
 if TYPE_CHECKING:
     from phdcli.features.spec import FeatureSpec
@@ -48,49 +49,62 @@ log = logging.getLogger("phd")
 # progress(stage, done, total): this module reports the stage "gifs".
 Progress = Callable[[str, int, int], None]
 
-def output_path(out_dir: Path, template: str, stem: str, pick: Suggestion, fmt: str) -> Path:
-    """Render the output file's name; nothing in it may leave ``out_dir``."""
+def output_path(out_dir: Path, template: NameTemplate, stem: str, pick: Suggestion,
+                fmt: str) -> Path:
+    """Render the output file's name; nothing in it may leave ``out_dir``.
+
+    ``check_name_template`` made sure, before any work, that every value in
+    the fields' domains gives a good name: the checks here only catch a value
+    outside them (this input fails, before anything is encoded).
+    """
     from phdcli.media.gifs import FORMAT_SUFFIX
 
-    try:
-        name = template.format(
-            stem=stem, rank=pick.rank, start=pick.start_s, end=pick.end_s, score=pick.score,
-        )
-    except (KeyError, IndexError, ValueError, AttributeError) as exc:
-        raise UsageError(f"bad --name template {template!r} ({exc!r})") from None
-    if not name or any(c in name for c in "/\\\0") or name.startswith(".") or name == "..":
-        raise UsageError(f"--name template {template!r} gives {name!r}, which would leave --out")
+    values = NameValues(stem, pick.rank, pick.start_s, pick.end_s, pick.score)
+    check_in_domain(values)
+    name = template.render(values)
+    problem = name_problem(name)
+    if problem is not None:
+        raise UsageError(f"--name {template.text!r} gives {name!r}: {problem}")
     return Path(out_dir) / f"{name}{FORMAT_SUFFIX[fmt]}"
 
 
-def check_name_template(template: str, k: int = 1, n_videos: int = 1, fmt: str = "gif",
-                        out_dir: Path = Path(".")) -> None:
-    """Refuse, before any work, a template that cannot give every file its own name."""
+def check_name_template(template: NameTemplate, k: int = 1, n_videos: int = 1,
+                        fmt: str = "gif", out_dir: Path = Path(".")) -> None:
+    """Refuse, before any work, a template that cannot give every file its own
+    good name: rendered with each field's narrowest and widest values (the
+    longest stem a batch of ``n_videos`` can give, rank ``k``, the longest
+    float reprs and magnitudes), never with just one example."""
+    from phdcli.media.gifs import FORMAT_SUFFIX
     from phdcli.sources.inputs import STEM_MAX
 
-    def render(stem: str = "video", rank: int = 1, start_s: float = 0.0) -> str:
-        pick = Suggestion(rank, start_s, start_s + 5.0, start_s, start_s + 5.0, 0.0,
-                          Explanation(0, 0, 0, None, None))
-        return output_path(out_dir, template, stem, pick, fmt).name
-
-    longest = render(stem="x" * STEM_MAX + f"-{n_videos}", rank=k, start_s=999_999.0)
+    text = template.text
+    longest_stem = "x" * STEM_MAX + (f"-{n_videos}" if n_videos > 1 else "")
+    stems = ("x", longest_stem)
+    for name in template.samples(stems, k):
+        problem = name_problem(name)
+        if problem is not None:
+            raise UsageError(f"--name {text!r} can give {name!r}: {problem}")
+    longest = template.widest_bytes(stems, k) + len(FORMAT_SUFFIX[fmt])
     limit = fsutil.name_max(out_dir)
-    if len(longest.encode("utf-8", "surrogateescape")) > limit:
-        raise UsageError(f"--name {template!r} gives file names too long for {out_dir} "
-                         f"(up to {len(longest.encode())} bytes; at most {limit})")
-    name = render()
-    if k > 1 and render(rank=2) == name:
-        raise UsageError(f"--name {template!r} gives every GIF of a video the same name: "
+    if longest > limit:
+        raise UsageError(f"--name {text!r} gives file names too long for {out_dir} "
+                         f"(up to {longest} bytes; at most {limit})")
+
+    def render(stem: str = "video", rank: int = 1) -> str:
+        return template.render(NameValues(stem, rank, 0.0, 5.0, 0.0))
+
+    if k > 1 and len({render(rank=r) for r in range(1, k + 1)}) < k:
+        raise UsageError(f"--name {text!r} gives several GIFs of a video the same name: "
                          "use {rank}")
-    if n_videos > 1 and render(stem="video-2") == name:
-        raise UsageError(f"--name {template!r} gives the GIFs of different videos the same "
+    if n_videos > 1 and any(render(stem=stem) == render(stem=f"{stem}-2")
+                            for stem in ("video", longest_stem.rsplit("-", 1)[0])):
+        raise UsageError(f"--name {text!r} gives the GIFs of different videos the same "
                          "names: use {stem}")
 
 
 def check_outputs(config: SuggestConfig, n_videos: int) -> None:
     """Everything about the outputs that can be known before decoding a frame."""
-    check_name_template(config.name_template, config.k, n_videos, config.gif.format,
-                        config.out_dir)
+    check_name_template(config.name, config.k, n_videos, config.gif.format, config.out_dir)
     if config.dry_run:
         return
     fsutil.writable_folder(config.out_dir, "--out")
@@ -117,7 +131,7 @@ def write_picks(
     # Never upscale: a wider GIF than its source (as displayed, rotation
     # applied) is only bigger and slower.
     options = replace(cfg.gif, width=min(cfg.gif.width, video.display_width))
-    targets = [output_path(cfg.out_dir, cfg.name_template, stem, p, cfg.gif.format)
+    targets = [output_path(cfg.out_dir, cfg.name, stem, p, cfg.gif.format)
                for p in picks]
     if len(set(targets)) < len(targets):
         raise UsageError(
@@ -155,7 +169,8 @@ def _encode_all(video: VideoInfo, picks: list[Suggestion], outs: list[Path],
     # ~2 s per 480-px GIF, 36 % of a short video's cold run on 2 cores).
     workers = max(1, min(len(picks), os.cpu_count() or 1))
     with ThreadPoolExecutor(workers, thread_name_prefix="phd-gif") as pool:
-        futures = [pool.submit(write_clip, video.path, p.start_s, p.end_s, out, options)
+        frame = (video.display_width, video.display_height)  # each side of a clip >= 2 px
+        futures = [pool.submit(write_clip, video.path, p.start_s, p.end_s, out, options, frame)
                    for p, out in zip(picks, outs, strict=True)]
         try:
             clips = []
