@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PHD_HOME"] = str(bench_home)
 
     state: dict[str, Any] = {}
+    from phdcli.features.device import cpu_features, cpu_model
+
+    b.results["cpu_model"], b.results["cpu_features"] = cpu_model(), cpu_features()
+    b.results["cpu_cores"] = os.cpu_count()
 
     def inputs() -> None:
         state["weights"] = random_weights()
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         tput32 = m.c3d_clips_per_s(fp32, 8, plan.reps, plan.heavy_budget_s)
         auto_rt = resolve_runtime("cpu", "auto")
         b.results["c3d_cpu_fp32_clips_per_s"] = tput32.value
+        b.results["c3d_cpu_clips_per_s"] = {"fp32": tput32.value}
         b.results["cpu_auto_precision"] = auto_rt.precision
         if auto_rt.precision != "bf16":  # R3 is about bf16; int8 is R10's
             ratio, n, why = 1.0, tput32.n, (
@@ -185,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             auto = m.c3d_clips_per_s(m.extractor("cpu", "auto", weights), 8, plan.reps,
                                      plan.heavy_budget_s)
             b.results["c3d_cpu_auto_clips_per_s"] = auto.value
+            b.results["c3d_cpu_clips_per_s"][auto_rt.precision] = auto.value
             ratio, n = auto.value / tput32.value, auto.n
             detail = (f"{auto_rt.precision} {auto.value:.2f} clips/s, "
                       f"fp32 {tput32.value:.2f} clips/s (batch 8)")
@@ -238,12 +244,13 @@ def main(argv: list[str] | None = None) -> int:
         b.results["r6_warm_long_s"] = warm_s.value
         ratio = cold_s / null.value
         b.row("R1", ratio, series.n,
-              f"cold {fmt_s(cold_s)}, ffmpeg null {fmt_s(null.value)}; realtime x"
-              f"{li.duration_s / cold_s:.2f}", "")  # why: filled in by the breakdown
+              f"cold {fmt_s(cold_s)} ({_precision_of(runs)}), ffmpeg null "
+              f"{fmt_s(null.value)}; realtime x{li.duration_s / cold_s:.2f}",
+              "")  # why: filled in by the breakdown
         ratio6 = warm_s.value / cold_s
         warm_run = warm_runs[len(warm_runs) // 2]
         b.row("R6", ratio6, warm_s.n,
-              f"warm {fmt_s(warm_s.value)} (C3D loads: "
+              f"warm {fmt_s(warm_s.value)} ({_precision_of(runs)} features cached; C3D loads: "
               f"{warm_run.report['counts'].get('c3d_load', 0)}), cold {fmt_s(cold_s)}",
               "" if ratio6 <= 0.1 else _why_short(warm_run))
 
@@ -333,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if b.errors else 0
 
 
+def _precision_of(runs: list[m.PhdRun]) -> str:
+    """The precision(s) C3D ran in during these phd runs, as rows name them."""
+    found = sorted({c.get("precision", "?") for r in runs for c in r.report["computed"]})
+    return ",".join(found) or "no C3D"
+
+
 def _why_short(run: m.PhdRun) -> str:
     parts = sorted(_breakdown(run), key=lambda p: -p[1])[:3]
     return "largest stages of the default run: " + ", ".join(
@@ -376,6 +389,7 @@ def r10(b: Bench, state: dict[str, Any], weights: Path, video: Path, plan: Plan)
     fast, base, ratio = forward_pair(auto, fp32, clips, max(plan.reps, 3) + 2,
                                      plan.heavy_budget_s)
     b.results["c3d_cpu_auto_clips_per_s"] = fast.value
+    b.results.setdefault("c3d_cpu_clips_per_s", {})[rt.precision] = fast.value
     b.results["r10_fp32_clips_per_s"] = base.value
     b.row("R10", ratio.value, ratio.n,
           f"{rt.precision} {fast.value:.2f} clips/s, fp32 {base.value:.2f} clips/s "
@@ -420,9 +434,10 @@ def r11(b: Bench, state: dict[str, Any], weights: Path, video: Path, li: Any,
     from phdcli.features.spec import FeatureSpec
 
     decode_s, n = decode_recorded_s(computed, FeatureSpec())
-    tput = b.results.get("c3d_cpu_auto_clips_per_s") if "int8" in precision else (
-        b.results.get("c3d_cpu_fp32_clips_per_s"))
+    # C3D alone at the rate of the precision the run used (bf16, int8 or fp32).
+    tput = b.results.get("c3d_cpu_clips_per_s", {}).get(precision)
     if not tput:
+        b.notes.append(f"R9 skipped: no C3D throughput measured for {precision}")
         return
     if n == 0:  # nothing to compare against: say so rather than divide by zero
         b.notes.append("R9 skipped: the R11 run computed no C3D clips")
@@ -432,7 +447,7 @@ def r11(b: Bench, state: dict[str, Any], weights: Path, video: Path, li: Any,
     ratio = series.value / alone
     b.row("R9", ratio, series.n,
           f"e2e {fmt_s(series.value)}; decode alone {fmt_s(decode_s)} + C3D alone "
-          f"{fmt_s(n / tput)} ({n} clips at {tput:.2f} clips/s)",
+          f"{fmt_s(n / tput)} ({n} clips at {tput:.2f} clips/s, {precision})",
           "" if ratio <= 1.15 else _why_short(run))
 
 
@@ -516,13 +531,16 @@ def _derive(b: Bench, state: dict[str, Any], li: Any, si: Any) -> None:
                f"({fmt_s(dense.measured_s)})" if dense.extrapolated
                else f"all {dense.windows_total} windows")
         b.row("R2", ratio, len(cold_short),
-              f"default {fmt_s(cold)}, dense {fmt_s(dense.seconds)} ({how}); features only "
+              f"default {fmt_s(cold)} ({_precision_of(cold_short)}), dense "
+              f"{fmt_s(dense.seconds)} ({dense.precision}, {how}); features only "
               f"{feats / dense.seconds:.3f}",
               "" if ratio <= 0.1 else _why_short(run))
 
 
 def _print(b: Bench) -> None:
     print()
+    print(f"cpu: {b.results.get('cpu_model', '?')}, {b.results.get('cpu_cores', '?')} cores; "
+          f"features: {', '.join(b.results.get('cpu_features') or ['none of note'])}")
     print(f"{'id':<4}{'ratio':>9}  {'target':<8}{'ok':<5}{'n':>2}  measurement / detail")
     for rid, (desc, op, thr) in TARGETS.items():
         row = b.rows.get(rid)

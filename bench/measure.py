@@ -178,6 +178,7 @@ class Dense:
     measured_s: float
     windows_total: int
     windows_measured: int
+    precision: str = "?"  # what C3D ran in
 
     @property
     def extrapolated(self) -> bool:
@@ -228,7 +229,8 @@ def dense_extraction(video: Path, ext: Any, max_windows: int) -> Dense:
         ext.network.forward(np.stack(pending + [w[:, :, ::-1] for w in pending]))
         done += len(pending)
     measured = time.perf_counter() - t0
-    return Dense(measured * total / done, measured, total, done)
+    return Dense(measured * total / done, measured, total, done,
+                 ext.runtime.precision)
 
 
 def score_s(n_segments: int, n_history: int, reps: int) -> Series:

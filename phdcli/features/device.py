@@ -102,6 +102,22 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or platform.machine()
 
 
+# The vector features that decide C3D's speed per precision, as benchmarks name them.
+_SPEED_CPU_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI",
+                    "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX512-BF16",
+                    "amx_bf16": "AMX-BF16", "amx_int8": "AMX-INT8"}
+
+
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The features that matter for C3D's precisions that this CPU has, in a
+    fixed order (``["AVX2", "AVX-512", "AMX-BF16"]``); empty where unknown."""
+    flags: set[str] = set()
+    for key, value in _cpuinfo(cpuinfo):
+        if key in ("flags", "features"):
+            flags.update(value.split())
+    return [label for flag, label in _SPEED_CPU_FLAGS.items() if flag in flags]
+
+
 def _cpuinfo(cpuinfo: Path) -> list[tuple[str, str]]:
     """(lower-case key, value) per line of /proc/cpuinfo; none where it cannot be read."""
     try:
