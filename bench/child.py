@@ -84,10 +84,10 @@ def instrument() -> None:
     import phdcli.features.extractor
     import phdcli.features.network
     import phdcli.features.registry
+    import phdcli.media.cutmemo
     import phdcli.media.decode
     import phdcli.media.gifs
     import phdcli.media.probe
-    import phdcli.media.segments
     import phdcli.ranking.model
     import phdcli.suggest.pipeline
     import phdcli.suggest.spans
@@ -103,8 +103,8 @@ def instrument() -> None:
     phdcli.media.probe.probe = _timed("probe", phdcli.media.probe.probe)
     phdcli.media.decode.decode_clips = _timed_iter("decode", phdcli.media.decode.decode_clips)
     phdcli.media.gifs.write_clip = _timed("gifs", phdcli.media.gifs.write_clip)
-    # Cut detection: the one-shot search around each pick (spans imports the name).
-    phdcli.suggest.spans.detect_cuts = _timed("cuts", phdcli.media.segments.detect_cuts)
+    # The one-shot rule around each pick: cut detection, or its memo on a rerun.
+    phdcli.suggest.spans.cuts_between = _timed("cuts", phdcli.media.cutmemo.cuts_between)
     net = phdcli.features.network.C3DNetwork
     # load: resolve + hash (cached by then) + load_c3d, which converts the
     # weights to safetensors on first use. Patched here rather than

@@ -159,3 +159,60 @@ def test_short_segment_at_video_edges_is_clamped() -> None:
 
 def test_video_shorter_than_one_clip() -> None:
     assert clip_starts(Segment(0.0, 0.4), 0.4, 25.0, 2) == [0.0]
+
+
+# --- the cut memo (one-shot rule on a rerun) ------------------------------------
+
+
+def test_cuts_around_a_pick_are_remembered_per_video_and_range(
+    joined: tuple[Path, list[float], float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun reads a range's cuts back instead of running scenedetect again;
+    another range, or another video's bytes, runs it."""
+    from phdcli.media import cutmemo
+
+    monkeypatch.setenv("PHD_HOME", str(tmp_path / "home"))
+    path, joins, _ = joined
+    calls: list[tuple[float, float]] = []
+    real = cutmemo.detect_cuts
+
+    def counting(video: Path, start_s: float, end_s: float) -> list[float]:
+        calls.append((start_s, end_s))
+        return real(video, start_s, end_s)
+
+    monkeypatch.setattr(cutmemo, "detect_cuts", counting)
+    first = cutmemo.cuts_between(path, "a" * 64, 4.0, 7.0)
+    assert first and min(abs(c - joins[0]) for c in first) < 0.5  # the real cut, found
+    assert cutmemo.cuts_between(path, "a" * 64, 4.0, 7.0) == first
+    assert len(calls) == 1  # read back, not searched again
+    cutmemo.cuts_between(path, "a" * 64, 8.0, 10.0)
+    cutmemo.cuts_between(path, "b" * 64, 4.0, 7.0)
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut outside its range", "fifo"])
+def test_a_damaged_cut_memo_is_discarded_and_the_cuts_found_again(
+    joined: tuple[Path, list[float], float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    damage: str,
+) -> None:
+    import json
+    import os
+
+    from phdcli.media import cutmemo
+
+    monkeypatch.setenv("PHD_HOME", str(tmp_path / "home"))
+    path, _, _ = joined
+    want = cutmemo.cuts_between(path, "c" * 64, 4.0, 7.0)
+    memo = cutmemo._memo_file("c" * 64)
+    doc = json.loads(memo.read_text())
+    memo.unlink()
+    if damage == "garbage":
+        memo.write_bytes(b"\x00{not json")
+    elif damage == "fifo":
+        os.mkfifo(memo)
+    else:
+        doc["ranges"]["4000-7000"] = [99.0]  # a lie: no cut there
+        memo.write_text(json.dumps(doc))
+    assert cutmemo.cuts_between(path, "c" * 64, 4.0, 7.0) == want
+    assert memo.is_file()  # rewritten with what was found
+    assert json.loads(memo.read_text())["ranges"]["4000-7000"] == want

@@ -206,7 +206,7 @@ class Suggester:
         chosen = choose(ranking.candidates, starts, ends, cfg.k, cfg.gap_s,
                         span_of(ranking, starts, ends, history, spec, info.duration_s,
                                 cfg.gif_length_s),
-                        shot_fit(info, cuts, cfg.gif_length_s or cfg.length_s)
+                        shot_fit(info, cuts, cfg.gif_length_s or cfg.length_s, video_sha)
                         if cfg.one_shot else None)
         if len(chosen) < min(cfg.k, len(segments)):
             log.info("%s: %d of %d picks (--min-gap %g s and one shot per GIF leave no more)",

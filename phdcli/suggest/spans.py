@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from phdcli.media.segments import detect_cuts
+from phdcli.media.cutmemo import cuts_between
 from phdcli.suggest.picks import MIN_SHOT_S, FitShot, SpanOf, fit_in_shot, gif_window
 
 if TYPE_CHECKING:
@@ -38,10 +38,12 @@ def span_of(ranking: Ranking, starts_s: np.ndarray, ends_s: np.ndarray, history:
     return span
 
 
-def shot_fit(info: VideoInfo, cuts: list[float] | None, wanted_s: float) -> FitShot:
+def shot_fit(info: VideoInfo, cuts: list[float] | None, wanted_s: float,
+             video_sha256: str | None = None) -> FitShot:
     """The one-shot rule for this video: a span kept inside one shot, or None
     when that shot is shorter than MIN_SHOT_S (or ``wanted_s``, when less).
-    ``cuts``: the whole video's, when already known."""
+    ``cuts``: the whole video's, when already known; else they are searched
+    around each span, and remembered by ``video_sha256`` for a rerun."""
     min_s = min(MIN_SHOT_S, wanted_s)
     # The detector needs frames before a cut to see it (a 15-frame minimum
     # shot, a 2-frame window): search 20 frames beyond the span.
@@ -49,7 +51,7 @@ def shot_fit(info: VideoInfo, cuts: list[float] | None, wanted_s: float) -> FitS
 
     def fit(start_s: float, end_s: float) -> tuple[float, float] | None:
         lo, hi = max(0.0, start_s - margin_s), min(info.duration_s, end_s + margin_s)
-        found = (detect_cuts(info.path, lo, hi) if cuts is None
+        found = (cuts_between(info.path, video_sha256, lo, hi) if cuts is None
                  else [c for c in cuts if lo < c < hi])
         fitted = fit_in_shot(start_s, end_s, found, min_s)
         if fitted is None:
