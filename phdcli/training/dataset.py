@@ -43,12 +43,12 @@ from typing import Any
 import numpy as np
 
 from phdcli import fsutil
-from phdcli.errors import InputError, UsageError
+from phdcli.errors import InputError, PhdError, Stopped, UsageError
 from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path, atomic_write_text, cached_sha256, sha256_file
 from phdcli.training.annotations import User, load_annotations
 from phdcli.training.download import YOUTUBE_URL
-from phdcli.training.engines import ENGINES, Engine, get_engine
+from phdcli.training.engines import Engine, check_engine_options, get_engine
 from phdcli.training.jobs import BuildContext, Outcome, VideoJob, plan_jobs
 from phdcli.training.labels import (
     LABEL_RULE,
@@ -98,10 +98,7 @@ class BuildConfig:
             raise UsageError(f"the history cap must be >= 0, got {self.history_cap}")
         if self.batch_clips < 1 or self.download_attempts < 1:
             raise UsageError("batch size and download attempts must be at least 1")
-        if self.engine not in ENGINES:
-            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
-        if self.address is not None and self.engine != "ray":
-            raise UsageError("--address needs --engine ray")
+        check_engine_options(self.engine, self.address)
         if self.precision.strip().lower() == "int8":
             # The store keeps float features that every later model trains on;
             # int8 is a ranking-time speed-up, checked per user and video.
@@ -242,7 +239,11 @@ def build_dataset(config: BuildConfig, engine: Engine | None = None,
                                      "reason": outcome.reason})
 
     if todo:
-        engine.run(todo, ctx, on_outcome, progress)
+        try:
+            engine.run(todo, ctx, on_outcome, progress)
+        except PhdError as exc:  # the engine as a whole failed (a lost cluster): what was done
+            summary.wall_s = time.monotonic() - started
+            raise Stopped(exc, summary.to_dict()) from exc
     built, skipped, missing = assemble(users, store, out / SAMPLES_DIR, config.history_cap,
                                        progress)
     summary.n_users_built, summary.n_users_skipped = built, skipped
