@@ -6,6 +6,8 @@ the CLI prints ``phd: error: <message>`` and exits with ``exit_code``.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PhdError(Exception):
     """Base class: a failure the user can understand and act on."""
@@ -43,8 +45,22 @@ class DeviceError(PhdError):
     """The requested compute device is not available."""
 
 
+class ClusterError(PhdError):
+    """The Ray cluster cannot be reached, started or joined, or was lost during a run."""
+
+
 class HistoryError(PhdError):
     """The user's history cannot be read or changed as asked."""
+
+
+class Stopped(PhdError):
+    """A run that stopped part-way for ``cause`` (its message, its exit code); ``done`` is
+    what it did before, for a ``--json`` reader (the Ray cluster lost mid-build)."""
+
+    def __init__(self, cause: PhdError, done: dict[str, Any]) -> None:
+        super().__init__(str(cause))
+        self.done = done
+        self.exit_code = cause.exit_code
 
 
 class Interrupted(BaseException):  # noqa: N818 - named for what the user did

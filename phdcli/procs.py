@@ -11,18 +11,21 @@ past the handler.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from phdcli.errors import Interrupted
 
 _children: set[subprocess.Popen[bytes]] = set()
 _stopping = threading.Event()
+_exit_hard = False
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -108,3 +111,54 @@ def handle_signals() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def keep_handlers() -> Iterator[None]:
+    """For a call that installs signal handlers of its own (``ray.init`` makes SIGTERM a bare
+    ``sys.exit(15)``): the handlers from before are back when it returns or fails, and a
+    SIGTERM that its handler turned into ``SystemExit(15)`` ends phd as ours would have
+    (:class:`~phdcli.errors.Interrupted`: the usual line, exit 143)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
+
+    def put_back() -> None:
+        for sig, old in previous.items():
+            # After a handled signal, clean-up runs under the quiet handler, as in _handler.
+            signal.signal(sig, _quiet if _stopping.is_set() and old is _handler else
+                          old if old is not None else signal.SIG_DFL)
+
+    try:
+        yield
+    except SystemExit as exc:
+        put_back()
+        if exc.code == signal.SIGTERM and previous[signal.SIGTERM] is _handler:
+            _handler(signal.SIGTERM, None)  # raises Interrupted
+        raise
+    except BaseException:
+        put_back()
+        raise
+    put_back()
+
+
+def exit_hard_at_end() -> None:
+    """Ray's core worker keeps C++ threads running past ``ray.shutdown``: in the C-level
+    teardown of a normal exit they can crash on freed objects (SIGSEGV after phd's last
+    line; a third of the Ctrl-Cs a few seconds into a Ray build did). Called once Ray is
+    imported: :func:`end_process` then skips that teardown."""
+    global _exit_hard
+    _exit_hard = True
+
+
+def end_process(code: int) -> NoReturn:
+    """The last step of phd's own process: ``sys.exit``, or after Ray, the atexit handlers
+    and ``os._exit`` (no C-level teardown for Ray's threads to crash in)."""
+    if not _exit_hard:
+        sys.exit(code)
+    atexit._run_exitfuncs()  # what sys.exit would run: Ray's shutdown, our resource files
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

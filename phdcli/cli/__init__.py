@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         code = 1
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if argv is None:  # the process's own entry point (phd, python -m phdcli), not a caller's
+        procs.end_process(code)
+    sys.exit(code)
 
 
 def _usage_error(exc: _ClickUsageError) -> int:

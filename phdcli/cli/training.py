@@ -10,7 +10,7 @@ import typer
 
 from phdcli import NOTICE
 from phdcli.cli._app import DeviceOpt, Progress, WeightsOpt, app, dataset_app, log, train_app
-from phdcli.errors import UsageError
+from phdcli.errors import Stopped, UsageError
 
 
 @app.command("eval")
@@ -110,8 +110,16 @@ def dataset_build(
                       batch_clips=batch_clips, download=download,
                       history_cap=max_history_videos, retry_failed=retry_failed, engine=engine,
                       address=address, force=force)
+    stopped: Stopped | None = None
     with Progress() as progress:
-        summary = build_dataset(cfg, progress=progress.update)
+        try:
+            summary = build_dataset(cfg, progress=progress.update)
+        except Stopped as exc:
+            stopped = exc
+    if stopped is not None:  # what was done still goes to a --json reader; then the error
+        if as_json:
+            typer.echo(json.dumps(stopped.done, indent=1))
+        raise stopped
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=1))
     log.log(NOTICE, "videos: %d done, %d already in the store, %d failed; %d clips, %.1f h of "

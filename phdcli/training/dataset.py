@@ -44,14 +44,14 @@ from typing import Any
 import numpy as np
 
 from phdcli import fsutil
-from phdcli.errors import InputError, UsageError
+from phdcli.errors import InputError, PhdError, Stopped, UsageError
 from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path, atomic_write_text, sha256_file
 from phdcli.fsutil.contenthash import cached_sha256
 from phdcli.training.annotations import User, load_annotations
 from phdcli.training.checks import same_file
 from phdcli.training.download import YOUTUBE_URL
-from phdcli.training.engines import ENGINES, Engine, get_engine
+from phdcli.training.engines import Engine, check_engine_options, get_engine
 from phdcli.training.folder import (
     ANNOTATIONS_COPY,
     DATASET_FORMAT,
@@ -107,10 +107,7 @@ class BuildConfig:
             raise UsageError(f"the history cap must be >= 0, got {self.history_cap}")
         if self.batch_clips < 1 or self.download_attempts < 1:
             raise UsageError("batch size and download attempts must be at least 1")
-        if self.engine not in ENGINES:
-            raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
-        if self.address is not None and self.engine != "ray":
-            raise UsageError("--address needs --engine ray")
+        check_engine_options(self.engine, self.address)
         if self.precision.strip().lower() == "int8":
             # The store keeps float features that every later model trains on;
             # int8 is a ranking-time speed-up, checked per user and video.
@@ -240,7 +237,11 @@ def _build_locked(config: BuildConfig, users: list[User], weights: Path, key: St
                                      "reason": outcome.reason})
 
     if todo:
-        engine.run(todo, ctx, on_outcome, progress)
+        try:
+            engine.run(todo, ctx, on_outcome, progress)
+        except PhdError as exc:  # the engine as a whole failed (a lost cluster): what was done
+            summary.wall_s = time.monotonic() - started
+            raise Stopped(exc, summary.to_dict()) from exc
     built, skipped, missing = assemble(users, store, out / SAMPLES_DIR, config.history_cap,
                                        progress)
     summary.n_users_built, summary.n_users_skipped = built, skipped
