@@ -98,6 +98,9 @@ def _ray_config(world: dict[str, object], out: str) -> BuildConfig:
                           "download": False, "engine": "ray"})
 
 
+# Heavy (about 16 s, most of it a local Ray cluster starting): the default suite
+# keeps Ray's fast failure tests (tests/test_robust_ray.py) under the 4-minute budget.
+@pytest.mark.heavy
 def test_local_and_ray_engines_build_the_same_store(world: dict[str, object]) -> None:
     local = world["local"]
     assert isinstance(local, DatasetSummary)

@@ -23,6 +23,9 @@ from phdcli.suggest.config import SuggestConfig
 from phdcli.suggest.pipeline import suggest_batch
 
 
+# Heavy (8-11 s): the default suite keeps the CLI-level coarse-to-fine test below,
+# and `make bench-quick` (R12) compares the default top k with fp32 exhaustive.
+@pytest.mark.heavy
 def test_coarse_to_fine_gives_the_exhaustive_top_k_and_counts_skipped_clips(
     footage: dict[str, Path], c3d_home: Path
 ) -> None:
