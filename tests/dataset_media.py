@@ -61,6 +61,17 @@ class VideoServer:
         self.httpd.server_close()
 
 
+# Three users on three_videos, every video there: what the engine tests build.
+ENGINE_ANNOTATIONS = """youtubeId,start,duration,user_id,video_duration,is_last
+vidA,5.5,3.5,201,15.0,True
+vidC,2.0,2.0,201,10.0,False
+vidC,0.5,2.0,202,10.0,True
+vidA,1.0,2.0,202,15.0,False
+vidB,6.0,2.0,203,15.0,True
+vidA,11.0,2.0,203,15.0,False
+"""
+
+
 def three_videos(folder: Path) -> dict[str, bytes]:
     """vidA and vidB: three 5 s shots; vidC: two."""
     folder.mkdir(parents=True, exist_ok=True)

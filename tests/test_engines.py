@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dataset_media import VideoServer, three_videos
+from dataset_media import ENGINE_ANNOTATIONS, VideoServer, three_videos
 
 from phdcli.features.spec import FeatureSpec
 from phdcli.training.dataset import BuildConfig, DatasetSummary, build_dataset
@@ -33,14 +33,7 @@ ray = pytest.importorskip("ray")
 
 SPEC = FeatureSpec(clips_per_segment=1)
 # vidA: 3 shots = its 3 fixed segments (3 clips) + user 202's GIF (1); vidC: 2 + 1; vidB: 3 + 1.
-ANNOTATIONS = """youtubeId,start,duration,user_id,video_duration,is_last
-vidA,5.5,3.5,201,15.0,True
-vidC,2.0,2.0,201,10.0,False
-vidC,0.5,2.0,202,10.0,True
-vidA,1.0,2.0,202,15.0,False
-vidB,6.0,2.0,203,15.0,True
-vidA,11.0,2.0,203,15.0,False
-"""
+ANNOTATIONS = ENGINE_ANNOTATIONS
 IDS = ["vidA", "vidC", "vidB"]
 
 

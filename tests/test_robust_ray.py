@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dataset_media import three_videos
+from dataset_media import ENGINE_ANNOTATIONS, three_videos
 from runphd import NO_MIRROR, json_doc, one_error, phd, run_cli
 
 from phdcli import procs
@@ -31,14 +31,7 @@ from phdcli.training.dataset import BuildConfig
 from phdcli.training.engines.cluster import HeadWatch, parse_address
 from tests.conftest import ConvertedWeights
 
-ANNOTATIONS = """youtubeId,start,duration,user_id,video_duration,is_last
-vidA,5.5,3.5,201,15.0,True
-vidC,2.0,2.0,201,10.0,False
-vidC,0.5,2.0,202,10.0,True
-vidA,1.0,2.0,202,15.0,False
-vidB,6.0,2.0,203,15.0,True
-vidA,11.0,2.0,203,15.0,False
-"""
+ANNOTATIONS = ENGINE_ANNOTATIONS
 IDS = ("vidA", "vidB", "vidC")
 
 
