@@ -254,7 +254,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     once committed by mistake."""
     if not _ROOT_AT_START:
         return
-    left = sorted(set(os.listdir(_REPO_ROOT)) - _ROOT_AT_START - {".pytest_cache"})
+    left = sorted(name for name in set(os.listdir(_REPO_ROOT)) - _ROOT_AT_START
+                  if not _ignored_by_git(name))  # .pytest_cache, .hypothesis: tools' own
     if left:
         print(f"\ntests left files in the repository root: {', '.join(left)}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _ignored_by_git(name: str) -> bool:
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "check-ignore", "-q", name], cwd=_REPO_ROOT,
+                              capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):  # no git: only the tools' known caches
+        return name in (".pytest_cache", ".hypothesis", ".ruff_cache")
+    return done.returncode == 0
