@@ -394,7 +394,7 @@ def r10(b: Bench, state: dict[str, Any], weights: Path, video: Path, plan: Plan)
     b.row("R10", ratio.value, ratio.n,
           f"{rt.precision} {fast.value:.2f} clips/s, fp32 {base.value:.2f} clips/s "
           f"(batch 8 of real clips, preprocessing included, alternating); {rt.reason}",
-          "" if ratio.value >= 2 else "int8 gains less than 2x on this CPU (no VNNI)")
+          "" if ratio.value >= 2 else f"{rt.precision} gains less than 2x over fp32 on this CPU")
 
 
 def r11(b: Bench, state: dict[str, Any], weights: Path, video: Path, li: Any,
