@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -80,12 +81,15 @@ def _ssim(gif: Path, video: Path, start_s: float) -> float:
     return float(found[-1])
 
 
-def _wall_five(make: object, video: Path, starts: list[float], folder: Path) -> float:
+Command = Callable[[Path, float, Path], list[str]]  # (video, start_s, out) -> ffmpeg argv
+
+
+def _wall_five(make: Command, video: Path, starts: list[float], folder: Path) -> float:
     """Five GIFs written two at a time, as phd's write_picks does on 2 cores."""
     t0 = time.perf_counter()
     with ThreadPoolExecutor(max(1, min(len(starts), os.cpu_count() or 1))) as pool:
         list(pool.map(lambda i: subprocess.run(
-            make(video, starts[i], folder / f"w{i}.gif"), check=True),  # type: ignore[operator]
+            make(video, starts[i], folder / f"w{i}.gif"), check=True),
             range(len(starts))))
     return time.perf_counter() - t0
 
@@ -102,7 +106,9 @@ def study(video: Path, reps: int = 3) -> dict[str, float]:
             out[name] = statistics.median(
                 statistics.mean(_cpu_s([*_base(video, s), "-vf", graph, "-f", "null", "-"])
                                 for s in starts) for _ in range(reps))
-        for name, make in (("before", _before_args), ("now", _now_args)):
+        commands: tuple[tuple[str, Command], ...] = (("before", _before_args),
+                                                     ("now", _now_args))
+        for name, make in commands:
             out[f"{name} cpu_s"] = statistics.median(
                 statistics.mean(_cpu_s(make(video, s, folder / f"{name}.gif")) for s in starts)
                 for _ in range(reps))

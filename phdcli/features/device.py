@@ -77,15 +77,7 @@ def cpu_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     Reads /proc/cpuinfo (Linux); elsewhere we cannot tell cheaply and answer
     None, which only means ``auto`` stays on fp32.
     """
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return None
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
+    flags = _cpu_flags(cpuinfo)
     for flag, label in _BF16_CPU_FLAGS.items():
         if flag in flags:
             return label
@@ -111,11 +103,14 @@ _SPEED_CPU_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512
 def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
     """The features that matter for C3D's precisions that this CPU has, in a
     fixed order (``["AVX2", "AVX-512", "AMX-BF16"]``); empty where unknown."""
-    flags: set[str] = set()
-    for key, value in _cpuinfo(cpuinfo):
-        if key in ("flags", "features"):
-            flags.update(value.split())
+    flags = _cpu_flags(cpuinfo)
     return [label for flag, label in _SPEED_CPU_FLAGS.items() if flag in flags]
+
+
+def _cpu_flags(cpuinfo: Path) -> set[str]:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``); empty where unknown."""
+    return {flag for key, value in _cpuinfo(cpuinfo) if key in ("flags", "features")
+            for flag in value.split()}
 
 
 def _cpuinfo(cpuinfo: Path) -> list[tuple[str, str]]:
@@ -138,11 +133,8 @@ def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     import hashlib
     import platform
 
-    flags: set[str] = set()
-    for key, value in _cpuinfo(cpuinfo):
-        if key in ("flags", "features"):
-            flags.update(f for f in value.split()
-                         if f.startswith(("avx", "amx", "fma", "sse4", "asimd", "sve", "i8mm")))
+    flags = {f for f in _cpu_flags(cpuinfo)
+             if f.startswith(("avx", "amx", "fma", "sse4", "asimd", "sve", "i8mm"))}
     ident = f"{platform.machine()}|{cpu_model(cpuinfo)}|{' '.join(sorted(flags))}"
     return hashlib.sha256(ident.encode()).hexdigest()[:12]
 

@@ -12,6 +12,7 @@ time inside its range); anything else is discarded and the cuts found anew.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ log = logging.getLogger("phd")
 MAX_RANGES = 2000  # per video: a bound on the file, far above any real use
 
 
+@functools.cache  # one metadata lookup a process, not one a pick
 def _detector() -> str:
     """What found the cuts: a new scenedetect may find others, so it keys the memo."""
     from importlib.metadata import PackageNotFoundError, version
