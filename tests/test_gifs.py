@@ -19,6 +19,7 @@ from phdcli.media.gifs import (
     WrittenClip,
     centred_window,
     gif_stats,
+    parallel_encodes,
     write_clip,
     write_gif,
 )
@@ -333,3 +334,21 @@ def test_centred_window(
 def test_centred_window_rejects_empty_spans(args: tuple[float, ...]) -> None:
     with pytest.raises(UsageError):
         centred_window(*args)
+
+
+def test_a_clip_written_on_one_thread_is_the_same_file(busy: Path, tmp_path: Path) -> None:
+    # phd writes a video's clips side by side, one ffmpeg thread each: the
+    # files must be those ffmpeg writes with its own threads, byte for byte.
+    own = write_clip(busy, 0.5, 3.0, tmp_path / "own.gif", GifOptions(width=240))
+    one = write_clip(busy, 0.5, 3.0, tmp_path / "one.gif", GifOptions(width=240), threads=1)
+    assert own.path.read_bytes() == one.path.read_bytes()
+
+
+def test_clips_run_all_at_once_one_thread_each_while_memory_allows() -> None:
+    hd, options = (1280, 720), GifOptions()
+    assert parallel_encodes(5, hd, options, 5.0, cores=2) == (5, 1)  # no idle core at the end
+    assert parallel_encodes(1, hd, options, 5.0, cores=2) == (1, 2)  # one clip: both cores
+    assert parallel_encodes(3, hd, options, 5.0, cores=8) == (3, 2)
+    assert parallel_encodes(50, hd, options, 5.0, cores=2) == (8, 1)  # 4 per core at most
+    # 8K frames at 8192 px: each encode holds gigabytes, so one at a time.
+    assert parallel_encodes(5, (7680, 4320), GifOptions(width=8192), 5.0, cores=2) == (1, 2)

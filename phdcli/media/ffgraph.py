@@ -29,6 +29,7 @@ class ClipEncoding:
     quality: int
     height: int | None = None  # None: the aspect ratio's, rounded to even (scale=W:-2)
     frames: int | None = None  # at most this many frames (the span's own count at ``fps``)
+    threads: int | None = None  # decoder and filter threads; None: ffmpeg's own choice
 
 
 def clip_args(
@@ -47,6 +48,8 @@ def clip_args(
     options: dict[str, Any] = {"ss": f"{start_s:.3f}", "t": f"{duration_s:.3f}"}  # fast input seek
     if source_format is not None:
         options["f"] = source_format
+    if enc.threads is not None:
+        options["threads"] = enc.threads
     video = (
         ffmpeg.input(str(source), **options).video
         .filter("fps", fps=f"{enc.fps:g}")
@@ -77,5 +80,8 @@ def clip_args(
         codec = {"c:v": "libwebp_anim", "quality": enc.quality, "loop": 0}
     if enc.frames is not None:  # the fps filter may round up a frame past the span
         codec["frames:v"] = enc.frames
-    command = ffmpeg.output(video, str(out), an=None, **codec).compile(cmd="ffmpeg")
+    output = ffmpeg.output(video, str(out), an=None, **codec)
+    if enc.threads is not None:
+        output = output.global_args("-filter_complex_threads", str(enc.threads))
+    command = output.compile(cmd="ffmpeg")
     return command[1:]  # run_ffmpeg owns the binary

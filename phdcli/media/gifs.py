@@ -143,13 +143,40 @@ def _next_settings(
 
 
 def _encoding(options: GifOptions, s: _Settings, frame: tuple[int, int] | None,
-              span_s: float) -> ClipEncoding:
+              span_s: float, threads: int | None) -> ClipEncoding:
     """One attempt's settings, as phdcli.media.ffgraph builds its command line:
     the span's own number of frames at most, so the file is as long as the span."""
     width, height = (s.width, None) if frame is None else scaled_size(s.width, frame)
     return ClipEncoding(format=options.format, fps=s.fps, width=width,
                         quality=_ladder(options)[s.level], height=height,
-                        frames=max(1, round(span_s * s.fps)))
+                        frames=max(1, round(span_s * s.fps)), threads=threads)
+
+
+# Clips written at once share this much memory at most: each holds its
+# span's frames at the output size (the palette is made from all of them
+# before the first is drawn) and a decoder's reference frames at the source's.
+PARALLEL_ENCODE_BYTES = 2 * 1024**3
+DECODER_FRAMES = 24  # H.264's 16 references, and the frames in flight
+
+
+def parallel_encodes(n_clips: int, frame: tuple[int, int], options: GifOptions,
+                     span_s: float, cores: int) -> tuple[int, int]:
+    """(clips written at once, ffmpeg threads each) for ``n_clips`` spans of
+    at most ``span_s`` from a ``frame``-sized video.
+
+    A clip's encode is mostly one thread (palette and GIF encoder), so a
+    video's clips run side by side, one thread each, all at once where
+    memory allows: the cores stay busy until the last one ends, where a
+    pool of one per core leaves all but one idle during the last clip
+    (``bench.gif_cost`` measures both). Fewer clips than cores share the
+    cores as threads.
+    """
+    width, height = scaled_size(options.width, frame)
+    frames = max(1, round(span_s * options.fps))
+    each = frames * width * height * 4 + DECODER_FRAMES * frame[0] * frame[1] * 3 // 2
+    fits = max(1, PARALLEL_ENCODE_BYTES // max(each, 1))
+    at_once = max(1, min(n_clips, 4 * cores, fits))
+    return at_once, max(1, cores // at_once)
 
 
 def _mb(size_bytes: float) -> str:
@@ -158,7 +185,7 @@ def _mb(size_bytes: float) -> str:
 
 def write_clip(
     video: Path, start_s: float, end_s: float, out: Path, options: GifOptions,
-    frame: tuple[int, int] | None = None,
+    frame: tuple[int, int] | None = None, threads: int | None = None,
 ) -> WrittenClip:
     """Cut [start_s, end_s] of ``video`` into a looping clip at ``out``.
 
@@ -172,6 +199,8 @@ def write_clip(
     the clip are at least 2 px whatever the aspect ratio (``scaled_size``).
     A span shorter than one frame at ``options.fps`` is written as one frame
     (the rate rises to 1 / span), never as ffmpeg's empty or whole-video output.
+    ``threads``: ffmpeg's decoder and filter threads (None: its own choice);
+    callers writing several clips at once give each one (``parallel_encodes``).
 
     Every attempt overwrites one temp file beside ``out`` that is renamed only
     when it is final, so any failure leaves ``out`` as it was (absent or the old
@@ -191,7 +220,7 @@ def write_clip(
     size = 0
     with atomic_path(out) as tmp:
         for _ in range(MAX_ATTEMPTS):
-            encoding = _encoding(options, settings, frame, end_s - start_s)
+            encoding = _encoding(options, settings, frame, end_s - start_s, threads)
             size = _encode(video, start_s, end_s, tmp, encoding)
             if smallest_bytes == 0 or size < smallest_bytes:
                 smallest_bytes, smallest = size, settings

@@ -162,15 +162,15 @@ def write_picks(
 def _encode_all(video: VideoInfo, picks: list[Suggestion], outs: list[Path],
                 options: GifOptions, progress: Progress | None) -> list[WrittenClip]:
     """Write every pick's clip; the first failure raises (the rest are cancelled)."""
-    from phdcli.media.gifs import write_clip
+    from phdcli.media.gifs import parallel_encodes, write_clip
 
-    # Each file is its own ffmpeg process whose GIF encoder is mostly one
-    # thread: writing them side by side uses the other cores (measured:
-    # ~2 s per 480-px GIF, 36 % of a short video's cold run on 2 cores).
-    workers = max(1, min(len(picks), os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers, thread_name_prefix="phd-gif") as pool:
-        frame = (video.display_width, video.display_height)  # each side of a clip >= 2 px
-        futures = [pool.submit(write_clip, video.path, p.start_s, p.end_s, out, options, frame)
+    frame = (video.display_width, video.display_height)  # each side of a clip >= 2 px
+    at_once, threads = parallel_encodes(len(picks), frame, options,
+                                        max(p.end_s - p.start_s for p in picks),
+                                        os.cpu_count() or 1)
+    with ThreadPoolExecutor(at_once, thread_name_prefix="phd-gif") as pool:
+        futures = [pool.submit(write_clip, video.path, p.start_s, p.end_s, out, options, frame,
+                               threads)
                    for p, out in zip(picks, outs, strict=True)]
         try:
             clips = []
