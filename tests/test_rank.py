@@ -69,3 +69,24 @@ def test_suggest_defaults_to_coarse_to_fine_and_exhaustive_turns_it_off(
     assert full.stats.clips_forwarded == 4  # the rest came from the cache
     picks = [r.suggestions[0].segment_start_s for r in (default.results[0], full.results[0])]
     assert picks == [10.0, 10.0]
+
+
+@pytest.mark.parametrize("centre", ["video_mean", "none"])
+def test_rescoring_some_rows_gives_their_terms_from_a_full_scoring(centre: str) -> None:
+    # The fine pass rescores only its candidates: their terms must be those a
+    # scoring of every segment gives (centred on all of them), to float32 noise.
+    from dataclasses import replace
+
+    model = replace(load_model(default_model_path()), centre=centre)
+    rng = np.random.default_rng(3)
+    dim = 4096  # fc6
+    segs = np.abs(rng.standard_normal((40, dim))).astype(np.float32)
+    history = np.abs(rng.standard_normal((300, dim))).astype(np.float32)
+    starts = np.arange(40) * 5.0
+    full = model.score(segs, history, starts, starts + 5, 200.0)
+    rows = np.array([31, 2, 17, 8])
+    part = model.score(segs, history, starts, starts + 5, 200.0, rows=rows)
+    np.testing.assert_allclose(part.total, full.total[rows], rtol=0, atol=1e-6)
+    assert (part.nearest_index == full.nearest_index[rows]).all()
+    merged = full.with_rows(rows, part)
+    np.testing.assert_allclose(merged.total, full.total, rtol=0, atol=1e-6)

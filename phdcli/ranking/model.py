@@ -17,7 +17,7 @@ family. ``check_compatible`` refuses features of other weights.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,16 @@ class ScoreTerms:
     nearest_index: np.ndarray  # index into the history, -1 when it is empty
     nearest_similarity: np.ndarray  # cosine similarity used by SVM-D (nan when empty)
 
+    def with_rows(self, rows: np.ndarray, part: ScoreTerms) -> ScoreTerms:
+        """These terms with ``rows`` replaced by ``part``'s (scored with ``rows=``)."""
+        def put(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+            out = mine.copy()
+            out[rows] = theirs
+            return out
+
+        return ScoreTerms(*(put(getattr(self, f.name), getattr(part, f.name))
+                            for f in fields(ScoreTerms)))
+
 
 def fuse(fnn: np.ndarray, svm: np.ndarray, time: np.ndarray, omega: float,
          omega_t: float) -> np.ndarray:
@@ -118,13 +128,20 @@ class FusedModel:
         start_s: np.ndarray,
         end_s: np.ndarray,
         duration_s: float,
+        rows: np.ndarray | None = None,
     ) -> ScoreTerms:
         """segment_feats (n, D), history_feats (m, D) with m >= 0 -> ScoreTerms.
 
         An empty history is the cold start: p = 0 and d = 0, so the content
         terms are constant and the prior alone orders the segments.
+        ``rows``: score only these segments (terms in their order); the
+        video-mean centring still sees every segment. The fine pass of
+        ``rank_segments`` rescores its candidates so, not the whole video.
         """
-        n = len(segment_feats)
+        if rows is not None:
+            rows = np.asarray(rows, dtype=np.int64)
+            start_s, end_s = np.asarray(start_s)[rows], np.asarray(end_s)[rows]
+        n = len(segment_feats) if rows is None else len(rows)
         fnn = np.zeros(n)
         if self.fnn is not None:
             mean_hist = (
@@ -132,10 +149,11 @@ class FusedModel:
                 if len(history_feats)
                 else np.zeros(segment_feats.shape[1], dtype=segment_feats.dtype)
             )
-            x = np.concatenate([segment_feats, np.broadcast_to(mean_hist, segment_feats.shape)], 1)
+            mine = segment_feats if rows is None else segment_feats[rows]
+            x = np.concatenate([mine, np.broadcast_to(mean_hist, mine.shape)], 1)
             fnn = self.fnn(x.astype(np.float64))
 
-        dists, nearest, similarity = self.history_distances(segment_feats, history_feats)
+        dists, nearest, similarity = self.history_distances(segment_feats, history_feats, rows)
         svm = dists @ self.svm_w + self.svm_b
         time = (
             self.prior.score(np.asarray(start_s), np.asarray(end_s), duration_s)
@@ -146,7 +164,8 @@ class FusedModel:
         return ScoreTerms(fnn, self.omega * svm, self.omega_t * time, total, nearest, similarity)
 
     def history_distances(
-        self, segment_feats: np.ndarray, history_feats: np.ndarray
+        self, segment_feats: np.ndarray, history_feats: np.ndarray,
+        rows: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """SVM-D's input: (n, k) cosine distances to the k nearest history items.
 
@@ -154,15 +173,15 @@ class FusedModel:
         With ``centre="video_mean"`` both sides are centred on the video's
         mean segment feature first: post-ReLU C3D features share a large
         common component that otherwise squeezes all cosines towards 1
-        (stack.md, "Near-copy retrieval").
+        (stack.md, "Near-copy retrieval"). ``rows``: only these segments'.
         """
-        n = len(segment_feats)
+        n = len(segment_feats) if rows is None else len(rows)
         dists = np.zeros((n, self.k))
         nearest = np.full(n, -1, dtype=np.int64)
         similarity = np.full(n, np.nan)
         if len(history_feats) == 0 or n == 0:
             return dists, nearest, similarity
-        sims = self._cosines(segment_feats, history_feats)  # (n, m)
+        sims = self._cosines(segment_feats, history_feats, rows)  # (n, m)
         take = min(self.k, sims.shape[1])
         # argpartition keeps this linear in the history's size (R7).
         top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
@@ -174,22 +193,30 @@ class FusedModel:
         similarity = top_sims[:, 0]
         return dists, nearest, similarity
 
-    def _cosines(self, segment_feats: np.ndarray, history_feats: np.ndarray) -> np.ndarray:
-        """Cosine similarities (n, m), centred on the video's mean when asked.
+    def _cosines(self, segment_feats: np.ndarray, history_feats: np.ndarray,
+                 rows: np.ndarray | None = None) -> np.ndarray:
+        """Cosine similarities (n, m) of ``rows`` (all segments when None) with
+        the history, centred on the mean of all segments when asked.
 
-        One float32 matmul against the history as given: the centred history
-        (g - c) is never materialised, since (s-c).(g-c) = (s-c).g - (s-c).c
-        and |g-c|^2 = |g|^2 - 2 g.c + |c|^2. A 10,000-GIF history costs one
-        (n, D) x (D, m) product, not copies of a (m, D) matrix.
+        One float32 matmul reads the history once, as given: the centred
+        history (g - c) is never materialised, since (s-c).(g-c) = (s-c).g -
+        (s-c).c and |g-c|^2 = |g|^2 - 2 g.c + |c|^2, and g.c comes from the
+        same product (c is its last row). The history is the large side (R7:
+        10,000 GIFs are 164 MB of float32), so each extra pass over it counts.
         """
         seg = np.asarray(segment_feats, dtype=np.float32)
         hist = np.asarray(history_feats, dtype=np.float32)
         if self.centre != "video_mean":
-            return l2_normalise(seg) @ l2_normalise(hist).T
+            mine = seg if rows is None else seg[rows]
+            return np.ascontiguousarray((l2_normalise(hist) @ l2_normalise(mine).T).T)
         centre = seg.mean(axis=0)
-        seg_c = seg - centre
-        dots = seg_c @ hist.T - (seg_c @ centre)[:, None]
-        hist_sq = np.einsum("md,md->m", hist, hist) - 2.0 * (hist @ centre) + centre @ centre
+        seg_c = (seg if rows is None else seg[rows]) - centre
+        # history @ rows.T, not rows @ history.T: the same numbers, and with
+        # few rows BLAS reads the large side once instead of repacking it (2x).
+        products = np.ascontiguousarray((hist @ np.concatenate([seg_c, centre[None]]).T).T)
+        hist_c = products[-1]
+        dots = products[:-1] - (seg_c @ centre)[:, None]
+        hist_sq = np.einsum("md,md->m", hist, hist) - 2.0 * hist_c + centre @ centre
         norms = np.linalg.norm(seg_c, axis=1)[:, None] * np.sqrt(np.maximum(hist_sq, 0.0))[None]
         return dots / np.maximum(norms, 1e-12)
 

@@ -3,8 +3,9 @@
 C3D is nearly all of a cold run on a CPU, so the default spends it where the
 answer is decided. The coarse pass gives every segment one clip (the first
 of its full-spec clips) and scores them all; the fine pass gives the best
-``margin * k`` of them their remaining clips and scores again; the top k come
-from those candidates. A candidate's features are exactly what the
+``margin * k`` of them their remaining clips and scores them again; the top k
+come from those candidates (the others keep their coarse scores, which the
+report shows). A candidate's features are exactly what the
 exhaustive pass gives it. Only two things are approximate: which segments
 become candidates, and the video-mean centring (``FusedModel.centre``),
 which sees the other segments' one-clip features; the bench's R12 and
@@ -99,13 +100,22 @@ def rank_segments(
         used = n_full
     else:
         coarse = extractor.segment_features(video, segments, progress, full=np.zeros(n, bool))
-        candidates = np.argsort(-ranked(score(coarse)), kind="stable")[: margin * k]
+        coarse_terms = score(coarse)
+        candidates = np.argsort(-ranked(coarse_terms), kind="stable")[: margin * k]
         full = np.zeros(n, bool)
         full[candidates] = True
         feats = extractor.segment_features(video, segments, progress, full=full)
         used = extractor.clips_needed(video, segments, full)
         log.info("%s: coarse to fine: %d of %d clips (%d skipped), %d candidates",
                  video.path.name, used, n_full, n_full - used, len(candidates))
+        # Only the candidates can be picked, so only they are scored again
+        # (centred on the mean of every segment's features, as before); the
+        # others keep their coarse terms, which their features have not changed.
+        rescored = model.score(feats.segments, history, starts, ends, video.duration_s,
+                               rows=candidates)
+        terms = coarse_terms.with_rows(candidates, rescored)
+        return Ranking(feats, terms, _best_first(ranked(terms), candidates), used, n_full, k,
+                       active)
     terms = score(feats)  # the caller refuses non-finite totals (suggest._check_finite)
     return Ranking(feats, terms, _best_first(ranked(terms), candidates), used, n_full, k, active)
 
