@@ -282,3 +282,29 @@ def test_memory_does_not_grow_with_video_length(
     clip_bytes = CLIP_FRAMES * FRAME_HEIGHT * FRAME_WIDTH * 3
     assert peak_long <= peak_short + clip_bytes, (peak_short, peak_long)
     assert growth_long < 40 * 2**20, growth_long
+
+
+def test_frames_nothing_refers_to_before_a_clip_are_not_decoded_and_clips_stay_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # x264's usual settings (B-frames, unlike the ultrafast test videos): the
+    # run-up from a seek's keyframe to each clip skips its non-reference frames.
+    video = tmp_path / "bframes.mp4"
+    media.run_ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=8",
+                     "-c:v", "libx264", "-preset", "veryfast", "-g", "90", "-bf", "3",
+                     "-pix_fmt", "yuv420p", str(video))
+    starts = [2.3, 5.05, 7.2]
+    decoders: list[decode._ClipDecoder] = []
+    original = decode._ClipDecoder.__init__
+
+    def keeping(self: decode._ClipDecoder, *args: object) -> None:
+        original(self, *args)  # type: ignore[arg-type]
+        decoders.append(self)
+
+    monkeypatch.setattr(decode._ClipDecoder, "__init__", keeping)
+    skipping = list(decode_clips(video, starts, 25.0))
+    monkeypatch.setattr(decode, "_constant_rate", lambda stream: False)
+    every = list(decode_clips(video, starts, 25.0))
+    assert decoders[0].decoded < decoders[1].decoded * 0.85
+    for a, b in zip(skipping, every, strict=True):
+        np.testing.assert_array_equal(a, b)
