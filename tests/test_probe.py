@@ -105,10 +105,10 @@ def test_auto_takes_the_fastest_precision_the_probe_timed(
     assert final.precision == chosen and not final.needs_probe
     assert final.describe() == f"device cpu, {line}"
     assert (engine is not None) == (chosen == "int8")
-    # Every candidate ran the same 8 check clips; int8 was built on 4 others, once.
-    assert source.calls == {"clips 12": 1, "int8 lookup": 1, "int8 build": 1,
+    # Every candidate ran the same 8 check clips; int8 was built on 8 others, once.
+    assert source.calls == {"clips 16": 1, "int8 lookup": 1, "int8 build": 1,
                             "forward fp32": 8, "forward bf16": 8, "forward int8": 8}
-    assert source.calibration is not None and len(source.calibration) == 4
+    assert source.calibration is not None and len(source.calibration) == 8
     graded = {row.tobytes() for row in source.forwarded}
     assert len(graded) == 8 and not graded & {row.tobytes() for row in source.calibration}
     doc = json.loads(verdict_path().read_text())
@@ -182,7 +182,7 @@ def test_a_damaged_verdict_is_probed_again_with_one_warning(
     assert probe.read_verdict(path) is not None  # replaced by a sound one
 
 
-def test_int8_that_fails_to_build_is_left_out_of_the_probe(
+def test_int8_that_fails_to_build_or_load_is_left_out(
     phd_home: Path, phd_log: LogLines,
 ) -> None:
     source = FakeCandidates(FakeClock(), {"fp32": 1.0, "bf16": 0.4, "int8": 0.1})
@@ -191,12 +191,28 @@ def test_int8_that_fails_to_build_is_left_out_of_the_probe(
         if calibration is not None:
             raise RuntimeError("OpenVINO\nexploded")
 
-    source.int8 = broken  # type: ignore[method-assign]
+    source.int8 = broken  # type: ignore[method-assign,assignment]
     engine, final = settle(source)
     assert engine is None and final.precision == "bf16"
     assert "int8 failed (RuntimeError)" in final.reason
     assert [r.getMessage() for r in phd_log.records if r.levelname == "WARNING"] == [
         "warning: int8 C3D failed (RuntimeError: OpenVINO exploded): probing without it"]
+
+    # A verdict that chose int8, and int8 now fails to load: the verdict's next best,
+    # with no probe.
+    verdict_path().unlink()
+    settle(FakeCandidates(FakeClock(), {"fp32": 1.0, "bf16": 0.4, "int8": 0.1}))
+    later = FakeCandidates(FakeClock(), {})
+
+    def unloadable(calibration: np.ndarray | None) -> None:
+        raise OSError("libopenvino.so: cannot open shared object file")
+
+    later.int8 = unloadable  # type: ignore[method-assign,assignment]
+    phd_log.clear()
+    engine, final = settle(later)
+    assert engine is None and final.precision == "bf16" and later.calls == {}
+    assert "int8 failed (OSError)" in final.reason and final.reason.endswith(", cached")
+    assert len([r for r in phd_log.records if r.levelname == "WARNING"]) == 1
 
 
 def test_an_explicit_precision_or_training_features_never_probe(

@@ -20,9 +20,11 @@ from phdcli.errors import PhdError, WeightsError
 from phdcli.features.device import check_spec
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from phdcli.features.c3d_spec import C3DInput
     from phdcli.features.device import Runtime
-    from phdcli.features.probe import Engine
+    from phdcli.features.probe import Engine, Forward
     from phdcli.features.spec import FeatureSpec
     from phdcli.features.weights import LoadedC3D
     from phdcli.media.probe import VideoInfo
@@ -94,8 +96,7 @@ class PrecisionChoice:
                 return None
             from phdcli.features import probe
 
-            source = probe.NetworkCandidates(rt, video, spec, weights_sha256, input_spec,
-                                             reference)
+            source = NetworkCandidates(rt, video, spec, weights_sha256, input_spec, reference)
             engine, final = probe.settle(rt, video.path.name, weights_sha256, spec.layer,
                                          source, batch_clips)
             self._int8_ready = final.precision == "int8"
@@ -130,3 +131,45 @@ class PrecisionChoice:
         self._int8_ready = True
         self._settled(replace(rt, reason=f"{rt.reason}; self-check not run"))
         return engine
+
+
+class NetworkCandidates:
+    """The probe's real candidates (``probe.Candidates``): the torch network in fp32
+    and bf16 (autocast), and the int8 one.
+
+    ``reference()`` loads the torch network once (the extractor's own), only
+    when a candidate needs it.
+    """
+
+    def __init__(self, runtime: Runtime, video: VideoInfo, spec: FeatureSpec,
+                 weights_sha256: str, input_spec: Callable[[], C3DInput],
+                 reference: Callable[[], LoadedC3D]) -> None:
+        self.runtime, self.video, self.spec = runtime, video, spec
+        self.weights_sha256, self.input_spec = weights_sha256, input_spec
+        self.reference = reference
+
+    def clips(self, count: int) -> np.ndarray:
+        from phdcli.features.int8 import user_clips
+
+        return user_clips(self.video, self.spec, count, self.input_spec())
+
+    def torch_forward(self, precision: str) -> Forward:
+        import torch
+
+        net, layer = self.reference(), self.spec.layer
+        rt = replace(self.runtime, precision=precision, candidates=())
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode(), rt.autocast():
+                out = net.model(torch.from_numpy(x).to(rt.device), layer=layer)
+            return out.float().cpu().numpy()
+
+        return forward
+
+    def int8(self, calibration: np.ndarray | None) -> tuple[Engine, str] | None:
+        from phdcli.features import int8
+
+        if calibration is None:
+            return int8.cached_engine(self.weights_sha256, self.spec.layer)
+        return int8.built_engine(self.weights_sha256, self.spec.layer, self.reference(),
+                                 calibration)

@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -36,11 +36,7 @@ from phdcli.fsutil import atomic_write_text
 from phdcli.fsutil.cachefile import RefusedEntry, discard, read_entry_text
 
 if TYPE_CHECKING:
-    from phdcli.features.c3d_spec import C3DInput
     from phdcli.features.device import Runtime
-    from phdcli.features.spec import FeatureSpec
-    from phdcli.features.weights import LoadedC3D
-    from phdcli.media.probe import VideoInfo
 
 log = logging.getLogger("phd")
 
@@ -67,7 +63,7 @@ class Engine(Protocol):
 
 
 class Candidates(Protocol):
-    """What the probe runs (``NetworkCandidates``; tests give fakes)."""
+    """What the probe runs (``precision.NetworkCandidates``; tests give fakes)."""
 
     def clips(self, count: int) -> np.ndarray:
         """``count`` preprocessed clips spread over the user's video."""
@@ -275,36 +271,49 @@ def settle(runtime: Runtime, video_name: str, weights_sha256: str, layer: str,
     settled runtime (its reason is the line said on stderr)."""
     from phdcli.features.device import cpu_id
 
-    candidates, cpu = runtime.candidates, cpu_id()
+    names, cpu = list(runtime.candidates), cpu_id()
     path = verdict_file(weights_sha256, layer, cpu)
     verdict = read_verdict(path)
-    cached_int8: tuple[Engine, str] | None = None
-    looked_up = False
-    if verdict is not None and verdict.covers(candidates):
-        choice = verdict.choice(candidates)
+    if verdict is not None and verdict.covers(names):
+        choice = verdict.choice(names)
         how = f"probed on {verdict.video}, cached"
         if choice != "int8":
             return None, _settled(runtime, verdict, choice, how)
-        cached_int8, looked_up = source.int8(None), True
-        if cached_int8 is not None and cached_int8[1] == verdict.int8_model:
-            return cached_int8[0], _settled(runtime, verdict, choice, how)
+        found, failed = _int8(source, None)
+        if found is not None and found[1] == verdict.int8_model:
+            return found[0], _settled(runtime, verdict, choice, how)
+        if failed:  # int8 cannot run here now: the verdict still ranks the others
+            names.remove("int8")
+            return None, _settled(runtime, verdict, verdict.choice(names), how, failed, names)
         log.info("the int8 model the probe judged is gone: probing again")
-    return _probe(runtime, video_name, path, cpu, source, batch_clips, clock,
-                  cached_int8 if looked_up else _lookup_int8(source, candidates))
+    else:
+        found, failed = _int8(source, None) if "int8" in names else (None, "")
+    return _probe(runtime, names, video_name, path, cpu, source, batch_clips, clock,
+                  found, failed)
 
 
-def _lookup_int8(source: Candidates, candidates: Sequence[str]) -> tuple[Engine, str] | None:
-    return source.int8(None) if "int8" in candidates else None
+def _int8(source: Candidates, calibration: np.ndarray | None,
+          ) -> tuple[tuple[Engine, str] | None, str]:
+    """``source.int8``, or (None, why) when OpenVINO/NNCF fail: said once, and the
+    probe goes on without int8."""
+    try:
+        return source.int8(calibration), ""
+    except PhdError:
+        raise
+    except Exception as exc:  # an OpenVINO/NNCF install that does not work
+        log.warning("warning: int8 C3D failed (%s: %s): probing without it",
+                    type(exc).__name__, " ".join(str(exc).split())[:200])
+        return None, f"int8 failed ({type(exc).__name__})"
 
 
-def _probe(runtime: Runtime, video_name: str, path: Path, cpu: str, source: Candidates,
-           batch_clips: int, clock: Callable[[], float],
-           found_int8: tuple[Engine, str] | None) -> tuple[Engine | None, Runtime]:
+def _probe(runtime: Runtime, names: list[str], video_name: str, path: Path, cpu: str,
+           source: Candidates, batch_clips: int, clock: Callable[[], float],
+           found_int8: tuple[Engine, str] | None, failed: str,
+           ) -> tuple[Engine | None, Runtime]:
     from phdcli.features.int8 import CALIBRATION_CLIPS
 
     started = time.perf_counter()
-    names = list(runtime.candidates)
-    build = "int8" in names and found_int8 is None
+    build = "int8" in names and found_int8 is None and not failed
     # Calibration and check clips interleaved over the video: never graded on
     # the clips int8 was fit on.
     clips = source.clips(CHECK_CLIPS + (CALIBRATION_CLIPS if build else 0))
@@ -312,17 +321,10 @@ def _probe(runtime: Runtime, video_name: str, path: Path, cpu: str, source: Cand
     if build:
         calibrating[np.linspace(0, len(clips) - 1, CALIBRATION_CLIPS).round().astype(int)] = True
     check = clips[~calibrating]
-    build_s, failed = 0.0, ""
+    build_s = 0.0
     if build:
         t0 = time.perf_counter()
-        try:
-            found_int8 = source.int8(clips[calibrating])
-        except PhdError:
-            raise
-        except Exception as exc:  # an OpenVINO/NNCF install that does not work
-            log.warning("warning: int8 C3D failed (%s: %s): probing without it",
-                        type(exc).__name__, " ".join(str(exc).split())[:200])
-            failed = f"int8 failed ({type(exc).__name__})"
+        found_int8, failed = _int8(source, clips[calibrating])
         build_s = time.perf_counter() - t0
     if found_int8 is None:
         names = [n for n in names if n != "int8"]
@@ -350,42 +352,3 @@ def _settled(runtime: Runtime, verdict: Verdict, choice: str, how: str, failed: 
     parts = [why, *([failed] if failed else []), how]
     return Runtime(runtime.device, choice, "; ".join(parts))
 
-
-class NetworkCandidates:
-    """The real candidates: the torch network in fp32 and bf16 (autocast), the int8 one.
-
-    ``reference()`` loads the torch network once (the extractor's own), only
-    when a candidate needs it.
-    """
-
-    def __init__(self, runtime: Runtime, video: VideoInfo, spec: FeatureSpec,
-                 weights_sha256: str, input_spec: Callable[[], C3DInput],
-                 reference: Callable[[], LoadedC3D]) -> None:
-        self.runtime, self.video, self.spec = runtime, video, spec
-        self.weights_sha256, self.input_spec, self.reference = weights_sha256, input_spec, reference
-
-    def clips(self, count: int) -> np.ndarray:
-        from phdcli.features.int8 import user_clips
-
-        return user_clips(self.video, self.spec, count, self.input_spec())
-
-    def torch_forward(self, precision: str) -> Forward:
-        import torch
-
-        net, layer = self.reference(), self.spec.layer
-        rt = replace(self.runtime, precision=precision, candidates=())
-
-        def forward(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode(), rt.autocast():
-                out = net.model(torch.from_numpy(x).to(rt.device), layer=layer)
-            return out.float().cpu().numpy()
-
-        return forward
-
-    def int8(self, calibration: np.ndarray | None) -> tuple[Engine, str] | None:
-        from phdcli.features import int8
-
-        if calibration is None:
-            return int8.cached_engine(self.weights_sha256, self.spec.layer)
-        return int8.built_engine(self.weights_sha256, self.spec.layer, self.reference(),
-                                 calibration)
