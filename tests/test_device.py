@@ -24,7 +24,8 @@ def test_auto_leaves_the_cpu_precision_to_the_probe_among_what_it_can_run(
     monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
     rt = resolve_runtime("cpu")
     # fp32 until the probe settles it (what runs with no video to probe on).
-    assert rt == Runtime("cpu", "fp32", "CPU lacks native bf16", ("fp32", "int8"))
+    assert (rt.precision, rt.candidates) == ("fp32", ("fp32", "int8"))
+    assert rt.unprobed("no video") == Runtime("cpu", "fp32", "CPU lacks native bf16; no video")
     assert resolve_runtime("cpu", "fp32") == Runtime("cpu", "fp32",
                                                      "fp32 requested; CPU lacks native bf16")
     forced = resolve_runtime("cpu", "int8")

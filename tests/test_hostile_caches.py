@@ -126,7 +126,7 @@ _EVERY_ENTRY = textwrap.dedent("""
     import numpy as np
     from phdcli import paths
     from phdcli.errors import HistoryError
-    from phdcli.features import int8, probe, weights
+    from phdcli.features import int8, precision_probe, weights
     from phdcli.features.cache import ClipCache, cache_key
     from phdcli.features.clips import TICKS_PER_S, ClipTable
     from phdcli.features.spec import FeatureSpec
@@ -178,9 +178,9 @@ _EVERY_ENTRY = textwrap.dedent("""
     hostile(bin_)
     done["int8 model"] = (int8._load_model("c" * 64, "fc6") is None
                           and gone(bin_) and gone(xml) and gone(manifest))
-    verdict = probe.verdict_file("c" * 64, "fc6", "cpu")
+    verdict = precision_probe.verdict_file("c" * 64, "fc6", "cpu")
     hostile(verdict)
-    done["precision probe"] = probe.read_verdict(verdict) is None and gone(verdict)
+    done["precision probe"] = precision_probe.read_verdict(verdict) is None and gone(verdict)
 
     history = History.for_user()
     hostile(history.folder / "history.json")

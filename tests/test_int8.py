@@ -18,8 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from phdcli.features import int8
-from phdcli.features import probe as precision_probe
+from phdcli.features import int8, precision_probe
 from phdcli.features.clips import plan_clips
 from phdcli.features.device import cpu_id
 from phdcli.features.extractor import FeatureExtractor

@@ -10,7 +10,7 @@ bf16 is only a candidate where the hardware does it natively: on a CPU
 without native bf16 (AMX-BF16 / AVX512-BF16) PyTorch emulates it and C3D
 runs hundreds of times slower than fp32. On the CPU, ``auto`` names the
 candidates (fp32; bf16 where native; int8 through OpenVINO where installed)
-and the precision probe (``phdcli.features.probe``) picks the fastest one
+and the precision probe (``phdcli.features.precision_probe``) picks the fastest one
 that passes the self-check on the user's own video.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ PRECISIONS = ("bf16", "fp32", "int8")
 # (ARMv8.6 BF16) feature in the "Features" line.
 _BF16_CPU_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "bf16": "ARM BF16"}
 
+_PROBE_NOTE = "; the fastest of"  # how an unsettled runtime's reason names its candidates
 _DEVICE_RE = re.compile(r"cuda(?::(\d+))?|mps")
 _DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
@@ -48,7 +49,7 @@ class Runtime:
     ``precision`` "bf16", "fp32" or "int8", ``reason`` one human phrase.
 
     ``candidates``: the precisions ``auto`` may use on this CPU, not settled
-    yet: the precision probe (``phdcli.features.probe``) picks one of them;
+    yet: the precision probe (``phdcli.features.precision_probe``) picks one of them;
     until then ``precision`` is what runs without a probe (no video to
     probe on). Empty: ``precision`` is settled.
     """
@@ -67,7 +68,13 @@ class Runtime:
         return self.device.split(":", 1)[0]
 
     def describe(self) -> str:
-        return f"device {self.device}, precision {self.precision} ({self.reason})"
+        precision = "auto" if self.needs_probe else self.precision  # not settled yet
+        return f"device {self.device}, precision {precision} ({self.reason})"
+
+    def unprobed(self, why: str) -> Runtime:
+        """The precision that runs when the probe cannot (no video), saying ``why``."""
+        base = self.reason.split(_PROBE_NOTE)[0]
+        return replace(self, candidates=(), reason=f"{base}; {why}")
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast for bf16, nothing for fp32 (parameters stay fp32)."""
@@ -240,6 +247,8 @@ def resolve_runtime(device: str = "auto", precision: str = "auto",
         reason = hw
         if chosen == "cpu" and auto_int8 and int8_available():
             candidates = ("fp32", "bf16", "int8") if has_bf16 else ("fp32", "int8")
+            reason = (f"{hw}{_PROBE_NOTE} {', '.join(candidates)} that passes the "
+                      "self-check, probed once per weights file")
     elif prec == "bf16" and not has_bf16:
         reason = f"bf16 forced; {hw}: emulated, expect it to be much slower"
     else:

@@ -10,7 +10,7 @@ The quantized model is built once per weights file (per-channel int8
 weights, activations calibrated on clips of the user's own video), saved
 next to the converted weights with a sha256 of each file, and checked before
 each load. Whether ``auto`` uses it is the precision probe's call
-(``phdcli.features.probe``): int8 must pass the self-check against fp32 on
+(``phdcli.features.precision_probe``): int8 must pass the self-check against fp32 on
 other clips of the video and be the fastest candidate; the verdict names the
 model it judged by the sha256 of its weights.
 """

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from phdcli.features.c3d_spec import C3DInput
     from phdcli.features.clips import ClipProgress
     from phdcli.features.precision import PrecisionChoice
-    from phdcli.features.probe import Engine
+    from phdcli.features.precision_probe import Engine
     from phdcli.features.registry import Backbone
     from phdcli.features.spec import FeatureSpec
     from phdcli.features.weights import LoadedC3D

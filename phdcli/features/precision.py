@@ -3,7 +3,7 @@
 The device and the precision asked for are resolved when C3D first runs
 (``phdcli.features.device``), so a warm run, whose features are all cached,
 never imports torch. ``auto`` on the CPU names candidates; the precision
-probe (``phdcli.features.probe``) settles them on the user's own video, now
+probe (``phdcli.features.precision_probe``) settles them on the user's own video, now
 or from its cached verdict, to the fastest that passes the self-check. The
 line on stderr waits for the settled precision, so it says what really runs.
 """
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from phdcli.features.c3d_spec import C3DInput
     from phdcli.features.device import Runtime
-    from phdcli.features.probe import Engine, Forward
+    from phdcli.features.precision_probe import Engine, Forward
     from phdcli.features.spec import FeatureSpec
     from phdcli.features.weights import LoadedC3D
     from phdcli.media.probe import VideoInfo
@@ -91,14 +91,13 @@ class PrecisionChoice:
         rt = self.runtime
         if rt.needs_probe:
             if video is None:  # clips decoded elsewhere: nothing to probe on
-                self._settled(replace(rt, candidates=(),
-                                      reason=f"{rt.reason}; no video to probe the precision on"))
+                self._settled(rt.unprobed("no video to probe the precision on"))
                 return None
-            from phdcli.features import probe
+            from phdcli.features import precision_probe
 
             source = NetworkCandidates(rt, video, spec, weights_sha256, input_spec, reference)
-            engine, final = probe.settle(rt, video.path.name, weights_sha256, spec.layer,
-                                         source, batch_clips)
+            engine, final = precision_probe.settle(rt, video.path.name, weights_sha256,
+                                                   spec.layer, source, batch_clips)
             self._int8_ready = final.precision == "int8"
             self._settled(final)
             return engine
@@ -109,13 +108,14 @@ class PrecisionChoice:
     def _forced_int8(self, rt: Runtime, video: VideoInfo | None, spec: FeatureSpec,
                      weights_sha256: str, input_spec: Callable[[], C3DInput],
                      reference: Callable[[], LoadedC3D]) -> Engine:
-        from phdcli.features import int8, probe
+        from phdcli.features import int8, precision_probe
         from phdcli.features.device import cpu_id
 
         if video is None:
             raise WeightsError("int8 C3D is built on clips of a video: run phd suggest once "
                                "with --precision int8, or use fp32 here")
-        verdict = probe.read_verdict(probe.verdict_file(weights_sha256, spec.layer, cpu_id()))
+        path = precision_probe.verdict_file(weights_sha256, spec.layer, cpu_id())
+        verdict = precision_probe.read_verdict(path)
         refused = verdict.trials.get("int8") if verdict is not None else None
         if refused is not None and not refused.ok:
             log.warning("warning: int8 forced although the self-check refused it for these "
@@ -134,7 +134,7 @@ class PrecisionChoice:
 
 
 class NetworkCandidates:
-    """The probe's real candidates (``probe.Candidates``): the torch network in fp32
+    """The probe's real candidates (``precision_probe.Candidates``): the torch network in fp32
     and bf16 (autocast), and the int8 one.
 
     ``reference()`` loads the torch network once (the extractor's own), only

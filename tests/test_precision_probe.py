@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from phdcli.features import device as device_mod
-from phdcli.features import probe
+from phdcli.features import precision_probe as probe
 from phdcli.features.device import Runtime, cpu_id, resolve_runtime
 from phdcli.features.precision import PrecisionChoice
 from tests.conftest import LogLines
@@ -226,6 +226,9 @@ def test_an_explicit_precision_or_training_features_never_probe(
     monkeypatch.setattr(device_mod, "int8_installed", lambda: True)
     monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: "AVX512-BF16")
     assert resolve_runtime("cpu").candidates == ALL
+    assert resolve_runtime("cpu").describe() == (
+        "device cpu, precision auto (CPU has AVX512-BF16; the fastest of fp32, bf16, int8 "
+        "that passes the self-check, probed once per weights file)")
     for asked in ("fp32", "bf16", "int8"):
         assert resolve_runtime("cpu", asked).candidates == ()
         assert resolve_runtime("cpu", asked).precision == asked
@@ -246,9 +249,15 @@ def test_an_explicit_precision_or_training_features_never_probe(
 def test_no_video_to_probe_on_runs_the_float_precision(
     monkeypatch: pytest.MonkeyPatch, phd_log: LogLines,
 ) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(device_mod, "int8_available", lambda: True)
+    monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: "AVX512-BF16")
     monkeypatch.setattr(probe, "settle", lambda *a, **k: pytest.fail("probed"))
     choice = PrecisionChoice("cpu", "auto")
-    choice._runtime = AUTO
+    choice._runtime = resolve_runtime("cpu")  # as on an AVX512-BF16 CPU with OpenVINO
     assert choice.settle(None, None, SHA, None, None, 8) is None  # type: ignore[arg-type]
     assert choice.runtime == Runtime(
         "cpu", "bf16", "CPU has AVX512-BF16; no video to probe the precision on")
