@@ -11,7 +11,7 @@ fails on a loop or an upward import)::
     training      PHD^2 annotations -> feature store -> trained model file
     history       a user's GIFs, and what phd remembers of its own outputs
     ranking       the fused model (PHD-CA + SVM-D + temporal prior), coarse to fine
-    features      C3D: weights, device and precision, int8, clip cache, extractor
+    features      C3D: weights, device and precision (probe), int8, clip cache, extractor
     sources       inputs: files, folders, URLs (yt-dlp, watched), heatmaps
     media         ffmpeg and PyAV: probe, decode clips, segments, write GIFs
     config, fsutil, procs, paths, defaults, errors   the cross-cutting ground

@@ -16,21 +16,26 @@ def no_int8(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PHD_INT8", "0")
 
 
-def test_auto_proposes_int8_only_on_a_cpu_without_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_leaves_the_cpu_precision_to_the_probe_among_what_it_can_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("PHD_INT8")
     monkeypatch.setattr(device_mod, "int8_available", lambda: True)
     monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: None)
     rt = resolve_runtime("cpu")
-    assert (rt.precision, rt.needs_self_check) == ("int8", True)
-    assert rt.reason == "CPU lacks native bf16; int8 if the self-check passes"
+    # fp32 until the probe settles it (what runs with no video to probe on).
+    assert (rt.precision, rt.candidates) == ("fp32", ("fp32", "int8"))
+    assert rt.unprobed("no video") == Runtime("cpu", "fp32", "CPU lacks native bf16; no video")
     assert resolve_runtime("cpu", "fp32") == Runtime("cpu", "fp32",
                                                      "fp32 requested; CPU lacks native bf16")
     forced = resolve_runtime("cpu", "int8")
-    assert (forced.precision, forced.needs_self_check) == ("int8", False)
+    assert (forced.precision, forced.needs_probe) == ("int8", False)
     # Training features stay float: auto never proposes int8 for them.
     assert resolve_runtime("cpu", auto_int8=False).precision == "fp32"
     monkeypatch.setattr(device_mod, "cpu_native_bf16", lambda: "AMX-BF16")
-    assert resolve_runtime("cpu").precision == "bf16"  # native bf16 needs no check
+    rt = resolve_runtime("cpu")
+    assert (rt.precision, rt.candidates) == ("bf16", ("fp32", "bf16", "int8"))
+    assert not resolve_runtime("cpu", auto_int8=False).needs_probe
 
 
 def test_int8_is_cpu_only_and_needs_its_runtime(monkeypatch: pytest.MonkeyPatch,

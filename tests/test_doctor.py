@@ -44,6 +44,7 @@ def test_all_present_as_json_for_scripts(
                                           "(all users); SVM-D untrained; PHD-CA absent")
     assert doc["torch"]["version"] == torch.__version__
     assert doc["runtime"] == {"requested": "auto", "device": "cpu", "precision": "fp32",
+                              "candidates": [],  # PHD_INT8=0: nothing for a probe to choose
                               "reason": "no CUDA or MPS device found; CPU lacks native bf16"}
     assert doc["c3d_weights"]["path"] == str(davidea_weights)
     assert (doc["c3d_weights"]["present"], doc["c3d_weights"]["verified"]) == (True, None)

@@ -126,7 +126,7 @@ _EVERY_ENTRY = textwrap.dedent("""
     import numpy as np
     from phdcli import paths
     from phdcli.errors import HistoryError
-    from phdcli.features import int8, weights
+    from phdcli.features import int8, precision_probe, weights
     from phdcli.features.cache import ClipCache, cache_key
     from phdcli.features.clips import TICKS_PER_S, ClipTable
     from phdcli.features.spec import FeatureSpec
@@ -178,9 +178,9 @@ _EVERY_ENTRY = textwrap.dedent("""
     hostile(bin_)
     done["int8 model"] = (int8._load_model("c" * 64, "fc6") is None
                           and gone(bin_) and gone(xml) and gone(manifest))
-    verdict = int8.verdict_file("c" * 64, "fc6", "cpu")
+    verdict = precision_probe.verdict_file("c" * 64, "fc6", "cpu")
     hostile(verdict)
-    done["int8 verdict"] = int8.read_verdict(verdict) is None
+    done["precision probe"] = precision_probe.read_verdict(verdict) is None and gone(verdict)
 
     history = History.for_user()
     hostile(history.folder / "history.json")
@@ -212,5 +212,5 @@ def test_a_fifo_or_dev_zero_where_a_cache_entry_should_be_is_refused_not_read(
     assert len(report["done"]) == 6
     warned = report["warnings"]
     assert all("\n" not in w for w in warned)
-    for what in ("feature cache entry", "hash memo", "int8 C3D model"):
+    for what in ("feature cache entry", "hash memo", "int8 C3D model", "precision probe"):
         assert len([w for w in warned if what in w]) == 1, (what, warned)

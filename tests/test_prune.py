@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from safetensors.numpy import save_file
 
 from phdcli import fsutil, paths
 from phdcli.doctor.prune import KINDS, find_orphans, human_bytes, prune
-from phdcli.features import int8, weights
+from phdcli.features import int8, precision_probe, weights
 from phdcli.features.cache import ClipCache, cache_key
 from phdcli.features.clips import TICKS_PER_S, ClipTable
 from phdcli.features.spec import FeatureSpec
@@ -103,8 +103,11 @@ def home_with_orphans(root: Path, tmp_path: Path) -> Iterator[Home]:
     xml.write_text("<net/>")
     binary.write_bytes(b"\x01" * 64)
     manifest.write_text(json.dumps({"backend": "openvino", "sha256": {}}))
-    verdict = int8.Verdict(True, 0.999, 5, 5, 8, "talk.mp4", "test-cpu", 1.7e9)
-    int8.verdict_file("c" * 64, "fc6", "test-cpu").write_text(json.dumps(asdict(verdict)))
+    trials = {"fp32": precision_probe.Trial(2.8, 1.0, 0, 0),
+              "int8": precision_probe.Trial(17.0, 0.9996, 5, 5)}
+    verdict = precision_probe.Verdict(trials, 8, "talk.mp4", "test-cpu", 1.7e9)
+    precision_probe.write_verdict(precision_probe.verdict_file("c" * 64, "fc6", "test-cpu"),
+                                  verdict)
     (paths.weights_cache_dir() / "c3d.pth").write_bytes(b"weights" * 100)
     (paths.weights_cache_dir() / "other.pth.part").write_bytes(b"resumable")
     done_url = "https://example.com/talk.mp4"

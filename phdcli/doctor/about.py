@@ -118,8 +118,10 @@ def runtime_info(device: str = "auto") -> dict[str, Any]:
         rt = resolve_runtime(device)
     except (PhdError, ImportError) as exc:
         return {"requested": device, "device": None, "precision": None, "error": str(exc)}
-    return {"requested": device, "device": rt.device, "precision": rt.precision,
-            "reason": rt.reason}
+    # "auto" on a CPU with candidates: the probe chooses among them on first use.
+    return {"requested": device, "device": rt.device,
+            "precision": "auto" if rt.needs_probe else rt.precision,
+            "candidates": list(rt.candidates), "reason": rt.reason}
 
 
 def c3d_weights_status(explicit: Path | None = None) -> WeightsStatus:

@@ -6,11 +6,12 @@ bitten by that). On MPS, C3D's operations are tried on a tiny tensor first:
 one that this PyTorch lacks there sends the run to the CPU, and the reason is
 said with the device.
 
-bf16 is used where the hardware does it natively: on a CPU without native
-bf16 (AMX-BF16 / AVX512-BF16) PyTorch emulates it and C3D runs hundreds of
-times slower than fp32. There ``auto`` proposes int8 (``phdcli.features.int8``), which
-only becomes the precision once the self-check on the user's own video has
-passed for these weights on this CPU; until then, and when it fails, fp32.
+bf16 is only a candidate where the hardware does it natively: on a CPU
+without native bf16 (AMX-BF16 / AVX512-BF16) PyTorch emulates it and C3D
+runs hundreds of times slower than fp32. On the CPU, ``auto`` names the
+candidates (fp32; bf16 where native; int8 through OpenVINO where installed)
+and the precision probe (``phdcli.features.precision_probe``) picks the fastest one
+that passes the self-check on the user's own video.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ PRECISIONS = ("bf16", "fp32", "int8")
 # (ARMv8.6 BF16) feature in the "Features" line.
 _BF16_CPU_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512-BF16", "bf16": "ARM BF16"}
 
+_PROBE_NOTE = "; the fastest of"  # how an unsettled runtime's reason names its candidates
 _DEVICE_RE = re.compile(r"cuda(?::(\d+))?|mps")
 _DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
@@ -46,21 +48,33 @@ class Runtime:
     """Where and how the network runs: ``device`` "cpu", "cuda:N" or "mps",
     ``precision`` "bf16", "fp32" or "int8", ``reason`` one human phrase.
 
-    ``needs_self_check``: int8 proposed by ``auto``, not yet confirmed by the
-    self-check (``phdcli.features.int8.prepare`` settles it, to int8 or fp32).
+    ``candidates``: the precisions ``auto`` may use on this CPU, not settled
+    yet: the precision probe (``phdcli.features.precision_probe``) picks one of them;
+    until then ``precision`` is what runs without a probe (no video to
+    probe on). Empty: ``precision`` is settled.
     """
 
     device: str
     precision: str
     reason: str
-    needs_self_check: bool = False
+    candidates: tuple[str, ...] = ()
+
+    @property
+    def needs_probe(self) -> bool:
+        return bool(self.candidates)
 
     @property
     def device_type(self) -> str:
         return self.device.split(":", 1)[0]
 
     def describe(self) -> str:
-        return f"device {self.device}, precision {self.precision} ({self.reason})"
+        precision = "auto" if self.needs_probe else self.precision  # not settled yet
+        return f"device {self.device}, precision {precision} ({self.reason})"
+
+    def unprobed(self, why: str) -> Runtime:
+        """The precision that runs when the probe cannot (no video), saying ``why``."""
+        base = self.reason.split(_PROBE_NOTE)[0]
+        return replace(self, candidates=(), reason=f"{base}; {why}")
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """bf16 autocast for bf16, nothing for fp32 (parameters stay fp32)."""
@@ -193,8 +207,10 @@ def resolve_runtime(device: str = "auto", precision: str = "auto",
                     auto_int8: bool = True) -> Runtime:
     """Turn --device / --precision into a Runtime; raise rather than guess.
 
-    ``auto_int8=False`` keeps ``auto`` on a float precision: training
-    features (``phd dataset build``) are never int8, whatever the CPU.
+    ``auto`` on the CPU with more than one candidate leaves the choice to the
+    precision probe (``Runtime.candidates``). ``auto_int8=False`` keeps
+    ``auto`` on a float precision, without a probe: training features
+    (``phd dataset build``) are never int8, whatever the CPU.
     """
     import torch
 
@@ -225,20 +241,21 @@ def resolve_runtime(device: str = "auto", precision: str = "auto",
         name = torch.cuda.get_device_name(index)
         hw = f"{name} supports bf16" if has_bf16 else f"{name} lacks bf16"
 
-    needs_check = False
+    candidates: tuple[str, ...] = ()
     if prec == "auto":
         prec = "bf16" if has_bf16 else "fp32"
         reason = hw
-        if chosen == "cpu" and not has_bf16 and auto_int8 and int8_available():
-            prec, needs_check = "int8", True
-            reason = f"{hw}; int8 if the self-check passes"
+        if chosen == "cpu" and auto_int8 and int8_available():
+            candidates = ("fp32", "bf16", "int8") if has_bf16 else ("fp32", "int8")
+            reason = (f"{hw}{_PROBE_NOTE} {', '.join(candidates)} that passes the "
+                      "self-check, probed once per weights file")
     elif prec == "bf16" and not has_bf16:
         reason = f"bf16 forced; {hw}: emulated, expect it to be much slower"
     else:
         reason = f"{prec} requested; {hw}"
     if device_why:
         reason = f"{device_why}; {reason}"
-    return Runtime(device=chosen, precision=prec, reason=reason, needs_self_check=needs_check)
+    return Runtime(device=chosen, precision=prec, reason=reason, candidates=candidates)
 
 
 def int8_available() -> bool:

@@ -9,11 +9,10 @@ deprecated.
 The quantized model is built once per weights file (per-channel int8
 weights, activations calibrated on clips of the user's own video), saved
 next to the converted weights with a sha256 of each file, and checked before
-each load. Whether ``auto`` may use it is decided by a self-check: clips of
-the video at hand (not those it was calibrated on) go through fp32 and int8,
-and int8 is used only if every clip's features agree (cosine >= 0.99) and
-the clips rank the same way (see ``compare``). The verdict is kept per
-weights file and CPU, so the check runs once.
+each load. Whether ``auto`` uses it is the precision probe's call
+(``phdcli.features.precision_probe``): int8 must pass the self-check against fp32 on
+other clips of the video and be the fastest candidate; the verdict names the
+model it judged by the sha256 of its weights.
 """
 
 from __future__ import annotations
@@ -24,10 +23,8 @@ import io
 import json
 import logging
 import os
-import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +36,6 @@ from phdcli.fsutil.cachefile import WEIGHTS_MAX, RefusedEntry, discard, read_ent
 
 if TYPE_CHECKING:
     from phdcli.features.c3d_spec import C3DInput
-    from phdcli.features.device import Runtime
     from phdcli.features.spec import FeatureSpec
     from phdcli.features.weights import LoadedC3D
     from phdcli.media.probe import VideoInfo
@@ -47,34 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("phd")
 
 BACKEND = "openvino-nncf"
-# Clips of the user's video: half calibrate the activations, the other half
-# are the self-check's, so the check never grades the data it was fit on.
+# Clips of the user's video that calibrate the activations; the self-check
+# (the probe) grades int8 on others, never on the data it was fit on. NNCF's
+# time grows with them, but with 4 the int8 model lost a top-3 neighbour on a
+# 10 s video (min cosine 0.9994 against 0.9996 with 8) and was refused.
 CALIBRATION_CLIPS = 8
-CHECK_CLIPS = 8
-MIN_COSINE = 0.99
-# Ranking agreement: each check clip's TOP_K nearest other clips (centred
-# cosine, as the ranking model compares segments with history GIFs). A clip
-# whose k-th and (k+1)-th neighbours are closer than TIE in fp32 has no
-# top-k to keep (a static shot, a repeated scene): it is not graded, so
-# that a verdict, which is cached, never hangs on a coin flip.
-TOP_K = 3
-TIE = 0.01
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    min_cosine: float
-    topk_agree: int  # graded clips whose top-k neighbours are the same in int8
-    topk_graded: int  # clips with a clear fp32 top-k (no near-tie at the k-th)
-    clips: int
-    video: str
-    cpu: str
-    checked_at: float
-
-    def summary(self) -> str:
-        return (f"min cosine {self.min_cosine:.4f} over {self.clips} clips, same top-{TOP_K} "
-                f"for {self.topk_agree}/{self.topk_graded}")
 
 
 class Int8C3D:
@@ -102,20 +75,9 @@ def model_files(weights_sha256: str, layer: str) -> tuple[Path, Path, Path]:
     return Path(f"{stem}.xml"), Path(f"{stem}.bin"), Path(f"{stem}.json")
 
 
-def verdict_file(weights_sha256: str, layer: str, cpu: str) -> Path:
-    return _int8_dir() / f"{weights_sha256}.int8-{layer}.check-{cpu}.json"
-
-
-def read_verdict(path: Path) -> Verdict | None:
-    try:
-        doc = json.loads(read_entry_text(path))
-        return Verdict(**{k: doc[k] for k in Verdict.__dataclass_fields__})
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _load_model(weights_sha256: str, layer: str) -> Any | None:
-    """The cached int8 model (an openvino.Model), verified; None if absent or damaged.
+def _load_model(weights_sha256: str, layer: str) -> tuple[Any, str] | None:
+    """The cached int8 model (an openvino.Model) and the sha256 of its weights,
+    verified; None if absent or damaged.
 
     Both files are read once, through the cache opener (a FIFO or a link to
     ``/dev/zero`` is refused, not read), checked, and handed to OpenVINO as
@@ -142,11 +104,12 @@ def _load_model(weights_sha256: str, layer: str) -> Any | None:
         return None
     import openvino as ov
 
-    return ov.Core().read_model(xml_bytes, bin_bytes)
+    return ov.Core().read_model(xml_bytes, bin_bytes), sums["bin"]
 
 
-def _save_model(model: Any, weights_sha256: str, layer: str) -> None:
-    """xml + bin written in a temp folder, moved in place; the manifest last."""
+def _save_model(model: Any, weights_sha256: str, layer: str) -> str:
+    """xml + bin written in a temp folder, moved in place; the manifest last.
+    Returns the sha256 of the weights (bin)."""
     import openvino as ov
 
     xml, bin_, manifest = model_files(weights_sha256, layer)
@@ -156,44 +119,74 @@ def _save_model(model: Any, weights_sha256: str, layer: str) -> None:
         os.replace(tmp / "m.xml", xml)
         os.replace(tmp / "m.bin", bin_)
         atomic_write_text(manifest, json.dumps({"backend": BACKEND, "sha256": sums}))
+    return sums["bin"]
 
 
 # ---------------------------------------------------------------- build
 
 
-def _torch_reference(net: LoadedC3D, layer: str, x: np.ndarray) -> np.ndarray:
-    """fp32 features, exactly as phd computes them without int8."""
-    import torch
+def graph(net: LoadedC3D, layer: str) -> Any:
+    """C3D up to ``layer`` as an fp32 openvino.Model, built op by op from the torch
+    module's parameters and pooling settings.
 
-    with torch.inference_mode():
-        return net.model(torch.from_numpy(x), layer=layer).float().numpy()
+    Tracing the module instead (``ov.convert_model``) took 16-21 s of the
+    one-time build on 2 cores; this takes 0.2 s. The probe's self-check grades
+    the int8 model against torch fp32, so a graph that drifted from the torch
+    network would be refused, not used.
+    """
+    import openvino as ov
+    import openvino.opset1 as ops1  # MaxPool with one output (values)
+    import openvino.opset13 as ops
+
+    from phdcli.features.c3d_spec import CLIP_FRAMES, CONV_LAYERS, CROP_SIZE
+
+    m = net.model
+
+    def const(t: Any) -> Any:
+        return ops.constant(t.detach().float().contiguous().cpu().numpy())
+
+    def three(v: int | tuple[int, ...]) -> list[int]:
+        return list(v) if isinstance(v, tuple) else [v] * 3
+
+    clips = ops.parameter([-1, 3, CLIP_FRAMES, CROP_SIZE, CROP_SIZE], np.float32, name="clips")
+    pool_after = {"conv1a": m.pool1, "conv2a": m.pool2, "conv3b": m.pool3, "conv4b": m.pool4,
+                  "conv5b": m.pool5}
+    h = clips
+    for name, _, _ in CONV_LAYERS:
+        conv = getattr(m, name)
+        pad = three(conv.padding)
+        h = ops.convolution(h, const(conv.weight), three(conv.stride), pad, pad, [1, 1, 1])
+        h = ops.relu(ops.add(h, const(conv.bias.reshape(1, -1, 1, 1, 1))))
+        if name in pool_after:
+            p = pool_after[name]
+            h = ops1.max_pool(h, three(p.stride), three(p.padding), three(p.padding),
+                              three(p.kernel_size), "ceil" if p.ceil_mode else "floor")
+    # (N, C, D, H, W) -> (N, C*D*H*W), channel-major as torch's reshape.
+    h = ops.reshape(h, ops.constant(np.array([0, -1], dtype=np.int64)), special_zero=True)
+    for fc in {"pool5": (), "fc6": ("fc6",), "fc7": ("fc6", "fc7")}[layer]:
+        linear = getattr(m, fc)
+        h = ops.relu(ops.add(ops.matmul(h, const(linear.weight), False, True),
+                             const(linear.bias)))
+    return ov.Model([h], [clips], f"c3d-{layer}")
 
 
 def build(net: LoadedC3D, layer: str, calibration: np.ndarray) -> Any:
     """An int8 openvino.Model of C3D up to ``layer``, calibrated on ``calibration``
     (preprocessed float32 clips)."""
     import nncf
-    import openvino as ov
-    import torch
 
-    class _UpTo(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net.model
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.net(x, layer=layer)
-
+    model = graph(net, layer)
     # NNCF draws progress bars on stdout, which must stay phd's (--json);
     # what it has to say about failures comes back as exceptions.
     quiet = io.StringIO()
     with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), \
             contextlib.redirect_stderr(quiet):
-        warnings.simplefilter("ignore")  # tracer warnings about the shape check
-        model = ov.convert_model(_UpTo().eval(), example_input=torch.from_numpy(calibration[:1]),
-                                 input=[(-1, *calibration.shape[1:])])
+        warnings.simplefilter("ignore")
         nncf.set_log_level(logging.ERROR)
         samples = [calibration[i:i + 1] for i in range(len(calibration))]
+        # Fast bias correction kept: with RANDOM weights it changed nothing measurable
+        # (same min cosine) and skipping it saved about half of quantize's time here,
+        # but trained weights, with skewed activations, are what it is for.
         return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
                              fast_bias_correction=True)
 
@@ -204,40 +197,7 @@ def compile_model(model: Any) -> Int8C3D:
     return Int8C3D(ov.Core().compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"}))
 
 
-# ---------------------------------------------------------------- the check
-
-
-def compare(ref: np.ndarray, low: np.ndarray, k: int = TOP_K) -> tuple[float, int, int]:
-    """(min cosine of matching rows, rows whose top-k neighbours agree, rows graded).
-
-    Neighbours are ranked by cosine after centring on the clips' mean (what
-    the ranking model does with a video's segments and the history): row i's
-    k most similar other rows must be the same set in ``low`` as in ``ref``.
-    Rows without a clear top-k in ``ref`` (a gap under TIE after the k-th)
-    are not graded.
-    """
-    def unit(a: np.ndarray) -> np.ndarray:
-        a = a.astype(np.float64)
-        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-
-    cosines = (unit(ref) * unit(low)).sum(axis=1)
-    k = max(1, min(k, len(ref) - 2))
-
-    def similarities(a: np.ndarray) -> np.ndarray:
-        c = unit(a - a.mean(axis=0))
-        sims = c @ c.T
-        np.fill_diagonal(sims, -np.inf)
-        return sims
-
-    ref_sims, low_sims = similarities(ref), similarities(low)
-    agree = graded = 0
-    for r, q in zip(ref_sims, low_sims, strict=True):
-        order = np.argsort(-r, kind="stable")
-        if r[order[k - 1]] - r[order[k]] < TIE:
-            continue
-        graded += 1
-        agree += set(order[:k].tolist()) == set(np.argsort(-q, kind="stable")[:k].tolist())
-    return float(cosines.min()), agree, graded
+# ---------------------------------------------------------------- clips and engines
 
 
 def spread_clips(video: VideoInfo, spec: FeatureSpec, count: int) -> np.ndarray:
@@ -250,8 +210,8 @@ def spread_clips(video: VideoInfo, spec: FeatureSpec, count: int) -> np.ndarray:
     return np.stack(list(decode_clips(video.path, starts, spec.clip_fps, spec.clip_frames)))
 
 
-def _user_clips(video: VideoInfo, spec: FeatureSpec, count: int,
-                input_spec: C3DInput) -> np.ndarray:
+def user_clips(video: VideoInfo, spec: FeatureSpec, count: int,
+               input_spec: C3DInput) -> np.ndarray:
     """``count`` preprocessed clips spread evenly over the user's video."""
     import torch
 
@@ -261,66 +221,36 @@ def _user_clips(video: VideoInfo, spec: FeatureSpec, count: int,
     return preprocess(torch.from_numpy(clips), input_spec).numpy()
 
 
-def prepare(runtime: Runtime, video: VideoInfo, spec: FeatureSpec, weights_sha256: str,
-            input_spec: C3DInput, reference: Callable[[], LoadedC3D],
-            ) -> tuple[Int8C3D | None, Runtime]:
-    """The int8 network and the runtime to report, or (None, fp32 runtime)
-    when ``auto``'s self-check refuses int8 (now or in a cached verdict).
+def cached_engine(weights_sha256: str, layer: str) -> tuple[Int8C3D, str] | None:
+    """The cached int8 network, compiled, and the sha256 of its weights; None if
+    there is none (or it was damaged: said, and removed)."""
+    loaded = _load_model(weights_sha256, layer)
+    if loaded is None:
+        return None
+    model, digest = loaded
+    return compile_model(model), digest
 
-    ``reference()`` gives the fp32 network; it is called only to build the
-    int8 model or to run the self-check, so a run with both cached never
-    loads the fp32 weights.
+
+def built_engine(weights_sha256: str, layer: str, net: LoadedC3D,
+                 calibration: np.ndarray) -> tuple[Int8C3D, str]:
+    """Build the int8 network from ``net`` on ``calibration`` (preprocessed
+    clips of the user's video), cache it, compile it; with its weights' sha256.
+
+    A failure here (NNCF/OpenVINO) is the caller's to handle: the probe goes
+    on without int8, --precision int8 stops with a one-line error.
     """
-    from phdcli.features.device import cpu_id
-
-    sha, layer, cpu = weights_sha256, spec.layer, cpu_id()
-    vfile = verdict_file(sha, layer, cpu)
-    verdict = read_verdict(vfile)
-    if verdict is not None and not verdict.ok and not runtime.needs_self_check:
-        log.warning("warning: int8 forced although the self-check refused it for these "
-                    "weights on this CPU (%s)", verdict.summary())
-    elif verdict is not None and not verdict.ok:
-        return None, _fp32(runtime, f"int8 refused by the self-check for these weights on this "
-                                    f"CPU ({verdict.summary()}; on {verdict.video}, cached)")
-
-    model = _load_model(sha, layer)
-    clips: np.ndarray | None = None
-    if model is None or (runtime.needs_self_check and verdict is None):
-        clips = _user_clips(video, spec, CALIBRATION_CLIPS + CHECK_CLIPS, input_spec)
-    if model is None:
-        assert clips is not None
-        log.info("building the int8 C3D model (once for these weights) from %s", video.path.name)
-        # A failure here (NNCF/OpenVINO) is the caller's to handle: auto falls
-        # back to fp32, --precision int8 stops with a one-line error.
-        model = build(reference(), layer, clips[0::2])
-        _save_model(model, sha, layer)
-        # Calibrated on this video, it is not the model a cached verdict judged.
-        verdict = None
-    engine = compile_model(model)
-
-    if not runtime.needs_self_check:
-        return engine, replace(runtime, reason=f"{runtime.reason}; self-check not run")
-    assert verdict is None or verdict.ok
-    if verdict is None:
-        assert clips is not None
-        check = clips[1::2]
-        min_cos, agree, graded = compare(_torch_reference(reference(), layer, check),
-                                         engine.forward(check))
-        ok = min_cos >= MIN_COSINE and agree == graded
-        verdict = Verdict(ok, min_cos, agree, graded, len(check), video.path.name, cpu,
-                          time.time())
-        try:
-            atomic_write_text(vfile, json.dumps(asdict(verdict)))
-        except OSError as exc:  # a read-only cache: the check runs again next time
-            log.warning("warning: could not cache the int8 self-check's verdict (%s)", exc)
-        how = f"on {video.path.name}"
-    else:
-        how = f"on {verdict.video}, cached"
-    if not verdict.ok:
-        return None, _fp32(runtime, f"int8 refused by the self-check ({verdict.summary()}; {how})")
-    return engine, replace(runtime, needs_self_check=False,
-                           reason=f"int8 self-check passed ({verdict.summary()}; {how})")
+    log.info("building the int8 C3D model (once for these weights)")
+    model = build(net, layer, calibration)
+    digest = _save_model(model, weights_sha256, layer)
+    return compile_model(model), digest
 
 
-def _fp32(runtime: Runtime, why: str) -> Runtime:
-    return replace(runtime, precision="fp32", needs_self_check=False, reason=why)
+def forced_engine(video: VideoInfo, spec: FeatureSpec, weights_sha256: str,
+                  input_spec: C3DInput, reference: Callable[[], LoadedC3D]) -> Int8C3D:
+    """--precision int8: the cached int8 network, or one built now on ``video``;
+    no self-check (the user asked)."""
+    cached = cached_engine(weights_sha256, spec.layer)
+    if cached is not None:
+        return cached[0]
+    calibration = user_clips(video, spec, CALIBRATION_CLIPS, input_spec)
+    return built_engine(weights_sha256, spec.layer, reference(), calibration)[0]

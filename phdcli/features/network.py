@@ -24,8 +24,8 @@ from phdcli.errors import PhdError, WeightsError
 if TYPE_CHECKING:
     from phdcli.features.c3d_spec import C3DInput
     from phdcli.features.clips import ClipProgress
-    from phdcli.features.int8 import Int8C3D
     from phdcli.features.precision import PrecisionChoice
+    from phdcli.features.precision_probe import Engine
     from phdcli.features.registry import Backbone
     from phdcli.features.spec import FeatureSpec
     from phdcli.features.weights import LoadedC3D
@@ -57,9 +57,9 @@ class C3DNetwork:
         self.batch_clips = batch_clips
         self.stats = stats
         self._net: LoadedC3D | None = None
-        self._int8: Int8C3D | None = None
+        self._int8: Engine | None = None
         self._input_spec: C3DInput | None = None
-        # The video the int8 self-check uses (set by ``phd suggest`` to the
+        # The video the precision probe uses (set by ``phd suggest`` to the
         # video at hand, so that a short history GIF computed first is not it).
         self.check_video: VideoInfo | None = None
         # Told the name of a slow step as it starts ("loading C3D"): a CLI spinner.
@@ -98,11 +98,15 @@ class C3DNetwork:
         return self._input_spec
 
     def settle(self, video: VideoInfo | None) -> None:
-        """An int8 candidate becomes the int8 network or fp32, once per run."""
-        if self.precision.runtime.precision == "int8" and self._int8 is None:
-            self._int8 = self.precision.settle_int8(
+        """auto's candidates probed (or the forced int8 network set up), once per run."""
+        if self.precision.needs_settling:
+            self._int8 = self.precision.settle(
                 self.check_video or video, self.spec, self.backbone.sha256,
-                self._input_convention, self.load)
+                self._input_convention, self.load, self.batch_clips)
+            if self._int8 is not None and self._net is not None:
+                # The probe loaded the torch network; int8 won: let it go.
+                self._input_convention()
+                self._net = None
 
     def forward(self, clips: np.ndarray) -> np.ndarray:
         """uint8 clips (B, 16, 128, 171, 3) -> float32 (B, D) raw features."""
@@ -136,8 +140,9 @@ class C3DNetwork:
         # The decode thread starts first, so that settling the precision and
         # loading C3D overlap decoding.
         with Prefetch(clips, depth=2 * self.batch_clips) as decoded:
-            if self.precision.runtime.precision == "int8" and self._int8 is None:
-                self._stage("preparing int8 C3D")
+            if self.precision.needs_settling:
+                self._stage("choosing the precision" if self.precision.runtime.needs_probe
+                            else "preparing int8 C3D")
                 self.settle(self.check_video or video or probe(path))
             if self._int8 is None and self._net is None:
                 self._stage("loading C3D")

@@ -35,8 +35,8 @@ log = logging.getLogger("phd")
 
 # progress(stage, done, total): counted stages "download", "weights" (bytes), "clips",
 # "gifs"; done == total == 0 says a stage of unknown length started ("probing",
-# "segmenting", "history features", and from the extractor "loading C3D", "building
-# int8 C3D").
+# "segmenting", "history features", and from the extractor "loading C3D", "choosing
+# the precision", "preparing int8 C3D").
 Progress = Callable[[str, int, int], None]
 
 # on_suggestion(input, suggestion): called as each GIF is written (--jsonl).
@@ -87,7 +87,7 @@ class Suggester:
         )
         self._history: tuple[list[str], np.ndarray] | None = None
         self.clips_skipped = 0
-        if progress is not None:  # loading C3D, building int8: said while they run
+        if progress is not None:  # loading C3D, the precision probe: said while they run
             self.extractor.on_stage = lambda stage: progress(stage, 0, 0)
 
     def _stage(self, stage: str) -> None:
@@ -180,7 +180,7 @@ class Suggester:
             segments = fixed_segments(info.duration_s, cfg.length_s)
         log.info("%s: %.1f s, %d segments", stem, info.duration_s, len(segments))
 
-        self.extractor.check_video = info  # the int8 self-check runs on the user's video
+        self.extractor.check_video = info  # the precision probe runs on the user's video
         names, history = self.history_features()
         starts = np.array([s.start_s for s in segments])
         ends = np.array([s.end_s for s in segments])
