@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from phdcli.cluster.address import parse_address
 from phdcli.errors import UsageError
-from phdcli.training.engines.cluster import parse_address
 from phdcli.training.jobs import BuildContext, Outcome, VideoJob
 
 ENGINES = ("local", "ray")
