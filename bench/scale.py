@@ -9,7 +9,10 @@ depend on their values):
   overhead as the ratio of the two (target: >= 0.9); the cluster's start-up
   is timed apart (a multi-day build pays it once);
 - peak RSS of the driver process of each (Ray's workers are other processes);
-- decoding (clips/s on one core) and shot detection (video s per s) alone.
+- decoding (clips/s on one core) and shot detection (video s per s) alone;
+- ``phd suggest`` on the same videos, local vs ``--engine ray`` (videos/s,
+  same picks checked; ``bench.suggest_scale``), and the archive example
+  (5,000 five-minute videos) at the local rate measured here.
 
 Each build runs in a child process with a fresh store. The cost sheet then
 scales PHD^2's size (119,938 videos; durations and GIF spans from the
@@ -137,6 +140,16 @@ def cpu_rates(video: Path) -> dict[str, float]:
     return {"decode_clips_per_s_per_process": decode, "shot_detection_video_s_per_s": shots}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), for the numbers' label."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return next((line.split(":", 1)[1].strip() for line in fh
+                         if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        return "unknown CPU"
+
+
 # -- the cost sheet -----------------------------------------------------------------
 def phd2_plan(csv: Path | None) -> dict[str, float]:
     """Mean duration, and clips and feature rows per last / history video, from annotations."""
@@ -208,10 +221,16 @@ def main() -> None:
     parser.add_argument("--annotations", type=Path, default=DEV_CSV,
                         help="annotations whose durations and GIFs scale the cost sheet")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--suggest-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         engine, *paths = args.child
         child(engine, *(Path(p) for p in paths))
+        return
+    if args.suggest_child:
+        from bench import suggest_scale
+
+        suggest_scale.child(*args.suggest_child)
         return
     n, seconds = (2, 20) if args.quick else (4, 30)
     videos = make_videos(n, seconds)
@@ -228,14 +247,19 @@ def main() -> None:
     for r in (local, on_ray):
         r["videos_per_s"] = r["videos"] / r["wall_s"]
         r["clips_per_s"] = r["clips"] / r["wall_s"]
+    from bench import suggest_scale
+
+    suggest = suggest_scale.suggest_rows(videos, seconds, work, weights, env)
     rates = cpu_rates(videos[0])
     plan = phd2_plan(args.annotations)
     result = {
-        "machine": f"{os.cpu_count()} CPUs; C3D on CPU with RANDOM weights",
+        "machine": f"{os.cpu_count()} CPUs ({cpu_name()}); C3D on CPU with RANDOM weights",
         "inputs": f"{n} videos x {seconds} s, 640x360 30 fps, a cut every 5 s",
         "local": local, "ray": on_ray,
         "ray_over_local_throughput": on_ray["wall_s"] and local["wall_s"] / on_ray["wall_s"],
         "cpu_stages": rates, "phd2_plan": plan, "cost_sheet": cost_sheet(plan, rates),
+        "suggest": suggest,
+        "archive_example": suggest_scale.archive_example(suggest, H200_CLIPS_S),
         "assumptions": {"c3d_clips_per_s_per_gpu": f"{H200_CLIPS_S} (H200 bf16, measured earlier)",
                         "download_bitrate_mbit_s": f"{ASSUMED_360P_MBIT_S} (assumed, not measured)",
                         "node": f"{NODE_GPUS} GPUs + {NODE_CORES} cores (assumed)",

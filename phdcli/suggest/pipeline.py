@@ -292,7 +292,6 @@ def suggest_batch(
     progress: Progress | None = None,
     on_suggestion: OnSuggestion | None = None,
     on_failure: OnFailure | None = None,
-    num_cpus: int | None = None,
 ) -> BatchResult:
     """Suggest GIFs for many inputs; models load once, one failure stops nothing.
 
@@ -301,8 +300,8 @@ def suggest_batch(
     Ray cluster) raises BatchStopped, carrying the batch so far (every input
     not done listed as failed). A problem with one input is recorded and the
     batch goes on. ``on_failure`` hears of every failed input as it is
-    recorded. ``config.engine`` "ray": the features on a Ray cluster (one
-    started here with ``num_cpus``, None: the machine's, without an address).
+    recorded. ``config.engine`` "ray": the features on a Ray cluster (the
+    running Ray session, the address, or one started on this machine).
     """
     from phdcli.media.budget import using_pixel_budget
     from phdcli.sources.inputs import expand_inputs
@@ -325,7 +324,7 @@ def suggest_batch(
         if config.engine == "ray":  # before anything is loaded: a wrong address fails at once
             from phdcli.suggest.rayrun import RayFeatures
 
-            cluster = RayFeatures(config.address, num_cpus)
+            cluster = RayFeatures(config.address)
         suggester = Suggester(config, progress, single_report=len(items) == 1)
         from phdcli.ranking.model import check_compatible
 
