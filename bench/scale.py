@@ -1,4 +1,4 @@
-"""``python -m bench.scale [--quick] [--json PATH]``: dataset builds, local vs Ray; a cost sheet.
+"""``python -m bench.scale [--quick] [--suggest-only] [--repeat N] [--json PATH]``: Ray, costs.
 
 Measured here, on the same generated inputs (360p H.264 videos with hard
 cuts, PHD^2-style annotations over them, RANDOM C3D weights: speed does not
@@ -141,13 +141,16 @@ def cpu_rates(video: Path) -> dict[str, float]:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (Linux), for the numbers' label."""
+    """The CPU's model name and the vector features that matter for C3D (Linux)."""
+    from phdcli.features.device import cpu_features
+
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            return next((line.split(":", 1)[1].strip() for line in fh
+            name = next((line.split(":", 1)[1].strip() for line in fh
                          if line.startswith("model name")), "unknown CPU")
     except OSError:
-        return "unknown CPU"
+        name = "unknown CPU"
+    return f"{name}; {', '.join(cpu_features()) or 'no vector features known'}"
 
 
 # -- the cost sheet -----------------------------------------------------------------
@@ -221,6 +224,10 @@ def main() -> None:
     parser.add_argument("--annotations", type=Path, default=DEV_CSV,
                         help="annotations whose durations and GIFs scale the cost sheet")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--suggest-only", action="store_true",
+                        help="only the suggest rows and the archive example")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="suggest runs per engine, alternating (the best is kept)")
     parser.add_argument("--suggest-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -240,6 +247,17 @@ def main() -> None:
     write_annotations(videos, seconds, annotations)
     weights = random_weights()
     env = {**os.environ, "PHD_HOME": str(work / "phd-home")}
+    from bench import suggest_scale
+
+    if args.suggest_only:
+        suggest = suggest_scale.suggest_rows(videos, seconds, work, weights, env, args.repeat)
+        rates = cpu_rates(videos[0])
+        print(json.dumps({"machine": f"{os.cpu_count()} CPUs ({cpu_name()})",
+                          "inputs": f"{n} videos x {seconds} s", "suggest": suggest,
+                          "archive_example": suggest_scale.archive_example(
+                              suggest, H200_CLIPS_S, rates["decode_clips_per_s_per_process"]),
+                          "cpu_stages": rates}, indent=1))
+        return
     # Convert the weights once, so that neither timed build pays it.
     run_child("local", annotations, SCALE_DIR, work / "warm-up", weights, env)
     local = run_child("local", annotations, SCALE_DIR, work / "local", weights, env)
@@ -247,9 +265,7 @@ def main() -> None:
     for r in (local, on_ray):
         r["videos_per_s"] = r["videos"] / r["wall_s"]
         r["clips_per_s"] = r["clips"] / r["wall_s"]
-    from bench import suggest_scale
-
-    suggest = suggest_scale.suggest_rows(videos, seconds, work, weights, env)
+    suggest = suggest_scale.suggest_rows(videos, seconds, work, weights, env, args.repeat)
     rates = cpu_rates(videos[0])
     plan = phd2_plan(args.annotations)
     result = {
@@ -259,7 +275,8 @@ def main() -> None:
         "ray_over_local_throughput": on_ray["wall_s"] and local["wall_s"] / on_ray["wall_s"],
         "cpu_stages": rates, "phd2_plan": plan, "cost_sheet": cost_sheet(plan, rates),
         "suggest": suggest,
-        "archive_example": suggest_scale.archive_example(suggest, H200_CLIPS_S),
+        "archive_example": suggest_scale.archive_example(
+            suggest, H200_CLIPS_S, rates["decode_clips_per_s_per_process"]),
         "assumptions": {"c3d_clips_per_s_per_gpu": f"{H200_CLIPS_S} (H200 bf16, measured earlier)",
                         "download_bitrate_mbit_s": f"{ASSUMED_360P_MBIT_S} (assumed, not measured)",
                         "node": f"{NODE_GPUS} GPUs + {NODE_CORES} cores (assumed)",
