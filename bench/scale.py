@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.inputs import INPUTS_DIR, ffmpeg_exe, random_weights
+from bench.inputs import INPUTS_DIR, ffmpeg_exe, random_weights, start_local_ray
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE_DIR = INPUTS_DIR / "scale"
@@ -90,14 +90,7 @@ def child(engine: str, annotations: Path, videos: Path, out: Path, weights: Path
     from phdcli.training.dataset import BuildConfig, build_dataset
     from phdcli.training.engines import get_engine
 
-    start_s = 0.0
-    if engine == "ray":
-        import ray
-
-        t = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PHD_HOME": os.environ["PHD_HOME"]}})
-        start_s = time.perf_counter() - t
+    start_s = start_local_ray() if engine == "ray" else 0.0
     cfg = BuildConfig(annotations=annotations, videos_dir=videos, out=out, c3d_weights=weights,
                       device="cpu")
     summary = build_dataset(cfg, engine=get_engine(engine))

@@ -14,7 +14,6 @@ the GPU side by the H200 rate in the README.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.inputs import ffmpeg_exe
+from bench.inputs import ffmpeg_exe, start_local_ray
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHIVE_VIDEOS, ARCHIVE_VIDEO_S = 5_000, 300.0
@@ -45,14 +44,7 @@ def child(engine: str, out: str, weights: str, history: str, *videos: str) -> No
     from phdcli.suggest.config import SuggestConfig
     from phdcli.suggest.pipeline import suggest_batch
 
-    start_s = 0.0
-    if engine == "ray":
-        import ray
-
-        t = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PHD_HOME": os.environ["PHD_HOME"]}})
-        start_s = time.perf_counter() - t
+    start_s = start_local_ray() if engine == "ray" else 0.0
     cfg = SuggestConfig(out_dir=Path(out), c3d_weights=Path(weights), history_dir=Path(history),
                         device="cpu", engine=engine, force=True)
     t = time.perf_counter()

@@ -17,14 +17,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from runphd import NO_MIRROR, one_error, run_cli
+from runphd import NO_MIRROR, descendants, killing_the_first, one_error, run_cli
 
 from phdcli.errors import UsageError
 from phdcli.suggest.config import SuggestConfig
@@ -148,40 +146,13 @@ def test_local_and_ray_engines_give_the_same_picks_and_files(
     assert on_ray.stats.c3d_loads == 0  # C3D never loaded in the driver
 
 
-def _ray_processes(title: str) -> list[int]:
-    """Pids of processes whose title (Ray sets it per task) starts with ``title``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/cmdline", "rb") as fh:
-                if fh.read().split(b"\0")[0].decode(errors="replace").startswith(title):
-                    pids.append(int(entry))
-    return pids
-
-
 @pytest.mark.heavy
 def test_ray_suggest_survives_a_feature_actor_killed_mid_batch(
         ray_world: dict[str, object]) -> None:
     """The actor is SIGKILLed while it computes clips: Ray restarts it, the call is retried,
     and the batch gives every video once, the same as the local engine."""
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def killer() -> None:
-        while not stop.is_set() and not killed:
-            for pid in _ray_processes("ray::FeatureWorker.clip_features"):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                break
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    try:
+    with killing_the_first("ray::FeatureWorker.clip_features") as killed:
         on_ray = _on_ray(ray_world, "ray-killed")
-    finally:
-        stop.set()
-        thread.join()
     assert killed, "no actor was caught mid-call"
     assert (len(on_ray.results), on_ray.failures) == (3, [])
     local = ray_world["local"]
@@ -197,23 +168,6 @@ rayrun.RayFeatures = functools.partial(rayrun.RayFeatures, num_cpus=2)
 from phdcli.cli import main
 main()
 """
-
-
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError), \
-                    open(f"/proc/{entry}/stat") as fh:
-                children.setdefault(int(fh.read().rsplit(")", 1)[1].split()[1]), []).append(
-                    int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def _cached_rows(home: Path) -> int:
@@ -246,11 +200,11 @@ def test_ray_suggest_streams_per_video_and_a_rerun_after_a_killed_driver_reuses_
         assert driver.stdout is not None
         first = json.loads(driver.stdout.readline())  # blocks until the first pick is out
         assert driver.poll() is None, "the batch ended before its driver could be killed"
-        family = _descendants(driver.pid)
+        family = descendants(driver.pid)
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     finally:
-        for pid in _descendants(driver.pid) | locals().get("family", set()):
+        for pid in descendants(driver.pid) | locals().get("family", set()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert (first["type"], first["input"]) == ("pick", VIDEOS[0])
