@@ -219,3 +219,54 @@ def test_ray_suggest_streams_per_video_and_a_rerun_after_a_killed_driver_reuses_
     assert (len(rerun.results), rerun.failures) == (3, [])
     assert rerun.stats.clips_forwarded == local.stats.clips_forwarded - cached
     assert_same_batches(local, rerun)
+
+
+PEAK_RSS = """
+import json, sys
+from pathlib import Path
+from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.pipeline import suggest_batch
+import ray
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+cfg = SuggestConfig(k=2, out_dir=Path(sys.argv[1]), c3d_weights=Path(sys.argv[2]),
+                    history_dir=Path(sys.argv[3]), device="cpu", engine="ray", dry_run=True)
+batch = suggest_batch(sys.argv[4:], cfg)
+# VmHWM, not ru_maxrss: that one starts from the forking parent's peak (pytest's, C3D in it).
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status")
+               if line.startswith("VmHWM:"))
+print(json.dumps({"results": len(batch.results), "failures": len(batch.failures),
+                  "peak_rss_kb": peak_kb}))
+"""
+
+
+@pytest.mark.heavy
+def test_ray_suggest_driver_memory_is_flat_in_the_number_of_inputs(
+        ray_world: dict[str, object]) -> None:
+    """200 inputs within 1.3x of 20 inputs' driver peak RSS (the driver holds at most
+    ``2 x actors + 1`` videos). The inputs are links to one short clip, whose clips come
+    from the cache after the first few: this measures the driver's own keeping per video,
+    not C3D (which runs in the actor)."""
+    root, weights = Path(str(ray_world["root"])), Path(str(ray_world["weights"]))
+    converted = ray_world["converted"]
+    assert isinstance(converted, ConvertedWeights)
+    home = converted.seed(root / "rss-home", weights)
+    links = root / "rss-inputs"
+    links.mkdir()
+    for i in range(200):
+        (links / f"clip{i:03d}.mp4").symlink_to(VIDEOS[2])  # carphone, 4 s
+    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "OMP_NUM_THREADS": "1",
+           "PHD_MODEL_MIRROR": NO_MIRROR, "PHD_INT8": "0",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    peaks = {}
+    for n in (20, 200):
+        inputs = [str(links / f"clip{i:03d}.mp4") for i in range(n)]
+        done = subprocess.run([sys.executable, "-c", PEAK_RSS, str(root / f"rss-out{n}"),
+                               str(weights), str(ray_world["history"]), *inputs],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        doc = json.loads(done.stdout.strip().splitlines()[-1])
+        assert (doc["results"], doc["failures"]) == (n, 0)
+        peaks[n] = doc["peak_rss_kb"]
+    print(f"driver peak RSS: 20 inputs {peaks[20] / 1024:.0f} MB, "
+          f"200 inputs {peaks[200] / 1024:.0f} MB")
+    assert peaks[200] <= 1.3 * peaks[20], peaks
