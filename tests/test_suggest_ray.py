@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -270,3 +271,66 @@ def test_ray_suggest_driver_memory_is_flat_in_the_number_of_inputs(
     print(f"driver peak RSS: 20 inputs {peaks[20] / 1024:.0f} MB, "
           f"200 inputs {peaks[200] / 1024:.0f} MB")
     assert peaks[200] <= 1.3 * peaks[20], peaks
+
+
+def _command(pid: int) -> str:
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as fh:
+        return fh.read().split(b"\0")[0].decode(errors="replace")
+    return ""
+
+
+@pytest.mark.heavy
+def test_ray_suggest_with_its_head_lost_mid_batch_stops_in_one_line_and_leaves_whole_files(
+        ray_world: dict[str, object]) -> None:
+    """The local Ray's GCS and raylet are killed once the first of six 20 s videos is
+    written: one ``lost the Ray instance`` line, exit 1, well before Ray's own 60 s; every
+    input not done is listed as failed (JSONL), and --out holds whole GIFs only."""
+    root, weights = Path(str(ray_world["root"])), Path(str(ray_world["weights"]))
+    converted = ray_world["converted"]
+    assert isinstance(converted, ConvertedWeights)
+    home = converted.seed(root / "lost-home", weights)
+    sources = ["testsrc2", "smptebars", "rgbtestsrc", "yuvtestsrc", "testsrc", "smptehdbars"]
+    inputs = [str(media.lavfi_video(root / f"lost-{src}.mp4", duration_s=20.0, size="160x120",
+                                    source=src)) for src in sources]
+    out = root / "lost-out"
+    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "OMP_NUM_THREADS": "1",
+           "PHD_MODEL_MIRROR": NO_MIRROR, "PHD_INT8": "0",
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    driver = subprocess.Popen(
+        [sys.executable, "-c", PHD_ON_2_CPUS, "suggest", *inputs, "--engine", "ray", "--jsonl",
+         "-k", "1", "--history", str(ray_world["history"]), "--c3d-weights", str(weights),
+         "--device", "cpu", "-o", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    family: set[int] = set()
+    try:
+        assert driver.stdout is not None
+        first = json.loads(driver.stdout.readline())  # the first video is written
+        family = descendants(driver.pid)
+        head = [pid for pid in family if _command(pid).endswith(("/gcs_server", "/raylet"))]
+        assert len(head) == 2, {pid: _command(pid) for pid in family}
+        for pid in head:
+            os.kill(pid, signal.SIGKILL)
+        killed = time.monotonic()
+        rest, stderr = driver.communicate(timeout=120)
+        took_s = time.monotonic() - killed
+    finally:
+        for pid in family | descendants(driver.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert driver.returncode == 1, stderr
+    assert took_s < 45, took_s  # phd's watch, not Ray's 60 s
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("phd:")]
+    assert len(lines) == 1 and lines[0].startswith(
+        "phd: error: lost the Ray instance on this machine (GCS "), stderr
+    docs = [first, *(json.loads(line) for line in rest.splitlines())]
+    done = {d["input"] for d in docs if d["type"] == "pick"}
+    failed = {d["input"] for d in docs if d["type"] == "failure"}
+    assert done and failed and done | failed == set(inputs) and not done & failed
+    assert not [p for p in out.rglob("*") if ".part" in p.name]  # no temp file left
+    gifs = list(out.glob("*.gif"))
+    assert len(gifs) == len(done)  # -k 1
+    for gif in gifs:  # each whole, header to trailer
+        body = gif.read_bytes()
+        assert body.startswith(b"GIF89a") and body.endswith(b";"), gif

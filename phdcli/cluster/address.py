@@ -119,6 +119,12 @@ class HeadWatch:
         self.last_check = time.monotonic()
         self.silent_since: float | None = None
 
+    def answers(self) -> bool:
+        """Whether the head accepts a connection now: asked at once, without grace, when a call
+        has already failed (an actor lost with its head is the cluster lost, not the video)."""
+        return self.gcs.host is None or _connect_error(self.gcs.host, self.gcs.port,
+                                                       WATCH_EVERY_S) is None
+
     def check(self) -> None:
         now = time.monotonic()
         if self.gcs.host is None or now - self.last_check < WATCH_EVERY_S:

@@ -74,9 +74,13 @@ def run_in_order(items: Sequence[str], stages: Stages[P, R], ahead: int = 0) -> 
             if not window:
                 return
             index, item, video, ranked = window[0]
-            while isinstance(ranked, Future) and not wait([ranked], timeout=WAIT_S).done:
+            try:
+                while isinstance(ranked, Future) and not wait([ranked], timeout=WAIT_S).done:
+                    stages.tick()
                 stages.tick()
-            stages.tick()
+            except PhdError as exc:  # the cluster is lost: this and every later input fail
+                stages.failed(index, item, exc)
+                raise
             window.popleft()
             try:
                 if isinstance(ranked, Exception):

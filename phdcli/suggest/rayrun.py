@@ -113,6 +113,10 @@ class RayFeatures:
             except errors.RayError as exc:
                 if is_cluster_fault(self.ray, exc):
                     raise
+                if not self.session.watch.answers():  # the actor went with the head
+                    raise ClusterError(f"lost {self.session.watch.name}: its head does not "
+                                       f"answer ({type(exc).__name__}); the videos written are "
+                                       "whole, and a re-run reuses every clip computed") from None
                 raise PhdError(f"{path.name}: a Ray feature worker was lost after "
                                f"{TASK_RETRIES} retries ({type(exc).__name__})") from None
 
