@@ -1,4 +1,4 @@
-"""``python -m bench.scale [--quick] [--json PATH]``: dataset builds, local vs Ray; a cost sheet.
+"""``python -m bench.scale [--quick] [--suggest-only] [--repeat N] [--json PATH]``: Ray, costs.
 
 Measured here, on the same generated inputs (360p H.264 videos with hard
 cuts, PHD^2-style annotations over them, RANDOM C3D weights: speed does not
@@ -9,7 +9,10 @@ depend on their values):
   overhead as the ratio of the two (target: >= 0.9); the cluster's start-up
   is timed apart (a multi-day build pays it once);
 - peak RSS of the driver process of each (Ray's workers are other processes);
-- decoding (clips/s on one core) and shot detection (video s per s) alone.
+- decoding (clips/s on one core) and shot detection (video s per s) alone;
+- ``phd suggest`` on the same videos, local vs ``--engine ray`` (videos/s,
+  same picks checked; ``bench.suggest_scale``), and the archive example
+  (5,000 five-minute videos) at the local rate measured here.
 
 Each build runs in a child process with a fresh store. The cost sheet then
 scales PHD^2's size (119,938 videos; durations and GIF spans from the
@@ -32,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.inputs import INPUTS_DIR, ffmpeg_exe, random_weights
+from bench.inputs import INPUTS_DIR, ffmpeg_exe, random_weights, start_local_ray
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE_DIR = INPUTS_DIR / "scale"
@@ -87,14 +90,7 @@ def child(engine: str, annotations: Path, videos: Path, out: Path, weights: Path
     from phdcli.training.dataset import BuildConfig, build_dataset
     from phdcli.training.engines import get_engine
 
-    start_s = 0.0
-    if engine == "ray":
-        import ray
-
-        t = time.perf_counter()
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PHD_HOME": os.environ["PHD_HOME"]}})
-        start_s = time.perf_counter() - t
+    start_s = start_local_ray() if engine == "ray" else 0.0
     cfg = BuildConfig(annotations=annotations, videos_dir=videos, out=out, c3d_weights=weights,
                       device="cpu")
     summary = build_dataset(cfg, engine=get_engine(engine))
@@ -135,6 +131,19 @@ def cpu_rates(video: Path) -> dict[str, float]:
     shot_segments(video, info.duration_s)
     shots = info.duration_s / (time.perf_counter() - t)
     return {"decode_clips_per_s_per_process": decode, "shot_detection_video_s_per_s": shots}
+
+
+def cpu_name() -> str:
+    """The CPU's model name and the vector features that matter for C3D (Linux)."""
+    from phdcli.features.device import cpu_features
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            name = next((line.split(":", 1)[1].strip() for line in fh
+                         if line.startswith("model name")), "unknown CPU")
+    except OSError:
+        name = "unknown CPU"
+    return f"{name}; {', '.join(cpu_features()) or 'no vector features known'}"
 
 
 # -- the cost sheet -----------------------------------------------------------------
@@ -208,10 +217,20 @@ def main() -> None:
     parser.add_argument("--annotations", type=Path, default=DEV_CSV,
                         help="annotations whose durations and GIFs scale the cost sheet")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--suggest-only", action="store_true",
+                        help="only the suggest rows and the archive example")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="suggest runs per engine, alternating (the best is kept)")
+    parser.add_argument("--suggest-child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         engine, *paths = args.child
         child(engine, *(Path(p) for p in paths))
+        return
+    if args.suggest_child:
+        from bench import suggest_scale
+
+        suggest_scale.child(*args.suggest_child)
         return
     n, seconds = (2, 20) if args.quick else (4, 30)
     videos = make_videos(n, seconds)
@@ -221,6 +240,17 @@ def main() -> None:
     write_annotations(videos, seconds, annotations)
     weights = random_weights()
     env = {**os.environ, "PHD_HOME": str(work / "phd-home")}
+    from bench import suggest_scale
+
+    if args.suggest_only:
+        suggest = suggest_scale.suggest_rows(videos, seconds, work, weights, env, args.repeat)
+        rates = cpu_rates(videos[0])
+        print(json.dumps({"machine": f"{os.cpu_count()} CPUs ({cpu_name()})",
+                          "inputs": f"{n} videos x {seconds} s", "suggest": suggest,
+                          "archive_example": suggest_scale.archive_example(
+                              suggest, H200_CLIPS_S, rates["decode_clips_per_s_per_process"]),
+                          "cpu_stages": rates}, indent=1))
+        return
     # Convert the weights once, so that neither timed build pays it.
     run_child("local", annotations, SCALE_DIR, work / "warm-up", weights, env)
     local = run_child("local", annotations, SCALE_DIR, work / "local", weights, env)
@@ -228,14 +258,18 @@ def main() -> None:
     for r in (local, on_ray):
         r["videos_per_s"] = r["videos"] / r["wall_s"]
         r["clips_per_s"] = r["clips"] / r["wall_s"]
+    suggest = suggest_scale.suggest_rows(videos, seconds, work, weights, env, args.repeat)
     rates = cpu_rates(videos[0])
     plan = phd2_plan(args.annotations)
     result = {
-        "machine": f"{os.cpu_count()} CPUs; C3D on CPU with RANDOM weights",
+        "machine": f"{os.cpu_count()} CPUs ({cpu_name()}); C3D on CPU with RANDOM weights",
         "inputs": f"{n} videos x {seconds} s, 640x360 30 fps, a cut every 5 s",
         "local": local, "ray": on_ray,
         "ray_over_local_throughput": on_ray["wall_s"] and local["wall_s"] / on_ray["wall_s"],
         "cpu_stages": rates, "phd2_plan": plan, "cost_sheet": cost_sheet(plan, rates),
+        "suggest": suggest,
+        "archive_example": suggest_scale.archive_example(
+            suggest, H200_CLIPS_S, rates["decode_clips_per_s_per_process"]),
         "assumptions": {"c3d_clips_per_s_per_gpu": f"{H200_CLIPS_S} (H200 bf16, measured earlier)",
                         "download_bitrate_mbit_s": f"{ASSUMED_360P_MBIT_S} (assumed, not measured)",
                         "node": f"{NODE_GPUS} GPUs + {NODE_CORES} cores (assumed)",

@@ -9,6 +9,7 @@ fails on a loop or an upward import)::
     doctor        what phd runs with, whether each part works, cache upkeep
     suggest       the phd suggest pipeline: picks, outputs, report
     training      PHD^2 annotations -> feature store -> trained model file
+    cluster       Ray for both: joining, its failures as phd errors, C3D actors
     history       a user's GIFs, and what phd remembers of its own outputs
     ranking       the fused model (PHD-CA + SVM-D + temporal prior), coarse to fine
     features      C3D: weights, device and precision (probe), int8, clip cache, extractor

@@ -58,6 +58,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("device", "auto", "auto, cpu, cuda, cuda:N or mps"),
     Setting("precision", "auto", "auto, bf16, fp32 or int8"),
     Setting("exhaustive", False, "full C3D features for every segment", bool),
+    Setting("engine", "local", "local, or ray (the features on a Ray cluster)"),
     Setting("max_height", 720, "largest video height to download", int),
     Setting("max_filesize", 4000.0, "largest video download, MB", float),
     Setting("stall_timeout", 60.0, "give up a download after this many seconds without 1 KiB",

@@ -147,6 +147,69 @@ def processes_mentioning(text: str, in_environment: bool = False) -> list[int]:
     return pids
 
 
+def ray_processes(title: str) -> list[int]:
+    """Pids of processes whose title (Ray sets it per task, ``ray::Class.method``) starts
+    with ``title``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    cmd = fh.read().split(b"\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if cmd.startswith(title):
+                pids.append(int(entry))
+    return pids
+
+
+@contextmanager
+def killing_the_first(title: str) -> Iterator[list[int]]:
+    """SIGKILLs the first process whose title starts with ``title`` (a Ray actor mid-call)
+    while the body runs; yields the list of the pid killed (empty: none was caught)."""
+    import signal
+    import time
+
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set() and not killed:
+            for pid in ray_processes(title):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                break
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        thread.join()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
 @contextmanager
 def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
     """A loopback HTTP server running ``handler``; yields its base URL."""

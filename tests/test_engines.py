@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from dataset_media import ENGINE_ANNOTATIONS, VideoServer, three_videos
+from runphd import descendants, killing_the_first
 
 from phdcli.features.spec import FeatureSpec
 from phdcli.training.dataset import BuildConfig, DatasetSummary, build_dataset
@@ -109,43 +109,12 @@ def test_local_and_ray_engines_build_the_same_store(world: dict[str, object]) ->
     print(f"max |local - ray| over all features: {worst:.2e}")
 
 
-def _ray_processes(title: str) -> list[int]:
-    """Pids of processes whose title (Ray sets it per task) starts with ``title``."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as fh:
-                    cmd = fh.read().split(b"\0")[0].decode(errors="replace")
-            except OSError:
-                continue
-            if cmd.startswith(title):
-                pids.append(int(entry))
-    return pids
-
-
 @pytest.mark.heavy
 def test_ray_build_survives_a_killed_worker(world: dict[str, object]) -> None:
     """The feature worker is SIGKILLed while it forwards a chunk: Ray restarts it, the call
     is retried, and every video ends in the store once, the same as the local build."""
-    killed: list[int] = []
-    stop = threading.Event()
-
-    def killer() -> None:
-        while not stop.is_set() and not killed:
-            for pid in _ray_processes("ray::FeatureWorker.forward"):
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-                break
-            time.sleep(0.02)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
-    try:
+    with killing_the_first("ray::FeatureWorker.forward") as killed:
         summary = build_dataset(_ray_config(world, "ray-killed"))
-    finally:
-        stop.set()
-        thread.join()
     assert killed, "no worker was caught mid-forward"
     assert (summary.videos_done, summary.videos_failed, summary.failures) == (3, 0, [])
     shards = sorted(p.name for p in summary.store.glob("shards/*/*"))
@@ -172,25 +141,6 @@ print(json.dumps(summary.to_dict()))
 """
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as fh:
-                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
 @pytest.mark.heavy
 def test_ray_driver_killed_then_rerun_forwards_only_unfinished(world: dict[str, object]
                                                                 ) -> None:
@@ -207,11 +157,11 @@ def test_ray_driver_killed_then_rerun_forwards_only_unfinished(world: dict[str, 
     while not list(shards.glob("*/shards/*/*.safetensors")) and time.monotonic() < deadline:
         assert driver.poll() is None, "the build ended before it could be killed"
         time.sleep(0.05)
-    family = _descendants(driver.pid)
+    family = descendants(driver.pid)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     time.sleep(3)  # Ray's own processes share the driver's fate; end any that did not
-    for pid in _descendants(driver.pid) | family:
+    for pid in descendants(driver.pid) | family:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     done_before = {p.stem for p in shards.glob("*/shards/*/*.safetensors")}

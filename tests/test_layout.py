@@ -27,6 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("features",),
     ("ranking",),
     ("history",),
+    ("cluster",),  # Ray plumbing both engines share (address, session, feature actors)
     ("suggest", "training"),
     ("doctor",),
     ("cli",),

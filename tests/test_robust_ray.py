@@ -26,9 +26,9 @@ from dataset_media import ENGINE_ANNOTATIONS, three_videos
 from runphd import NO_MIRROR, json_doc, one_error, phd, run_cli
 
 from phdcli import procs
+from phdcli.cluster.address import HeadWatch, parse_address
 from phdcli.errors import ClusterError, Interrupted, UsageError
 from phdcli.training.dataset import BuildConfig
-from phdcli.training.engines.cluster import HeadWatch, parse_address
 from tests.conftest import ConvertedWeights
 
 ANNOTATIONS = ENGINE_ANNOTATIONS
@@ -120,21 +120,21 @@ def test_a_head_silent_too_long_is_a_lost_cluster_naming_it() -> None:
 
 def test_ray_failures_of_the_cluster_are_phd_errors_and_a_signal_stays_a_signal() -> None:
     ray = pytest.importorskip("ray")
-    from phdcli.training.engines.ray import _cluster_faults
+    from phdcli.cluster.session import cluster_faults
 
     startup = "The current node timed out during startup. This could happen because..."
     with pytest.raises(ClusterError, match="^cannot start Ray on this machine: Exception: The"), \
-            _cluster_faults(ray, "cannot start Ray on this machine", startup=True):
+            cluster_faults(ray, "cannot start Ray on this machine", startup=True):
         raise Exception(startup)  # what ray.init raises when its node does not come up
     for exc in (ray.exceptions.LocalRayletDiedError(), ConnectionError("gcs gone"),
                 ray.exceptions.GetTimeoutError("slow")):
         with pytest.raises(ClusterError, match="^lost the Ray cluster at h:1: "), \
-                _cluster_faults(ray, "lost the Ray cluster at h:1"):
+                cluster_faults(ray, "lost the Ray cluster at h:1"):
             raise exc
-    with pytest.raises(KeyError), _cluster_faults(ray, "lost"):  # not the cluster's
+    with pytest.raises(KeyError), cluster_faults(ray, "lost"):  # not the cluster's
         raise KeyError("x")
     # Our handler's raise, as Ray's C++ wait hands it back:
-    with pytest.raises(Interrupted), _cluster_faults(ray, "lost"):
+    with pytest.raises(Interrupted), cluster_faults(ray, "lost"):
         raise SystemError("CoreWorker.wait returned a result with an exception set"
                           ) from Interrupted(15)
 

@@ -102,6 +102,13 @@ def suggest(
     exhaustive: Annotated[bool, typer.Option(
         envvar=env("exhaustive"), rich_help_panel=PANEL_SPEED,
         help="Full C3D features for every segment (no coarse-to-fine pass).")] = False,
+    engine: Annotated[Literal["local", "ray"], typer.Option(
+        envvar=env("engine"), metavar="ENGINE", rich_help_panel=PANEL_SPEED,
+        help="local, or ray: C3D on a Ray cluster (pip install 'phdcli[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(
+        metavar="HOST:PORT", rich_help_panel=PANEL_SPEED,
+        help="Ray cluster to join (with --engine ray; default: RAY_ADDRESS, else start one "
+        "here).")] = None,
     max_height: Annotated[int, typer.Option(
         envvar=env("max_height"), metavar="PX", rich_help_panel=PANEL_DOWNLOAD,
         help="Largest video height to download.")] = 720,
@@ -164,7 +171,7 @@ def suggest(
             exhaustive=exhaustive,
             include_kept=include_kept, heatmap_weight=heatmap_weight,
             command=_reproduce_command(ctx) if report else "",
-            max_megapixels=max_megapixels,
+            max_megapixels=max_megapixels, engine=engine, address=address,
         )
 
     def print_line(source: str, suggestion: Any) -> None:

@@ -17,6 +17,7 @@ features from disk and never loads C3D at all.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,6 +46,10 @@ if TYPE_CHECKING:
     from phdcli.features.device import Runtime
     from phdcli.media.probe import VideoInfo
 
+# remote(path, clip starts in s) -> ((c, D) raw features, (c,) rows computed in int8): the
+# clips computed elsewhere (``phd suggest --engine ray``: the cluster's feature actors).
+RemoteClips = Callable[[Path, list[float]], tuple[np.ndarray, np.ndarray]]
+
 
 class FeatureExtractor:
     """Turns files into feature vectors; loads C3D only when the cache misses.
@@ -53,7 +58,9 @@ class FeatureExtractor:
     runs (``registry.fetch_for_run``); None: no weights is a WeightsError.
 
     One extractor serves a whole batch of videos (and their history), so the
-    network is loaded at most once per process.
+    network is loaded at most once per process. With ``remote`` set, the
+    clips the cache lacks are computed there (C3D never loads here), and
+    ``segment_features`` may be called from several threads at once.
     """
 
     def __init__(
@@ -74,6 +81,8 @@ class FeatureExtractor:
         self.backbone = Backbone(spec.family, c3d_weights, auto_fetch)
         self.network = C3DNetwork(spec, self.backbone, self.precision, batch_clips, self.stats)
         self.cache = ClipCache(cache_dir or paths.features_cache_dir(), FEATURE_DIMS[spec.layer])
+        self.remote: RemoteClips | None = None
+        self._counting = threading.Lock()  # the stats, from the threads a remote run uses
 
     @property
     def runtime(self) -> Runtime:
@@ -133,14 +142,14 @@ class FeatureExtractor:
         rows = table.rows(needed, accept_int8) if table is not None else np.full(len(needed), -1)
         missing = needed[rows < 0]
         if len(missing):
-            self.stats.cache_misses += 1
             new = self._compute(video, missing, progress)
             table = table.merged(new) if table is not None else new
             self.cache.store(key, table)
-        else:
-            self.stats.cache_hits += 1
         assert table is not None
-        self.stats.clips_used += len(needed)
+        with self._counting:
+            self.stats.cache_misses += bool(len(missing))
+            self.stats.cache_hits += not len(missing)
+            self.stats.clips_used += len(needed)
         return assemble(table, table.rows(ticks, True), owners, ticks, len(segments))
 
     def clips_needed(
@@ -163,8 +172,13 @@ class FeatureExtractor:
         self, video: VideoInfo, ticks: np.ndarray, progress: ClipProgress | None
     ) -> ClipTable:
         """Decode and run C3D on the clips starting at ``ticks`` (ascending)."""
-        feats = self.network.clip_features(video.path, (ticks / TICKS_PER_S).tolist(), progress,
-                                           video)
+        starts_s = (ticks / TICKS_PER_S).tolist()
+        if self.remote is not None:
+            feats, int8 = self.remote(video.path, starts_s)
+            with self._counting:
+                self.stats.clips_forwarded += len(ticks)
+            return ClipTable(ticks.astype(np.int64), feats.astype(np.float32), int8.astype(bool))
+        feats = self.network.clip_features(video.path, starts_s, progress, video)
         return ClipTable(ticks.astype(np.int64), feats.astype(np.float32),
                          np.full(len(ticks), self.network.computes_int8))
 

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 
 from phdcli import defaults
+from phdcli.cluster.address import check_engine_options
 from phdcli.errors import UsageError
 from phdcli.media.budget import DEFAULT_MAX_MEGAPIXELS
 from phdcli.media.gifs import GifOptions
@@ -61,6 +62,8 @@ class SuggestConfig:
     include_kept: bool = False  # suggest spans the profile already kept
     heatmap_weight: float = 0.0  # hand-set, unmeasured (phdcli.sources.heatmap)
     command: str = ""  # for the report: how to run this again ("{input}" for the video)
+    engine: str = "local"  # where the features are computed: here, or "ray" (a cluster)
+    address: str | None = None  # the Ray cluster to join (None: RAY_ADDRESS, else start one)
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_K:
@@ -86,6 +89,7 @@ class SuggestConfig:
                              f"{MAX_HEATMAP_WEIGHT:g}, got {self.heatmap_weight}")
         if self.report and self.dry_run:
             raise UsageError("--report shows the written GIFs: it cannot go with --dry-run")
+        check_engine_options(self.engine, self.address)
         _ = self.name  # parsed now: a bad template is a usage error before any work
 
     @cached_property

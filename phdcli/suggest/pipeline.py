@@ -12,24 +12,37 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from phdcli import NOTICE
-from phdcli.errors import DeviceError, HistoryError, InputError, PhdError, UsageError, WeightsError
+from phdcli.errors import (
+    ClusterError,
+    DeviceError,
+    HistoryError,
+    InputError,
+    PhdError,
+    UsageError,
+    WeightsError,
+)
 from phdcli.suggest.config import SuggestConfig
+from phdcli.suggest.engine import (
+    OnFailure,
+    Stages,
+    failure_message,
+    record_failures,
+    run_in_order,
+    stop_batch,
+)
 from phdcli.suggest.manifest import Owner
 from phdcli.suggest.outputs import check_outputs, remember_written, write_picks
 from phdcli.suggest.report import RunInfo, Timeline
-from phdcli.suggest.results import (
-    BatchResult,
-    BatchStopped,
-    Failure,
-    Suggestion,
-    VideoSuggestions,
-    count,
-)
+from phdcli.suggest.results import BatchResult, Failure, Suggestion, VideoSuggestions
+from phdcli.suggest.video import PreparedVideo
+
+if TYPE_CHECKING:
+    from phdcli.ranking.rank import Ranking
+    from phdcli.suggest.rayrun import RayFeatures
 
 log = logging.getLogger("phd")
 
@@ -42,11 +55,8 @@ Progress = Callable[[str, int, int], None]
 # on_suggestion(input, suggestion): called as each GIF is written (--jsonl).
 OnSuggestion = Callable[[str, Suggestion], None]
 
-# on_failure(failure): called as an input fails (--jsonl), the batch's stop included.
-OnFailure = Callable[[Failure], None]
-
-# Failures of what every input shares: no other input can succeed either.
-SHARED_ERRORS = (UsageError, DeviceError, WeightsError, HistoryError)
+# Failures of what every input shares (the Ray cluster too): no other input can succeed either.
+SHARED_ERRORS = (UsageError, DeviceError, WeightsError, HistoryError, ClusterError)
 
 
 class Suggester:
@@ -102,7 +112,9 @@ class Suggester:
             names, feats = self.history.named_features(self.extractor)
             log.info("history: %d GIFs in %s", len(names), self.history.folder)
             if not names:
-                self._say_cold_start()
+                from phdcli.suggest.runinfo import say_cold_start
+
+                say_cold_start(self.config, self.history, self.model)
             self._history = (names, feats)
         return self._history
 
@@ -111,20 +123,6 @@ class Suggester:
         """Whether a term of the model reads C3D features with this history (no:
         a cold start with the bundled model ranks by position alone)."""
         return self.model.needs_features(len(self.history.items()))
-
-    def _say_cold_start(self) -> None:
-        """Once a batch: why the picks cannot follow this user's taste yet."""
-        user = "" if self.config.user == "default" else f" -u {self.config.user}"
-        if not self.history.managed:
-            where = f"the --history folder {self.history.folder} holds no GIF"
-            fix = "put GIFs you made in it"
-        else:
-            where = "your history is empty"
-            fix = f"`phd history add{user} GIF...` adds GIFs you made"
-        what = ("the content model and the position in the video"
-                if self.model.needs_features(0) else "position in the video only (no C3D needed)")
-        log.log(NOTICE, "%s: ranking by %s; %s, so that picks follow your taste",
-                where, what, fix)
 
     def _unique_stem(self, stem: str) -> str:
         """``stem``, or ``stem-2``, ``stem-3``... when an earlier input of the batch
@@ -140,18 +138,18 @@ class Suggester:
         from phdcli.media.budget import using_pixel_budget
 
         with using_pixel_budget(self.pixel_budget):
-            return self._run(str(item), on_suggestion)
+            video = self.prepare(str(item))
+            return self.finish(video, self.rank(video), on_suggestion)
 
-    def _run(self, item: str, on_suggestion: OnSuggestion | None) -> VideoSuggestions:
+    def prepare(self, item: str) -> PreparedVideo:
+        """Resolve, probe and segment ``item``; the terms from outside the model (in input
+        order: the stem is the batch's next free one)."""
         from phdcli.fsutil.contenthash import cached_sha256
         from phdcli.history.kept import same_span
         from phdcli.media.probe import probe
         from phdcli.media.segments import detect_cuts, fixed_segments, segments_from_cuts
-        from phdcli.ranking.rank import rank_segments
         from phdcli.sources.heatmap import score_term
         from phdcli.sources.inputs import resolve_input
-        from phdcli.suggest.picks import check_finite_scores, choose, make_picks
-        from phdcli.suggest.spans import shot_fit, span_of
 
         cfg = self.config
         source = resolve_input(item, cfg.download, self._stage_progress("download"))
@@ -192,36 +190,55 @@ class Suggester:
         if excluded.any():
             log.info("%s: %d segment(s) left out: you kept them before (--include-kept)",
                      stem, int(excluded.sum()))
+        return PreparedVideo(item, source, stem, info, segments, cuts, starts, ends, replay,
+                             heat_term, video_sha, video_id, kept_spans, excluded, names, history)
 
-        def ranked(model_total: np.ndarray) -> np.ndarray:
-            """What orders segments: the model, the heatmap term, kept spans left out."""
-            return np.where(excluded, -np.inf, model_total + heat_term)
+    def rank(self, video: PreparedVideo, progress: bool = True) -> Ranking:
+        """The video's features (cached, computed here, or by the cluster) and scores;
+        ``progress``: show the clips bar (not from the threads of a Ray batch)."""
+        from phdcli.ranking.rank import rank_segments
 
-        ranking = rank_segments(self.extractor, self.model, info, segments, history, cfg.k,
-                                cfg.exhaustive, progress=self._stage_progress("clips"),
-                                adjust=ranked)
+        cfg = self.config
+        return rank_segments(self.extractor, self.model, video.info, video.segments,
+                             video.history, cfg.k, cfg.exhaustive,
+                             progress=self._stage_progress("clips") if progress else None,
+                             adjust=video.ranked)
+
+    def finish(self, video: PreparedVideo, ranking: Ranking,
+               on_suggestion: OnSuggestion | None) -> VideoSuggestions:
+        """Pick, write and remember the GIFs of a ranked video (in input order)."""
+        from phdcli.suggest.picks import check_finite_scores, choose, make_picks
+        from phdcli.suggest.spans import shot_fit, span_of
+
+        cfg = self.config
+        item, info, stem, segments = video.item, video.info, video.stem, video.segments
+        starts, ends, heat_term, replay = video.starts, video.ends, video.heat_term, video.replay
+        spec = self.model.spec
         self.clips_skipped += ranking.clips_skipped
         total = ranking.terms.total + heat_term
         check_finite_scores(item, total)
         chosen = choose(ranking.candidates, starts, ends, cfg.k, cfg.gap_s,
-                        span_of(ranking, starts, ends, history, spec, info.duration_s,
+                        span_of(ranking, starts, ends, video.history, spec, info.duration_s,
                                 cfg.gif_length_s),
-                        shot_fit(info, cuts, cfg.gif_length_s or cfg.length_s, video_sha)
+                        shot_fit(info, video.cuts, cfg.gif_length_s or cfg.length_s,
+                                 video.video_sha)
                         if cfg.one_shot else None)
         if len(chosen) < min(cfg.k, len(segments)):
             log.info("%s: %d of %d picks (--min-gap %g s and one shot per GIF leave no more)",
                      stem, len(chosen), cfg.k, cfg.gap_s)
-        picks = make_picks(ranking, chosen, total, starts, ends, names, replay, heat_term)
+        picks = make_picks(ranking, chosen, total, starts, ends, video.history_names, replay,
+                           heat_term)
         ranked_by = ranking.active_terms + (("heatmap",) if replay is not None
                                             and cfg.heatmap_weight else ())
 
-        owner = Owner(item, video_id, video_sha, stem)
+        owner = Owner(item, video.video_id, video.video_sha, stem)
         page = self._report_page(stem)
-        timeline = Timeline(starts, ends, total, excluded, kept_spans, source.heatmap)
+        heatmap = video.source.heatmap
+        timeline = Timeline(starts, ends, total, video.excluded, video.kept_spans, heatmap)
 
         def result_of(done: list[Suggestion]) -> VideoSuggestions:
             return VideoSuggestions(item, info.path, info.duration_s, len(segments), done,
-                                    heatmap=source.heatmap, ranked_by=ranked_by)
+                                    heatmap=heatmap, ranked_by=ranked_by)
 
         def render_page(done: list[Suggestion]) -> str:
             """--report: this video's page, placed with its GIFs (all or nothing)."""
@@ -236,7 +253,7 @@ class Suggester:
                                 page, render_page)
             remember_written(picks, ranking, spec,
                              self.extractor.backbone_id if ranking.feats is not None else "",
-                             video_id, video_sha)
+                             video.video_id, video.video_sha)
         if on_suggestion is not None:  # with files, only once they are in place
             for pick in picks:
                 on_suggestion(item, pick)
@@ -256,48 +273,17 @@ class Suggester:
     def run_info(self, picks: list[Suggestion] | None = None) -> RunInfo:
         """The features, model and history of this batch, in words for the report,
         and thumbnails of the history GIFs nearest to ``picks``."""
-        from phdcli.media.thumbs import thumbnail
-        from phdcli.paths import tilde
-        from phdcli.suggest.report import model_terms
+        from phdcli.suggest.runinfo import describe_run
 
-        cfg = self.config
-        history = self.history
         names, _ = self.history_features()
-        # What the features are, not where they were computed this time: a
-        # rerun reads them from the cache and must write the same page (the
-        # device and precision are said on stderr when C3D runs).
-        features = (f"C3D {self.extractor.backbone_id}, {self.model.spec.layer}"
-                    if self.model.needs_features(len(names)) else
-                    "none needed: no history to compare with and no content model")
-        if history.managed:
-            n_kept = sum(1 for it in history.items() if it.source is not None)
-            where = (f"profile {cfg.user!r}: {count(len(names), 'GIF')} "
-                     f"({n_kept} kept from phd's picks)")
-        else:
-            where = f"--history folder: {count(len(names), 'GIF')} (read-only)"
-        terms, hand_set = model_terms(self.model, has_history=bool(names))
-        nearest = {p.explanation.nearest_gif for p in picks or ()} - {None}
-        thumbs = {name: thumbnail(history.folder / name) for name in sorted(nearest)}
-        return RunInfo(features=features, history=f"{where} in {tilde(history.folder)}",
-                       command=cfg.command or "phd suggest {input} --report",
-                       terms=terms, hand_set=hand_set, heatmap_weight=cfg.heatmap_weight,
-                       thumbnails={name: data for name, data in thumbs.items() if data})
+        return describe_run(self.config, self.history, self.model, self.extractor.backbone_id,
+                            names, picks)
 
     def _stage_progress(self, stage: str) -> Callable[[int, int], None] | None:
         if self.progress is None:
             return None
         report = self.progress
         return lambda done, total: report(stage, done, total or 0)
-
-
-def failure_message(item: str, exc: BaseException) -> str:
-    """One line that names the input once (never ``clip.mp4: clip: ...``)."""
-    if isinstance(exc, OSError) and not isinstance(exc, PhdError):
-        where = f" ({exc.filename})" if exc.filename else ""
-        text = f"{exc.strerror or type(exc).__name__}{where}"
-    else:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if text.startswith(item) else f"{item}: {text}"
 
 
 def suggest_batch(
@@ -310,27 +296,35 @@ def suggest_batch(
     """Suggest GIFs for many inputs; models load once, one failure stops nothing.
 
     Usage errors (flags, template) raise before any work. A problem with
-    ``--out`` or the shared parts (model file, weights, device, history)
-    raises BatchStopped, carrying the batch so far (every input not done
-    listed as failed). A problem with one input is recorded and the batch
-    goes on. ``on_failure`` hears of every failed input as it is recorded.
+    ``--out`` or the shared parts (model file, weights, device, history, the
+    Ray cluster) raises BatchStopped, carrying the batch so far (every input
+    not done listed as failed). A problem with one input is recorded and the
+    batch goes on. ``on_failure`` hears of every failed input as it is
+    recorded. ``config.engine`` "ray": the features on a Ray cluster (the
+    running Ray session, the address, or one started on this machine).
     """
+    from phdcli.media.budget import using_pixel_budget
     from phdcli.sources.inputs import expand_inputs
 
     items, problems = expand_inputs(inputs)
     batch = BatchResult()
     for item, message in problems:
         log.error("error: %s", message)
-        _fail(batch, [Failure(item, message)], on_failure)
+        record_failures(batch, [Failure(item, message)], on_failure)
     try:
         check_outputs(config, len(items))
     except UsageError:
         raise  # the command line itself is wrong: no document, exit 2
     except PhdError as exc:  # --out cannot be used: every input fails, said once
-        _stop(batch, items, exc, on_failure)
+        stop_batch(batch, items, exc, on_failure)
     if not items:
         return batch
+    cluster = None
     try:
+        if config.engine == "ray":  # before anything is loaded: a wrong address fails at once
+            from phdcli.suggest.rayrun import RayFeatures
+
+            cluster = RayFeatures(config.address)
         suggester = Suggester(config, progress, single_report=len(items) == 1)
         from phdcli.ranking.model import check_compatible
 
@@ -341,18 +335,36 @@ def suggest_batch(
             check_compatible(suggester.model, suggester.extractor.spec,
                              "the features of these weights",
                              suggester.extractor.backbone_sha256)
+            if cluster is not None:
+                _start_actors(cluster, suggester)
     except SHARED_ERRORS as exc:
-        _stop(batch, items, exc, on_failure)
+        if cluster is not None:
+            cluster.close()
+        stop_batch(batch, items, exc, on_failure)
     batch.stats.model_loads = 1
-    for index, item in enumerate(items):
-        try:
-            batch.results.append(suggester.run(item, on_suggestion))
-        except SHARED_ERRORS as exc:
-            _stop(batch, items[index:], exc, on_failure)
-        except (PhdError, OSError) as exc:
-            message = failure_message(item, exc)
-            log.error("error: %s", message)
-            _fail(batch, [Failure(item, message)], on_failure)
+
+    def failed(index: int, item: str, exc: Exception) -> None:
+        if isinstance(exc, SHARED_ERRORS):
+            stop_batch(batch, items[index:], exc, on_failure)
+        message = failure_message(item, exc)
+        log.error("error: %s", message)
+        record_failures(batch, [Failure(item, message)], on_failure)
+
+    stages: Stages[PreparedVideo, Ranking] = Stages(
+        suggester.prepare, lambda video: suggester.rank(video, progress=cluster is None),
+        lambda video, ranking: batch.results.append(
+            suggester.finish(video, ranking, on_suggestion)),
+        failed, cluster.check if cluster is not None else lambda: None)
+    try:
+        with using_pixel_budget(suggester.pixel_budget):
+            if cluster is None:
+                run_in_order(items, stages)
+            else:
+                with cluster.faults():
+                    run_in_order(items, stages, ahead=cluster.ahead)
+    finally:
+        if cluster is not None:
+            cluster.close()
     batch.stats.c3d_loads = suggester.extractor.stats.c3d_loads
     batch.stats.clips_forwarded = suggester.extractor.stats.clips_forwarded
     batch.stats.clips_skipped = suggester.clips_skipped
@@ -363,24 +375,19 @@ def suggest_batch(
             batch.report = (write_index(batch, config.out_dir, config.force) if len(items) > 1
                             else next((r.report for r in batch.results), None))
         except PhdError as exc:  # index.html became someone else's file meanwhile
-            _stop(batch, [], exc)
+            stop_batch(batch, [], exc)
     return batch
 
 
-def _stop(batch: BatchResult, remaining: list[str], exc: PhdError,
-          on_failure: OnFailure | None = None) -> NoReturn:
-    """Stop the batch: every remaining input failed with ``exc``, said in BatchStopped."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    _fail(batch, [Failure(item, message) for item in remaining], on_failure)
-    raise BatchStopped(exc, batch) from exc
+def _start_actors(cluster: RayFeatures, suggester: Suggester) -> None:
+    """The cluster's feature actors, with the driver's weights (fetched here if need be) and
+    settings; the driver's extractor sends them the clips its cache lacks."""
+    from phdcli.suggest.rayrun import WorkerExtractor
 
-
-def _fail(batch: BatchResult, failures: list[Failure], on_failure: OnFailure | None) -> None:
-    """Record failed inputs, each told to ``on_failure`` as it is recorded."""
-    for failure in failures:
-        batch.failures.append(failure)
-        if on_failure is not None:
-            on_failure(failure)
+    cfg, extractor = suggester.config, suggester.extractor
+    cluster.start(WorkerExtractor(extractor.spec, extractor.backbone.path, cfg.device,
+                                  cfg.precision))
+    extractor.remote = cluster.clip_features
 
 
 def suggest(video: str | Path, config: SuggestConfig) -> VideoSuggestions:

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from phdcli import fsutil
+from phdcli.cluster.address import check_engine_options
 from phdcli.errors import InputError, PhdError, Stopped, UsageError
 from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path, atomic_write_text, sha256_file
@@ -51,7 +52,7 @@ from phdcli.fsutil.contenthash import cached_sha256
 from phdcli.training.annotations import User, load_annotations
 from phdcli.training.checks import same_file
 from phdcli.training.download import YOUTUBE_URL
-from phdcli.training.engines import Engine, check_engine_options, get_engine
+from phdcli.training.engines import Engine, get_engine
 from phdcli.training.folder import (
     ANNOTATIONS_COPY,
     DATASET_FORMAT,

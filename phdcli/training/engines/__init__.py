@@ -13,11 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from phdcli.errors import UsageError
-from phdcli.training.engines.cluster import parse_address
+from phdcli.cluster.address import ENGINES
 from phdcli.training.jobs import BuildContext, Outcome, VideoJob
-
-ENGINES = ("local", "ray")
 
 # progress(stage, done, total); stages "videos" and "clips".
 EngineProgress = Callable[[str, int, int], None]
@@ -32,20 +29,10 @@ class Engine(Protocol):
         """Run every job; report each video's outcome exactly once, as it ends."""
 
 
-def check_engine_options(name: str, address: str | None) -> None:
-    """The engine and the cluster address as given, checked before any work (UsageError)."""
-    if name not in ENGINES:
-        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {name!r}")
-    if address is not None:
-        if name != "ray":
-            raise UsageError("--address needs --engine ray")
-        parse_address(address)  # its form and its port's range
-
-
 def get_engine(name: str, address: str | None = None) -> Engine:
     """The engine called ``name``; ``address`` is the Ray cluster to join (None: start one).
 
-    The options are checked once, before any work, by ``check_engine_options``
+    The options are checked once, before any work, by ``cluster.address.check_engine_options``
     (``dataset.BuildConfig`` calls it: the user's one error line); an unknown
     name here is a caller's bug.
     """

@@ -26,6 +26,7 @@ LOST_AFTER_S = 15.0  # a head silent this long is lost (Ray's own deadline is 60
 RAY_CLIENT_PORT = 10001  # ray://HOST without a port: Ray Client's default
 # Ray ends a driver whose GCS stayed silent this long (its name is case-sensitive).
 RAY_DEADLINE_VAR = "RAY_gcs_rpc_server_reconnect_timeout_s"
+ENGINES = ("local", "ray")  # --engine of phd dataset build and phd suggest
 FORMS = "HOST:PORT (the head's GCS port, e.g. 10.0.0.5:6379), ray://HOST[:PORT], auto or local"
 
 
@@ -118,6 +119,12 @@ class HeadWatch:
         self.last_check = time.monotonic()
         self.silent_since: float | None = None
 
+    def answers(self) -> bool:
+        """Whether the head accepts a connection now: asked at once, without grace, when a call
+        has already failed (an actor lost with its head is the cluster lost, not the video)."""
+        return self.gcs.host is None or _connect_error(self.gcs.host, self.gcs.port,
+                                                       WATCH_EVERY_S) is None
+
     def check(self) -> None:
         now = time.monotonic()
         if self.gcs.host is None or now - self.last_check < WATCH_EVERY_S:
@@ -133,3 +140,13 @@ class HeadWatch:
             raise ClusterError(
                 f"lost {self.name}: its head has not answered for {self.lost_after_s:.0f} s "
                 f"({why}); the finished videos are in the store and a re-run does the rest")
+
+
+def check_engine_options(name: str, address: str | None) -> None:
+    """The engine and the cluster address as given, checked before any work (UsageError)."""
+    if name not in ENGINES:
+        raise UsageError(f"--engine must be one of {', '.join(ENGINES)}, not {name!r}")
+    if address is not None:
+        if name != "ray":
+            raise UsageError("--address needs --engine ray")
+        parse_address(address)  # its form and its port's range
