@@ -45,11 +45,17 @@ def run_cli(args: list[str], capsys: Any) -> tuple[int, str, str]:
     return int(info.value.code or 0), out, err
 
 
+# What a child phd gets beside its home: no model mirror to reach, and
+# ``auto`` kept off int8 as in this process (conftest), so a fresh home does
+# not build and probe int8 C3D first (tests/test_int8.py and
+# tests/test_precision_probe.py test that).
+CHILD_ENV = {"PATH": "/usr/bin:/bin", "PHD_MODEL_MIRROR": NO_MIRROR, "PHD_INT8": "0"}
+
+
 def phd(*args: str, home: Path, weights: Path | None = None, env: dict[str, str] | None = None,
         stdin: str | None = None, timeout: float = 300, drop_root: bool = False,
         preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "OMP_NUM_THREADS": "2",
-                "PHD_MODEL_MIRROR": NO_MIRROR,
+    full_env = {**CHILD_ENV, "PHD_HOME": str(home), "OMP_NUM_THREADS": "2",
                 **({"PHD_C3D_WEIGHTS": str(weights)} if weights is not None else {}),
                 **(env or {})}
     cmd = [sys.executable, "-m", "phdcli", *args]
@@ -61,8 +67,7 @@ def phd(*args: str, home: Path, weights: Path | None = None, env: dict[str, str]
 
 def phd_popen(*args: str, home: Path, weights: Path | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    full_env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home), "OMP_NUM_THREADS": "1",
-                "PHD_MODEL_MIRROR": NO_MIRROR,
+    full_env = {**CHILD_ENV, "PHD_HOME": str(home), "OMP_NUM_THREADS": "1",
                 **({"PHD_C3D_WEIGHTS": str(weights)} if weights is not None else {}),
                 **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "phdcli", *args], stdout=subprocess.PIPE,

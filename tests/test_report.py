@@ -26,6 +26,7 @@ import pytest
 from phdcli.suggest.config import SuggestConfig
 from phdcli.suggest.pipeline import suggest_batch
 from tests import browser, media
+from tests.runphd import CHILD_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -101,7 +102,7 @@ def phd(*args: str, home: dict[str, Path], site: dict[str, object],
         user_home: Path | None = None) -> dict[str, object]:
     """``phd suggest ARGS --json --device cpu`` in a child process; with
     ``user_home``, run from that folder with ``HOME`` set to it."""
-    env = {"PATH": "/usr/bin:/bin", "PHD_HOME": str(home["home"]),
+    env = {**CHILD_ENV, "PHD_HOME": str(home["home"]),
            "PHD_C3D_WEIGHTS": str(home["weights"]),
            "PYTHONPATH": os.pathsep.join([str(site["plugins"]), str(REPO)])}
     if user_home is not None:
