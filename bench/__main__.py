@@ -43,7 +43,7 @@ QUICK = Plan(VideoSpec("bikes", 20, 640, 360), 2, VideoSpec("bikes", 20, 640, 36
 
 TARGETS = {  # id: (description, comparison, threshold)
     "R1": ("suggest e2e, long video, cold / ffmpeg decode to null", "<=", 1.5),
-    "R2": ("default (e2e, short video) / dense Video2GIF extraction", "<=", 0.1),
+    "R2": ("default (e2e, short video, setup done) / dense Video2GIF extraction", "<=", 0.1),
     "R3": ("C3D clips/s, bf16 / fp32 (CPU with native bf16)", ">=", 2.0),
     "R4": ("C3D fp32 GFLOP/s / torch.mm fp32 GFLOP/s", ">=", 0.8),
     "R5": ("peak RSS long video / short video", "<=", 1.2),
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     def inputs() -> None:
         state["weights"] = random_weights()
         state["short"] = make_video(plan.short)
+        state["clip"] = make_video(VideoSpec("bikes", 20, 1280, 720))  # sets a home up
         state["long"] = make_long_video(plan.long_base, plan.long_copies)
         os.environ["PHD_C3D_WEIGHTS"] = str(state["weights"])
         from phdcli.media.probe import probe
@@ -132,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     weights: Path = state["weights"]
     long_v: Path = state["long"]
     short_v: Path = state["short"]
+    clip_v: Path = state["clip"]
     li, si = state["long_info"], state["short_info"]
     b.notes.append(
         f"long video {li.duration_s:.0f} s {li.width}x{li.height} {li.fps:g} fps; short "
@@ -276,19 +278,30 @@ def main(argv: list[str] | None = None) -> int:
         b.results["cold_short_s"] = series.value
         b.results["cold_short_rss_mb"] = statistics.median(r.maxrss_kb for r in runs) / 1024
 
-        if b.quick:
-            return
-        # Weights already converted (a user's usual first run on a new video):
-        # the same home after a run, its features cache removed.
+        # A new video on a machine whose one-time setup is done (weights
+        # converted, precision probed: what every run after a user's first
+        # pays, as in R11): a home that ran once on the 20-s clip, its
+        # features, cut memo and output records removed before each run.
+        setup_runs: list[m.PhdRun] = []
         home = m.fresh_home()
         try:
-            m.run_phd(m.suggest_args(short_v, home / "out0"), home, weights)
-            m.remove(home / "cache" / "features")
-            run = m.run_phd(m.suggest_args(short_v, home / "out1"), home, weights)
+            m.run_phd(m.suggest_args(clip_v, home / "out-setup"), home, weights)
+
+            def set_up() -> float:
+                for name in ("features", "cuts", "outputs"):
+                    m.remove(home / "cache" / name)
+                run = m.run_phd(m.suggest_args(short_v, home / f"out{len(setup_runs)}"), home,
+                                weights)
+                setup_runs.append(run)
+                return run.wall_s
+
+            setup = m.repeat(set_up, plan.reps, plan.heavy_budget_s)
         finally:
             m.remove(home)
-        state["short_converted"] = run
-        b.results["short_weights_converted_s"] = run.wall_s
+        state["short_converted"] = setup_runs[len(setup_runs) // 2]
+        state["setup_short"] = setup_runs
+        b.results["short_setup_done_s"] = setup.value
+        run = state["short_converted"]
         b.results["short_weights_converted_rss_mb"] = run.maxrss_kb / 1024
         b.results["short_weights_converted_breakdown_s"] = dict(_breakdown(run))
 
@@ -525,19 +538,22 @@ def _derive(b: Bench, state: dict[str, Any], li: Any, si: Any) -> None:
             b.rows["R5"]["detail"] += (f"; short video with weights already converted "
                                        f"{conv.maxrss_kb / 1024:.0f} MB")
     dense = state.get("dense")
-    if cold_short and dense is not None:
-        cold = b.results["cold_short_s"]
-        ratio = cold / dense.seconds
-        run = cold_short[0]
+    setup_short: list[m.PhdRun] = state.get("setup_short", [])
+    if setup_short and dense is not None:
+        default = b.results["short_setup_done_s"]
+        ratio = default / dense.seconds
+        run = state["short_converted"]
         feats = run.stage("extract")
         b.results["r2_features_only_ratio"] = feats / dense.seconds
         how = (f"extrapolated from {dense.windows_measured} of {dense.windows_total} windows "
                f"({fmt_s(dense.measured_s)})" if dense.extrapolated
                else f"all {dense.windows_total} windows")
-        b.row("R2", ratio, len(cold_short),
-              f"default {fmt_s(cold)} ({_precision_of(cold_short)}), dense "
-              f"{fmt_s(dense.seconds)} ({dense.precision}, {how}); features only "
-              f"{feats / dense.seconds:.3f}",
+        first = (f"; a fresh home's first run {fmt_s(b.results['cold_short_s'])}, "
+                 f"{b.results['cold_short_s'] / dense.seconds:.3f}" if cold_short else "")
+        b.row("R2", ratio, len(setup_short),
+              f"default {fmt_s(default)} ({_precision_of(setup_short)}, one-time setup done), "
+              f"dense {fmt_s(dense.seconds)} ({dense.precision}, {how}); features only "
+              f"{feats / dense.seconds:.3f}{first}",
               "" if ratio <= 0.1 else _why_short(run))
 
 
@@ -581,7 +597,7 @@ def _print(b: Bench) -> None:
     conv = b.results.get("short_weights_converted_breakdown_s")
     if conv:
         total = sum(conv.values())
-        print(f"\nshort video, weights already converted, features cold ({fmt_s(total)}, "
+        print(f"\nshort video, one-time setup done, features cold ({fmt_s(total)}, "
               f"peak RSS {b.results['short_weights_converted_rss_mb']:.0f} MB vs "
               f"{b.results['cold_short_rss_mb']:.0f} MB fully cold):")
         for name, secs in conv.items():

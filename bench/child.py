@@ -86,9 +86,9 @@ def instrument() -> None:
     import phdcli.features.registry
     import phdcli.media.cutmemo
     import phdcli.media.decode
-    import phdcli.media.gifs
     import phdcli.media.probe
     import phdcli.ranking.model
+    import phdcli.suggest.outputs
     import phdcli.suggest.pipeline
     import phdcli.suggest.spans
 
@@ -102,7 +102,8 @@ def instrument() -> None:
     phdcli.features.registry.cached_sha256 = _timed("hash", phdcli.features.registry.cached_sha256)
     phdcli.media.probe.probe = _timed("probe", phdcli.media.probe.probe)
     phdcli.media.decode.decode_clips = _timed_iter("decode", phdcli.media.decode.decode_clips)
-    phdcli.media.gifs.write_clip = _timed("gifs", phdcli.media.gifs.write_clip)
+    # A video's GIFs are written side by side: their wall time, not the sum of each.
+    phdcli.suggest.outputs._encode_all = _timed("gifs", phdcli.suggest.outputs._encode_all)
     # The one-shot rule around each pick: cut detection, or its memo on a rerun.
     phdcli.suggest.spans.cuts_between = _timed("cuts", phdcli.media.cutmemo.cuts_between)
     net = phdcli.features.network.C3DNetwork

@@ -235,11 +235,12 @@ def dense_extraction(video: Path, ext: Any, max_windows: int) -> Dense:
 
 def score_s(n_segments: int, n_history: int, reps: int, rows: int | None = None) -> Series:
     """FusedModel.score, bundled model, random L2-normalised 4096-d features;
-    ``rows``: only that many segments rescored (the fine pass's candidates)."""
+    ``rows``: only that many segments rescored (the fine pass's candidates),
+    with the history's norms from the first scoring, as rank_segments does."""
     import numpy as np
 
     from phdcli.features.clips import l2_normalise
-    from phdcli.ranking.model import default_model_path, load_model
+    from phdcli.ranking.model import default_model_path, load_model, squared_norms
 
     model = load_model(default_model_path())
     rng = np.random.default_rng(0)
@@ -249,11 +250,13 @@ def score_s(n_segments: int, n_history: int, reps: int, rows: int | None = None)
     starts = np.arange(n_segments) * 5.0
     ends = starts + 5.0
     picked = None if rows is None else rng.permutation(n_segments)[:rows]
-    model.score(seg, hist, starts, ends, float(ends[-1]), rows=picked)  # warm-up
+    norms = None if rows is None else squared_norms(hist)
+    model.score(seg, hist, starts, ends, float(ends[-1]), rows=picked,
+                history_sq=norms)  # warm-up
 
     def once() -> float:
         t0 = time.perf_counter()
-        model.score(seg, hist, starts, ends, float(ends[-1]), rows=picked)
+        model.score(seg, hist, starts, ends, float(ends[-1]), rows=picked, history_sq=norms)
         return time.perf_counter() - t0
 
     return repeat(once, reps, budget_s=30)

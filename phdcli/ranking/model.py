@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from phdcli.errors import WeightsError
-from phdcli.features.clips import l2_normalise
 from phdcli.features.spec import FeatureSpec
 from phdcli.fsutil import atomic_path
 from phdcli.ranking.prior import TemporalPrior
@@ -82,6 +81,12 @@ class ScoreTerms:
                             for f in fields(ScoreTerms)))
 
 
+def squared_norms(history_feats: np.ndarray) -> np.ndarray:
+    """|g|^2 of each history row (float32), for scoring against one history twice."""
+    hist = np.asarray(history_feats, dtype=np.float32)
+    return np.einsum("md,md->m", hist, hist)
+
+
 def fuse(fnn: np.ndarray, svm: np.ndarray, time: np.ndarray, omega: float,
          omega_t: float) -> np.ndarray:
     """The late fusion of the unweighted terms, the one place it is written: scoring,
@@ -129,6 +134,7 @@ class FusedModel:
         end_s: np.ndarray,
         duration_s: float,
         rows: np.ndarray | None = None,
+        history_sq: np.ndarray | None = None,
     ) -> ScoreTerms:
         """segment_feats (n, D), history_feats (m, D) with m >= 0 -> ScoreTerms.
 
@@ -137,6 +143,8 @@ class FusedModel:
         ``rows``: score only these segments (terms in their order); the
         video-mean centring still sees every segment. The fine pass of
         ``rank_segments`` rescores its candidates so, not the whole video.
+        ``history_sq``: :func:`squared_norms` of the history, when the caller
+        scores against it more than once.
         """
         if rows is not None:
             rows = np.asarray(rows, dtype=np.int64)
@@ -153,7 +161,8 @@ class FusedModel:
             x = np.concatenate([mine, np.broadcast_to(mean_hist, mine.shape)], 1)
             fnn = self.fnn(x.astype(np.float64))
 
-        dists, nearest, similarity = self.history_distances(segment_feats, history_feats, rows)
+        dists, nearest, similarity = self.history_distances(segment_feats, history_feats, rows,
+                                                            history_sq)
         svm = dists @ self.svm_w + self.svm_b
         time = (
             self.prior.score(np.asarray(start_s), np.asarray(end_s), duration_s)
@@ -165,7 +174,7 @@ class FusedModel:
 
     def history_distances(
         self, segment_feats: np.ndarray, history_feats: np.ndarray,
-        rows: np.ndarray | None = None,
+        rows: np.ndarray | None = None, history_sq: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """SVM-D's input: (n, k) cosine distances to the k nearest history items.
 
@@ -181,44 +190,47 @@ class FusedModel:
         similarity = np.full(n, np.nan)
         if len(history_feats) == 0 or n == 0:
             return dists, nearest, similarity
-        sims = self._cosines(segment_feats, history_feats, rows)  # (n, m)
-        take = min(self.k, sims.shape[1])
-        # argpartition keeps this linear in the history's size (R7).
-        top = np.argpartition(-sims, take - 1, axis=1)[:, :take]
-        top_sims = np.take_along_axis(sims, top, axis=1)
-        order = np.argsort(-top_sims, axis=1)
-        top_sims = np.take_along_axis(top_sims, order, axis=1).astype(np.float64)
+        take = min(self.k, len(history_feats))
+        top, top_sims = self._nearest(segment_feats, history_feats, rows, take, history_sq)
         dists[:, :take] = 1.0 - top_sims
-        nearest = np.take_along_axis(top, order[:, :1], axis=1)[:, 0]
-        similarity = top_sims[:, 0]
-        return dists, nearest, similarity
+        return dists, top[:, 0], top_sims[:, 0]
 
-    def _cosines(self, segment_feats: np.ndarray, history_feats: np.ndarray,
-                 rows: np.ndarray | None = None) -> np.ndarray:
-        """Cosine similarities (n, m) of ``rows`` (all segments when None) with
-        the history, centred on the mean of all segments when asked.
+    def _nearest(self, segment_feats: np.ndarray, history_feats: np.ndarray,
+                 rows: np.ndarray | None, take: int, history_sq: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's ``take`` most similar history items: (n, take) indices and
+        float64 cosines, best first; rows are ``rows`` of the segments (all when
+        None), centred on the mean of all segments when asked.
 
-        One float32 matmul reads the history once, as given: the centred
-        history (g - c) is never materialised, since (s-c).(g-c) = (s-c).g -
-        (s-c).c and |g-c|^2 = |g|^2 - 2 g.c + |c|^2, and g.c comes from the
-        same product (c is its last row). The history is the large side (R7:
-        10,000 GIFs are 164 MB of float32), so each extra pass over it counts.
+        The history is the large side (R7: 10,000 GIFs are 164 MB of float32),
+        so it is read once, as given, and only (m,) and (m, n) arrays are made
+        from it. One float32 matmul gives (s-c).g and g.c (c is its last
+        column), so the centred history (g - c) is never materialised:
+        (s-c).(g-c) = (s-c).g - (s-c).c and |g-c|^2 = |g|^2 - 2 g.c + |c|^2.
+        history @ rows.T rather than rows @ history.T: the same numbers, and
+        with few rows BLAS reads the history instead of repacking it (2x).
+        The items are chosen by (s-c).(g-c) / |g-c|, the cosine times the
+        row's constant 1 / |s-c|, so cosines are divided out for the chosen
+        ones only; argpartition keeps the choice linear in the history's size.
         """
         seg = np.asarray(segment_feats, dtype=np.float32)
         hist = np.asarray(history_feats, dtype=np.float32)
-        if self.centre != "video_mean":
-            mine = seg if rows is None else seg[rows]
-            return np.ascontiguousarray((l2_normalise(hist) @ l2_normalise(mine).T).T)
-        centre = seg.mean(axis=0)
-        seg_c = (seg if rows is None else seg[rows]) - centre
-        # history @ rows.T, not rows @ history.T: the same numbers, and with
-        # few rows BLAS reads the large side once instead of repacking it (2x).
-        products = np.ascontiguousarray((hist @ np.concatenate([seg_c, centre[None]]).T).T)
-        hist_c = products[-1]
-        dots = products[:-1] - (seg_c @ centre)[:, None]
-        hist_sq = np.einsum("md,md->m", hist, hist) - 2.0 * hist_c + centre @ centre
-        norms = np.linalg.norm(seg_c, axis=1)[:, None] * np.sqrt(np.maximum(hist_sq, 0.0))[None]
-        return dots / np.maximum(norms, 1e-12)
+        centre = (seg.mean(axis=0) if self.centre == "video_mean"
+                  else np.zeros(seg.shape[1], dtype=np.float32))
+        mine = (seg if rows is None else seg[rows]) - centre
+        products = hist @ np.concatenate([mine, centre[None]]).T  # (m, n + 1)
+        if history_sq is None:
+            history_sq = squared_norms(hist)
+        hist_sq = history_sq - 2.0 * products[:, -1] + centre @ centre
+        scaled = products[:, :-1] - (mine @ centre)[None, :]
+        scaled *= (1.0 / np.sqrt(np.maximum(hist_sq, 1e-24)))[:, None]
+        scaled = np.ascontiguousarray(scaled.T)  # (n, m): argpartition is faster along rows
+        m = len(hist)
+        top = np.argpartition(scaled, m - take, axis=1)[:, m - take:]  # (n, take), any order
+        sims = (np.take_along_axis(scaled, top, axis=1).astype(np.float64)
+                / np.maximum(np.linalg.norm(mine, axis=1), 1e-12)[:, None])
+        order = np.argsort(-sims, axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1), np.take_along_axis(sims, order, axis=1)
 
     # -- files ------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:

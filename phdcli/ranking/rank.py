@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from phdcli.ranking.model import squared_norms
+
 if TYPE_CHECKING:
     from phdcli.features.clips import SegmentFeatures
     from phdcli.features.extractor import FeatureExtractor
@@ -83,8 +85,13 @@ def rank_segments(
     n = len(segments)
     n_full = extractor.clips_needed(video, segments)
 
+    # The history is scored against twice (coarse, then the candidates): its
+    # rows' norms once.
+    history_sq = squared_norms(history) if len(history) else None
+
     def score(feats: SegmentFeatures) -> ScoreTerms:
-        return model.score(feats.segments, history, starts, ends, video.duration_s)
+        return model.score(feats.segments, history, starts, ends, video.duration_s,
+                           history_sq=history_sq)
 
     active = model.active_terms(len(history))
     if not model.needs_features(len(history)):
@@ -112,7 +119,7 @@ def rank_segments(
         # (centred on the mean of every segment's features, as before); the
         # others keep their coarse terms, which their features have not changed.
         rescored = model.score(feats.segments, history, starts, ends, video.duration_s,
-                               rows=candidates)
+                               rows=candidates, history_sq=history_sq)
         terms = coarse_terms.with_rows(candidates, rescored)
         return Ranking(feats, terms, _best_first(ranked(terms), candidates), used, n_full, k,
                        active)
