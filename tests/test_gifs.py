@@ -352,3 +352,11 @@ def test_clips_run_all_at_once_one_thread_each_while_memory_allows() -> None:
     assert parallel_encodes(50, hd, options, 5.0, cores=2) == (8, 1)  # 4 per core at most
     # 8K frames at 8192 px: each encode holds gigabytes, so one at a time.
     assert parallel_encodes(5, (7680, 4320), GifOptions(width=8192), 5.0, cores=2) == (1, 2)
+
+
+def test_a_video_with_no_picks_writes_no_clip(busy: Path) -> None:
+    # Every segment left out (kept before, or no shot long enough): nothing to
+    # encode, and nothing to size the side-by-side encodes from.
+    from phdcli.suggest.outputs import _encode_all
+
+    assert _encode_all(probe(busy), [], [], GifOptions(), None) == []

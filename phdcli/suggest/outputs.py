@@ -164,6 +164,8 @@ def _encode_all(video: VideoInfo, picks: list[Suggestion], outs: list[Path],
     """Write every pick's clip; the first failure raises (the rest are cancelled)."""
     from phdcli.media.gifs import parallel_encodes, write_clip
 
+    if not picks:  # every segment left out (kept before): a page, if asked, and no clip
+        return []
     frame = (video.display_width, video.display_height)  # each side of a clip >= 2 px
     at_once, threads = parallel_encodes(len(picks), frame, options,
                                         max(p.end_s - p.start_s for p in picks),
