@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from phdcli import paths
+from phdcli import NOTICE, paths
 from phdcli.errors import PhdError
 from phdcli.fsutil import atomic_write_text
 from phdcli.fsutil.cachefile import RefusedEntry, discard, read_entry_text
@@ -321,6 +321,10 @@ def _probe(runtime: Runtime, names: list[str], video_name: str, path: Path, cpu:
     if build:
         calibrating[np.linspace(0, len(clips) - 1, CALIBRATION_CLIPS).round().astype(int)] = True
     check = clips[~calibrating]
+    # Tens of seconds on a first run (README, "The precision probe"): said
+    # before it starts, so that the run is not silent meanwhile.
+    log.log(NOTICE, "choosing C3D's precision (once): %s%s", "building int8, timing "
+            if build else "timing ", ", ".join(names))
     build_s = 0.0
     if build:
         t0 = time.perf_counter()
