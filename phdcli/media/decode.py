@@ -50,10 +50,11 @@ TRUNCATION_SLACK_S = 1.0
 # Frames shown before the next clip that no other frame refers to (H.264's
 # non-reference B-frames) are not decoded at all: most frames decoded for a
 # clip are the run-up from the keyframe a seek lands on, and skipping these
-# is a third fewer frames on x264's defaults (bench.decode_study), for the
-# same clips bit for bit. Only frames this many frame steps before the
-# clip's start are skipped, and only on a constant-rate stream, where the
-# frame on screen at the start is known to come later.
+# decodes fewer frames for the same clips bit for bit (tests/test_video.py;
+# 20-30 % less decoding CPU on the bench's coarse pass, README "Performance").
+# Only frames this many frame steps before the clip's start are skipped,
+# and only on a constant-rate stream, where the frame on screen at the start
+# is known to come later.
 SKIP_MARGIN_FRAMES = 1.5
 
 
@@ -99,6 +100,9 @@ class _ClipDecoder:
         """The stream's frames, as ``container.decode`` gives them, less the
         non-reference frames shown before ``skip_before_s``."""
         context = self.stream.codec_context
+        # A seek keeps the codec context: start from decoding every frame,
+        # whatever the generator before this one left set.
+        context.skip_frame = "DEFAULT"
         skipping = False
         for packet in self.container.demux(self.stream):
             early = (self.skip_before_s is not None and packet.pts is not None

@@ -89,9 +89,9 @@ def rank_segments(
     # rows' norms once.
     history_sq = squared_norms(history) if len(history) else None
 
-    def score(feats: SegmentFeatures) -> ScoreTerms:
+    def score(feats: SegmentFeatures, rows: np.ndarray | None = None) -> ScoreTerms:
         return model.score(feats.segments, history, starts, ends, video.duration_s,
-                           history_sq=history_sq)
+                           rows=rows, history_sq=history_sq)
 
     active = model.active_terms(len(history))
     if not model.needs_features(len(history)):
@@ -118,9 +118,7 @@ def rank_segments(
         # Only the candidates can be picked, so only they are scored again
         # (centred on the mean of every segment's features, as before); the
         # others keep their coarse terms, which their features have not changed.
-        rescored = model.score(feats.segments, history, starts, ends, video.duration_s,
-                               rows=candidates, history_sq=history_sq)
-        terms = coarse_terms.with_rows(candidates, rescored)
+        terms = coarse_terms.with_rows(candidates, score(feats, rows=candidates))
         return Ranking(feats, terms, _best_first(ranked(terms), candidates), used, n_full, k,
                        active)
     terms = score(feats)  # the caller refuses non-finite totals (suggest._check_finite)
